@@ -1,0 +1,409 @@
+//! The SQLite index: patients, studies, series and instances, and an audit trail of associations.
+//!
+//! Writes run in one transaction per instance with `synchronous = FULL`: once `record_instance`
+//! returns, the row survives a crash or a power cut.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Row};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open the index database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot bring the index database {path} up to date: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("index database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// What the index keeps of one stored instance.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InstanceRecord {
+    pub patient_id: String,
+    pub issuer_of_patient_id: String,
+    pub study_instance_uid: String,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_description: Option<String>,
+    pub series_instance_uid: String,
+    pub modality: Option<String>,
+    pub series_number: Option<i64>,
+    pub series_description: Option<String>,
+    pub frame_of_reference_uid: Option<String>,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub instance_number: Option<i64>,
+    pub transfer_syntax_uid: String,
+    /// Relative to the data directory.
+    pub file_path: String,
+    pub file_size: u64,
+    pub calling_ae: String,
+    pub association: Option<i64>,
+}
+
+/// One indexed instance as read back.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct StoredInstance {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub file_path: String,
+    pub file_size: i64,
+    pub calling_ae: String,
+    pub received_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Counts {
+    pub patients: i64,
+    pub studies: i64,
+    pub series: i64,
+    pub instances: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct AssociationRow {
+    pub id: i64,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub peer_address: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub instances_stored: i64,
+    pub instances_refused: i64,
+    pub outcome: String,
+}
+
+#[derive(Clone)]
+pub struct Index {
+    pool: SqlitePool,
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+impl Index {
+    /// Open (creating if needed) the index at `path` and apply pending migrations.
+    pub async fn open(path: &Path) -> Result<Index, IndexError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| IndexError::Open {
+                path: path.to_owned(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(|source| IndexError::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed row is on disk before Success is sent.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|source| IndexError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        sqlx::migrate!()
+            .run(&pool)
+            .await
+            .map_err(|source| IndexError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Index { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Insert or update the instance and its patient, study and series in one transaction.
+    /// Returns the file path the instance had before when it was stored under another path.
+    pub async fn record_instance(
+        &self,
+        rec: &InstanceRecord,
+    ) -> Result<Option<String>, IndexError> {
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        let patient: i64 = sqlx::query(
+            "INSERT INTO patients (patient_id, issuer) VALUES (?1, ?2)
+             ON CONFLICT (patient_id, issuer) DO UPDATE SET patient_id = excluded.patient_id
+             RETURNING id",
+        )
+        .bind(&rec.patient_id)
+        .bind(&rec.issuer_of_patient_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        let study: i64 = sqlx::query(
+            "INSERT INTO studies (study_instance_uid, patient, study_date, study_time, accession_number, study_description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (study_instance_uid) DO UPDATE SET
+                patient = excluded.patient,
+                study_date = COALESCE(excluded.study_date, study_date),
+                study_time = COALESCE(excluded.study_time, study_time),
+                accession_number = COALESCE(excluded.accession_number, accession_number),
+                study_description = COALESCE(excluded.study_description, study_description)
+             RETURNING id",
+        )
+        .bind(&rec.study_instance_uid)
+        .bind(patient)
+        .bind(&rec.study_date)
+        .bind(&rec.study_time)
+        .bind(&rec.accession_number)
+        .bind(&rec.study_description)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        let series: i64 = sqlx::query(
+            "INSERT INTO series (series_instance_uid, study, modality, series_number, series_description,
+                                 frame_of_reference_uid, last_received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (series_instance_uid) DO UPDATE SET
+                study = excluded.study,
+                modality = COALESCE(excluded.modality, modality),
+                series_number = COALESCE(excluded.series_number, series_number),
+                series_description = COALESCE(excluded.series_description, series_description),
+                frame_of_reference_uid = COALESCE(excluded.frame_of_reference_uid, frame_of_reference_uid),
+                last_received_at = excluded.last_received_at
+             RETURNING id",
+        )
+        .bind(&rec.series_instance_uid)
+        .bind(study)
+        .bind(&rec.modality)
+        .bind(rec.series_number)
+        .bind(&rec.series_description)
+        .bind(&rec.frame_of_reference_uid)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        let previous_path: Option<String> =
+            sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = ?1")
+                .bind(&rec.sop_instance_uid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO instances (sop_instance_uid, sop_class_uid, series, instance_number, transfer_syntax_uid,
+                                    file_path, file_size, calling_ae, association, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (sop_instance_uid) DO UPDATE SET
+                sop_class_uid = excluded.sop_class_uid,
+                series = excluded.series,
+                instance_number = excluded.instance_number,
+                transfer_syntax_uid = excluded.transfer_syntax_uid,
+                file_path = excluded.file_path,
+                file_size = excluded.file_size,
+                calling_ae = excluded.calling_ae,
+                association = excluded.association,
+                received_at = excluded.received_at",
+        )
+        .bind(&rec.sop_instance_uid)
+        .bind(&rec.sop_class_uid)
+        .bind(series)
+        .bind(rec.instance_number)
+        .bind(&rec.transfer_syntax_uid)
+        .bind(&rec.file_path)
+        .bind(rec.file_size as i64)
+        .bind(&rec.calling_ae)
+        .bind(rec.association)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(previous_path.filter(|p| *p != rec.file_path))
+    }
+
+    /// Start an audit row for an association; returns its id.
+    pub async fn begin_association(
+        &self,
+        calling_ae: &str,
+        called_ae: &str,
+        peer_address: &str,
+        outcome: &str,
+    ) -> Result<i64, IndexError> {
+        let id = sqlx::query(
+            "INSERT INTO associations (calling_ae, called_ae, peer_address, started_at, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        )
+        .bind(calling_ae)
+        .bind(called_ae)
+        .bind(peer_address)
+        .bind(now_rfc3339())
+        .bind(outcome)
+        .fetch_one(&self.pool)
+        .await?
+        .get(0);
+        Ok(id)
+    }
+
+    pub async fn end_association(
+        &self,
+        id: i64,
+        stored: u64,
+        refused: u64,
+        outcome: &str,
+    ) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE associations SET ended_at = ?2, instances_stored = ?3, instances_refused = ?4, outcome = ?5
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(now_rfc3339())
+        .bind(stored as i64)
+        .bind(refused as i64)
+        .bind(outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn counts(&self) -> Result<Counts, IndexError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies),
+                    (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances),
+                    (SELECT COALESCE(SUM(file_size), 0) FROM instances)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            patients: row.get(0),
+            studies: row.get(1),
+            series: row.get(2),
+            instances: row.get(3),
+            bytes: row.get(4),
+        })
+    }
+
+    pub async fn recent_associations(&self, limit: i64) -> Result<Vec<AssociationRow>, IndexError> {
+        Ok(sqlx::query_as::<_, AssociationRow>(
+            "SELECT id, calling_ae, called_ae, peer_address, started_at, ended_at, instances_stored,
+                    instances_refused, outcome
+             FROM associations ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn instances(&self) -> Result<Vec<StoredInstance>, IndexError> {
+        Ok(sqlx::query_as::<_, StoredInstance>(
+            "SELECT i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, st.study_instance_uid,
+                    i.transfer_syntax_uid, i.file_path, i.file_size, i.calling_ae, i.received_at
+             FROM instances i JOIN series se ON se.id = i.series JOIN studies st ON st.id = se.study
+             ORDER BY i.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sop: &str, series: &str, path: &str) -> InstanceRecord {
+        InstanceRecord {
+            patient_id: "P1".into(),
+            study_instance_uid: "1.2.3".into(),
+            series_instance_uid: series.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+            sop_instance_uid: sop.into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            file_path: path.into(),
+            file_size: 10,
+            calling_ae: "PACS".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn resending_an_instance_keeps_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("db/index.sqlite"))
+            .await
+            .unwrap();
+        assert_eq!(
+            index
+                .record_instance(&record("1.1", "1.2.3.4", "a"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            index
+                .record_instance(&record("1.1", "1.2.3.4", "a"))
+                .await
+                .unwrap(),
+            None
+        );
+        index
+            .record_instance(&record("1.2", "1.2.3.4", "b"))
+            .await
+            .unwrap();
+        let counts = index.counts().await.unwrap();
+        assert_eq!(
+            (
+                counts.patients,
+                counts.studies,
+                counts.series,
+                counts.instances
+            ),
+            (1, 1, 1, 2)
+        );
+        assert_eq!(counts.bytes, 20);
+        // The same SOP Instance UID moved to another series: one row, and the old path is handed back.
+        let moved = index
+            .record_instance(&record("1.1", "1.2.3.5", "c"))
+            .await
+            .unwrap();
+        assert_eq!(moved.as_deref(), Some("a"));
+        let counts = index.counts().await.unwrap();
+        assert_eq!((counts.series, counts.instances), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn associations_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let id = index
+            .begin_association("PACS", "MSNODE", "127.0.0.1:5000", "accepted")
+            .await
+            .unwrap();
+        index.end_association(id, 3, 1, "released").await.unwrap();
+        let rows = index.recent_associations(10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].instances_stored, rows[0].instances_refused),
+            (3, 1)
+        );
+        assert_eq!(rows[0].outcome, "released");
+        assert!(rows[0].ended_at.is_some());
+    }
+}

@@ -1,0 +1,11 @@
+//! msnode: a clinical node for multiple-sclerosis follow-up MRI.
+//!
+//! Data flow and the module that owns each stage are described in `ARCHITECTURE.md`.
+
+pub mod config;
+pub mod index;
+pub mod ingest;
+pub mod logging;
+pub mod net;
+pub mod node;
+pub mod store;

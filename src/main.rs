@@ -1,0 +1,247 @@
+//! The `msnode` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use msnode::config::Config;
+use msnode::net::scu::{self, Remote};
+
+#[derive(Parser)]
+#[command(name = "msnode", version, about = "Clinical node for MS follow-up MRI")]
+struct Cli {
+    /// Configuration file (TOML). Defaults are used when none is given.
+    #[arg(long, short, global = true, env = "MSNODE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the DICOM listener (C-ECHO, C-STORE) until SIGINT or SIGTERM.
+    Serve,
+    /// C-ECHO a peer: a configured peer's AE title, or AE@host:port.
+    Echo { peer: String },
+    /// C-STORE DICOM files (folders are walked) to a peer, each in its own transfer syntax.
+    Send {
+        peer: String,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// What the node holds and its recent associations.
+    Status {
+        /// How many recent associations to list.
+        #[arg(long, default_value_t = 10)]
+        associations: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file and name every wrong key or value.
+    Check { file: PathBuf },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+/// A peer named by AE title (from the configuration) or given as AE@host:port.
+fn remote(config: &Config, peer: &str) -> anyhow::Result<Remote> {
+    let (called_ae, address) = match config.peer(peer) {
+        Some(p) => (p.ae_title.clone(), format!("{}:{}", p.host, p.port)),
+        None => match peer.split_once('@') {
+            Some((ae, address)) if address.contains(':') => (ae.to_string(), address.to_string()),
+            _ => bail!("{peer:?} is neither a configured peer nor AE@host:port"),
+        },
+    };
+    Ok(Remote {
+        calling_ae: config.node.ae_title.clone(),
+        called_ae,
+        address,
+        max_pdu: config.network.max_pdu,
+        timeout: config.network.association_timeout,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `config check` judges its own argument, not the --config the other commands run with.
+    let config = match &cli.command {
+        Command::Config { .. } => Config::default(),
+        _ => load_config(cli.config.as_ref())?,
+    };
+    msnode::logging::init(&config.logging);
+    match cli.command {
+        Command::Serve => {
+            msnode::node::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Echo { peer } => {
+            let remote = remote(&config, &peer)?;
+            let (elapsed, status) = scu::echo(&remote).await?;
+            println!(
+                "C-ECHO {} at {}: status {status:#06x} in {:.1} ms",
+                remote.called_ae,
+                remote.address,
+                elapsed.as_secs_f64() * 1000.0
+            );
+            Ok(if status == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Send { peer, paths } => {
+            let remote = remote(&config, &peer)?;
+            let mut files = Vec::new();
+            let mut failed = 0usize;
+            for path in scu::collect_files(&paths) {
+                match scu::inspect(&path) {
+                    Ok(file) => files.push(file),
+                    Err(e) => {
+                        eprintln!("skipped: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if files.is_empty() {
+                bail!("no DICOM files found under the given paths");
+            }
+            let started = std::time::Instant::now();
+            let results = scu::send(&remote, &files).await?;
+            let mut sent = 0usize;
+            for result in &results {
+                match &result.outcome {
+                    Ok(0) => sent += 1,
+                    Ok(status) => {
+                        failed += 1;
+                        eprintln!(
+                            "{}: refused with status {status:#06x}",
+                            result.path.display()
+                        );
+                    }
+                    Err(reason) => {
+                        failed += 1;
+                        eprintln!("{}: not sent: {reason}", result.path.display());
+                    }
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "sent {sent} of {} instance(s) to {} in {seconds:.2} s ({:.0} instances/s); {failed} failed",
+                sent + failed,
+                remote.called_ae,
+                sent as f64 / seconds.max(1e-9)
+            );
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { associations, json } => {
+            let index = msnode::index::Index::open(&config.database_path())
+                .await
+                .with_context(
+                    || "msnode status reads the index of the configured data directory",
+                )?;
+            let counts = index.counts().await?;
+            let recent = index.recent_associations(associations).await?;
+            if json {
+                let value = serde_json::json!({
+                    "patients": counts.patients,
+                    "studies": counts.studies,
+                    "series": counts.series,
+                    "instances": counts.instances,
+                    "bytes": counts.bytes,
+                    "recent_associations": recent.iter().map(|a| serde_json::json!({
+                        "id": a.id, "calling_ae": a.calling_ae, "called_ae": a.called_ae,
+                        "peer_address": a.peer_address, "started_at": a.started_at, "ended_at": a.ended_at,
+                        "instances_stored": a.instances_stored, "instances_refused": a.instances_refused,
+                        "outcome": a.outcome,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("database   {}", config.database_path().display());
+                println!(
+                    "patients {}  studies {}  series {}  instances {}  ({:.1} MiB)",
+                    counts.patients,
+                    counts.studies,
+                    counts.series,
+                    counts.instances,
+                    counts.bytes as f64 / 1048576.0
+                );
+                println!("recent associations:");
+                println!(
+                    "{:>5}  {:<20}  {:<16}  {:<21}  {:>6}  {:>7}  outcome",
+                    "id", "started", "calling AE", "peer", "stored", "refused"
+                );
+                for a in &recent {
+                    println!(
+                        "{:>5}  {:<20}  {:<16}  {:<21}  {:>6}  {:>7}  {}",
+                        a.id,
+                        a.started_at.get(..19).unwrap_or(&a.started_at),
+                        a.calling_ae,
+                        a.peer_address,
+                        a.instances_stored,
+                        a.instances_refused,
+                        a.outcome
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Ok(match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }),
+    }
+}
+
+/// The error and its causes on one line, skipping causes its message already quotes.
+fn render(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("msnode: {}", render(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

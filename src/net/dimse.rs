@@ -1,0 +1,282 @@
+//! DIMSE command sets: the few messages msnode sends and understands, as typed values.
+//!
+//! Command sets are always Implicit VR Little Endian (PS3.7 6.3.1).
+
+use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+pub const C_STORE_RQ: u16 = 0x0001;
+pub const C_STORE_RSP: u16 = 0x8001;
+pub const C_ECHO_RQ: u16 = 0x0030;
+pub const C_ECHO_RSP: u16 = 0x8030;
+
+/// Command Data Set Type value meaning "no data set follows".
+const NO_DATA_SET: u16 = 0x0101;
+
+pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
+
+/// DIMSE status codes msnode answers with (PS3.4 B.2.3, PS3.7 C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// A700: the instance is larger than we accept, or storage is full.
+    OutOfResources,
+    /// A900: the data set does not match what the command says, or lacks identifying attributes.
+    DataSetDoesNotMatchSopClass,
+    /// C000: the data set cannot be parsed.
+    CannotUnderstand,
+    /// 0122
+    SopClassNotSupported,
+    /// 0211
+    UnrecognizedOperation,
+    /// 0110
+    ProcessingFailure,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Success => 0x0000,
+            Status::OutOfResources => 0xA700,
+            Status::DataSetDoesNotMatchSopClass => 0xA900,
+            Status::CannotUnderstand => 0xC000,
+            Status::SopClassNotSupported => 0x0122,
+            Status::UnrecognizedOperation => 0x0211,
+            Status::ProcessingFailure => 0x0110,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DimseError {
+    #[error("the command set cannot be parsed: {0}")]
+    Parse(String),
+    #[error("the command set lacks {0}")]
+    Missing(&'static str),
+    #[error("cannot encode a command set: {0}")]
+    Encode(String),
+}
+
+/// A received command set, reduced to what msnode acts upon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: Option<String>,
+    pub affected_sop_instance_uid: Option<String>,
+    pub has_data_set: bool,
+    pub status: Option<u16>,
+    pub error_comment: Option<String>,
+}
+
+/// Trim the padding that UIDs and strings carry on the wire.
+pub fn trim_padding(s: &str) -> &str {
+    s.trim_end_matches(['\0', ' '])
+}
+
+fn optional_string(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| trim_padding(&s).to_string())
+}
+
+fn optional_u16(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u16>().ok())
+}
+
+impl Command {
+    pub fn decode(bytes: &[u8]) -> Result<Command, DimseError> {
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| DimseError::Parse(e.to_string()))?;
+        let command_field = optional_u16(&obj, tags::COMMAND_FIELD)
+            .ok_or(DimseError::Missing("Command Field (0000,0100)"))?;
+        // Requests carry Message ID; responses carry Message ID Being Responded To.
+        let message_id = optional_u16(&obj, tags::MESSAGE_ID)
+            .or_else(|| optional_u16(&obj, tags::MESSAGE_ID_BEING_RESPONDED_TO))
+            .ok_or(DimseError::Missing("Message ID (0000,0110)"))?;
+        let has_data_set = optional_u16(&obj, tags::COMMAND_DATA_SET_TYPE)
+            .ok_or(DimseError::Missing("Command Data Set Type (0000,0800)"))?
+            != NO_DATA_SET;
+        Ok(Command {
+            command_field,
+            message_id,
+            affected_sop_class_uid: optional_string(&obj, tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: optional_string(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+            has_data_set,
+            status: optional_u16(&obj, tags::STATUS),
+            error_comment: optional_string(&obj, tags::ERROR_COMMENT),
+        })
+    }
+}
+
+fn encode(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>, DimseError> {
+    let obj = InMemDicomObject::command_from_element_iter(elements);
+    let mut bytes = Vec::with_capacity(256);
+    obj.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| DimseError::Encode(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// Error Comment is LO: at most 64 characters.
+fn error_comment(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// The response to a C-ECHO or C-STORE request.
+pub fn response(
+    request: &Command,
+    response_field: u16,
+    status: Status,
+    comment: Option<&str>,
+) -> Result<Vec<u8>, DimseError> {
+    let mut elements = vec![
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [response_field]),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [request.message_id]),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ),
+        DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [status.code()])),
+    ];
+    if let Some(uid) = &request.affected_sop_class_uid {
+        elements.push(DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(uid.as_str()),
+        ));
+    }
+    if let Some(uid) = &request.affected_sop_instance_uid {
+        elements.push(DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(uid.as_str()),
+        ));
+    }
+    if let Some(text) = comment {
+        elements.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(error_comment(text)),
+        ));
+    }
+    encode(elements)
+}
+
+pub fn echo_request(message_id: u16) -> Result<Vec<u8>, DimseError> {
+    encode(vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(VERIFICATION_SOP_CLASS),
+        ),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_ECHO_RQ])),
+        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [NO_DATA_SET]),
+        ),
+    ])
+}
+
+pub fn store_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Result<Vec<u8>, DimseError> {
+    encode(vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_class_uid),
+        ),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_STORE_RQ])),
+        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
+        // Priority: medium.
+        DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0x0000])),
+        // Any value other than 0101 means a data set follows.
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            dicom_value!(U16, [0x0000]),
+        ),
+        DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_instance_uid),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_request_round_trips_and_is_answered() {
+        let bytes = store_request(7, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4").unwrap();
+        let command = Command::decode(&bytes).unwrap();
+        assert_eq!(command.command_field, C_STORE_RQ);
+        assert_eq!(command.message_id, 7);
+        assert!(command.has_data_set);
+        assert_eq!(
+            command.affected_sop_instance_uid.as_deref(),
+            Some("1.2.3.4")
+        );
+
+        let long_reason = "x".repeat(100);
+        let rsp = response(
+            &command,
+            C_STORE_RSP,
+            Status::CannotUnderstand,
+            Some(&long_reason),
+        )
+        .unwrap();
+        let rsp = Command::decode(&rsp).unwrap();
+        assert_eq!(rsp.command_field, C_STORE_RSP);
+        assert_eq!(rsp.message_id, 7);
+        assert_eq!(rsp.status, Some(0xC000));
+        assert!(!rsp.has_data_set);
+        assert_eq!(rsp.error_comment.unwrap().len(), 64);
+        assert_eq!(
+            rsp.affected_sop_class_uid.as_deref(),
+            Some("1.2.840.10008.5.1.4.1.1.4")
+        );
+    }
+
+    #[test]
+    fn echo_has_no_data_set() {
+        let command = Command::decode(&echo_request(3).unwrap()).unwrap();
+        assert_eq!(
+            (
+                command.command_field,
+                command.message_id,
+                command.has_data_set
+            ),
+            (C_ECHO_RQ, 3, false)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Command::decode(&[0xff; 7]).is_err());
+        assert!(Command::decode(&[]).is_err());
+    }
+}

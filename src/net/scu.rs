@@ -1,0 +1,317 @@
+//! The DICOM client side: C-ECHO a peer, and C-STORE files to it exactly as they are on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dicom_object::meta::FileMetaTable;
+use dicom_ul::ClientAssociationOptions;
+use dicom_ul::association::Error as UlError;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::dimse::{self, Command};
+
+type ClientAssociation = dicom_ul::association::client::AsyncClientAssociation<TcpStream>;
+
+/// Where to reach a peer.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub calling_ae: String,
+    pub called_ae: String,
+    /// host:port
+    pub address: String,
+    pub max_pdu: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    #[error("cannot associate with {called_ae} at {address}: {source}")]
+    Associate {
+        called_ae: String,
+        address: String,
+        source: UlError,
+    },
+    #[error("association with {0} failed: {1}")]
+    Association(String, UlError),
+    #[error("connection to {0} failed: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}")]
+    Dimse(#[from] dimse::DimseError),
+    #[error("the peer answered with an unexpected PDU: {0}")]
+    UnexpectedPdu(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("{path}: not a DICOM file with a file meta group ({reason})")]
+    NotDicom { path: PathBuf, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the peer accepted none of the proposed presentation contexts")]
+    NothingAccepted,
+    #[error("{0} distinct SOP class / transfer syntax pairs; one association carries at most 128")]
+    TooManyContexts(usize),
+}
+
+fn associate_error(remote: &Remote, source: UlError) -> ScuError {
+    ScuError::Associate {
+        called_ae: remote.called_ae.clone(),
+        address: remote.address.clone(),
+        source,
+    }
+}
+
+async fn connect(
+    remote: &Remote,
+    options: ClientAssociationOptions<'_>,
+) -> Result<ClientAssociation, ScuError> {
+    let options = options
+        .calling_ae_title(remote.calling_ae.clone())
+        .called_ae_title(remote.called_ae.clone())
+        .max_pdu_length(remote.max_pdu)
+        .read_timeout(remote.timeout)
+        .write_timeout(remote.timeout)
+        .connection_timeout(remote.timeout);
+    let mut association = options
+        .establish_async(remote.address.as_str())
+        .await
+        .map_err(|e| associate_error(remote, e))?;
+    // Without this each message waits for the peer's delayed ACK (about 40 ms).
+    association
+        .inner_stream()
+        .set_nodelay(true)
+        .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
+    Ok(association)
+}
+
+/// Read PDUs until a complete command set arrives.
+async fn receive_command(
+    association: &mut ClientAssociation,
+    remote: &Remote,
+) -> Result<Command, ScuError> {
+    let mut bytes = Vec::new();
+    loop {
+        let pdu = association
+            .receive()
+            .await
+            .map_err(|e| ScuError::Association(remote.called_ae.clone(), e))?;
+        match pdu {
+            Pdu::PData { data } => {
+                for value in data {
+                    if value.value_type == PDataValueType::Command {
+                        bytes.extend_from_slice(&value.data);
+                        if value.is_last {
+                            return Ok(Command::decode(&bytes)?);
+                        }
+                    }
+                }
+            }
+            other => return Err(ScuError::UnexpectedPdu(format!("{other:?}"))),
+        }
+    }
+}
+
+async fn send_command(
+    association: &mut ClientAssociation,
+    remote: &Remote,
+    presentation_context_id: u8,
+    data: Vec<u8>,
+) -> Result<(), ScuError> {
+    association
+        .send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data,
+            }],
+        })
+        .await
+        .map_err(|e| ScuError::Association(remote.called_ae.clone(), e))
+}
+
+/// C-ECHO: returns the round-trip time of the whole exchange and the status the peer answered.
+pub async fn echo(remote: &Remote) -> Result<(Duration, u16), ScuError> {
+    let started = Instant::now();
+    let options =
+        ClientAssociationOptions::new().with_abstract_syntax(dimse::VERIFICATION_SOP_CLASS);
+    let mut association = connect(remote, options).await?;
+    let context_id = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| pc.id)
+        .ok_or(ScuError::NothingAccepted)?;
+    send_command(
+        &mut association,
+        remote,
+        context_id,
+        dimse::echo_request(1)?,
+    )
+    .await?;
+    let response = receive_command(&mut association, remote).await?;
+    let _ = association.release().await;
+    Ok((started.elapsed(), response.status.unwrap_or(0xFFFF)))
+}
+
+/// A DICOM file ready to send: its identity and where its data set starts.
+#[derive(Debug, Clone)]
+pub struct OutgoingFile {
+    pub path: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+}
+
+/// Read the file meta group of `path`.
+pub fn inspect(path: &Path) -> Result<OutgoingFile, ScuError> {
+    let not_dicom = |reason: String| ScuError::NotDicom {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|source| ScuError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut preamble = [0u8; 128];
+    std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| not_dicom(e.to_string()))?;
+    let meta = FileMetaTable::from_reader(std::io::BufReader::new(file))
+        .map_err(|e| not_dicom(e.to_string()))?;
+    Ok(OutgoingFile {
+        path: path.to_owned(),
+        sop_class_uid: dimse::trim_padding(meta.media_storage_sop_class_uid()).to_string(),
+        sop_instance_uid: dimse::trim_padding(meta.media_storage_sop_instance_uid()).to_string(),
+        transfer_syntax_uid: dimse::trim_padding(meta.transfer_syntax()).to_string(),
+    })
+}
+
+/// The data set bytes of a DICOM file: everything after the file meta group.
+fn data_set_bytes(path: &Path) -> Result<Vec<u8>, ScuError> {
+    let bytes = std::fs::read(path).map_err(|source| ScuError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Preamble (128) + "DICM" (4) + (0002,0000) UL element (12) whose value is the group's remaining length.
+    let group_length = bytes
+        .get(140..144)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| ScuError::NotDicom {
+            path: path.to_owned(),
+            reason: "file too short".into(),
+        })?;
+    let start = 144 + group_length;
+    if bytes.get(132..136) != Some(&[0x02, 0x00, 0x00, 0x00]) || start > bytes.len() {
+        return Err(ScuError::NotDicom {
+            path: path.to_owned(),
+            reason: "no File Meta Information Group Length".into(),
+        });
+    }
+    Ok(bytes[start..].to_vec())
+}
+
+/// Every file under the given paths (folders are walked), sorted for a stable order.
+pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        for entry in walkdir::WalkDir::new(path)
+            .sort_by_file_name()
+            .into_iter()
+            .flatten()
+        {
+            if entry.file_type().is_file() {
+                files.push(entry.into_path());
+            }
+        }
+    }
+    files
+}
+
+/// The outcome of sending one file.
+#[derive(Debug, Clone)]
+pub struct SendResult {
+    pub path: PathBuf,
+    /// DIMSE status from the peer, or the local reason it was not sent.
+    pub outcome: Result<u16, String>,
+}
+
+/// C-STORE every file in one association, each in its own transfer syntax (no transcoding).
+pub async fn send(remote: &Remote, files: &[OutgoingFile]) -> Result<Vec<SendResult>, ScuError> {
+    let mut contexts: BTreeMap<(String, String), ()> = BTreeMap::new();
+    for file in files {
+        contexts.insert(
+            (file.sop_class_uid.clone(), file.transfer_syntax_uid.clone()),
+            (),
+        );
+    }
+    if contexts.len() > 128 {
+        return Err(ScuError::TooManyContexts(contexts.len()));
+    }
+    let mut options = ClientAssociationOptions::new();
+    let proposed: Vec<(String, String)> = contexts.into_keys().collect();
+    for (sop_class, ts) in &proposed {
+        options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
+    }
+    let mut association = connect(remote, options).await?;
+    // Presentation context ids are odd numbers 1, 3, 5... in the order proposed.
+    let accepted: BTreeMap<(String, String), u8> = association
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .filter_map(|pc| {
+            let index = (pc.id as usize).checked_sub(1)? / 2;
+            proposed.get(index).map(|key| (key.clone(), pc.id))
+        })
+        .collect();
+    if accepted.is_empty() {
+        let _ = association.abort().await;
+        return Err(ScuError::NothingAccepted);
+    }
+    let mut results = Vec::with_capacity(files.len());
+    for (n, file) in files.iter().enumerate() {
+        let key = (file.sop_class_uid.clone(), file.transfer_syntax_uid.clone());
+        let Some(&context_id) = accepted.get(&key) else {
+            results.push(SendResult {
+                path: file.path.clone(),
+                outcome: Err(format!(
+                    "the peer did not accept SOP class {} in transfer syntax {}",
+                    file.sop_class_uid, file.transfer_syntax_uid
+                )),
+            });
+            continue;
+        };
+        let data = match data_set_bytes(&file.path) {
+            Ok(data) => data,
+            Err(e) => {
+                results.push(SendResult {
+                    path: file.path.clone(),
+                    outcome: Err(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let message_id = (n % 0xFFFF) as u16 + 1;
+        let command =
+            dimse::store_request(message_id, &file.sop_class_uid, &file.sop_instance_uid)?;
+        send_command(&mut association, remote, context_id, command).await?;
+        let mut writer = association.send_pdata(context_id);
+        writer
+            .write_all(&data)
+            .await
+            .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
+        writer
+            .finish()
+            .await
+            .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
+        let response = receive_command(&mut association, remote).await?;
+        results.push(SendResult {
+            path: file.path.clone(),
+            outcome: Ok(response.status.unwrap_or(0xFFFF)),
+        });
+    }
+    let _ = association.release().await;
+    Ok(results)
+}

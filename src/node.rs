@@ -1,0 +1,81 @@
+//! The daemon: wires the stages together. It owns no logic of its own beyond start-up and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::index::Index;
+use crate::ingest::Ingest;
+use crate::net::scp::Scp;
+use crate::store::Store;
+
+/// How long running associations may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Open the store and the index as configured.
+pub async fn open_storage(config: &Config) -> anyhow::Result<(Store, Index)> {
+    let (store, removed) = Store::open(&config.node.data_dir)?;
+    if removed > 0 {
+        warn!(
+            removed,
+            "removed unfinished transfers left by a previous run (none had been acknowledged)"
+        );
+    }
+    let index = Index::open(&config.database_path()).await?;
+    Ok((store, index))
+}
+
+/// Run the DICOM listener until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let (store, index) = open_storage(&config).await?;
+    let address = format!("{}:{}", config.node.bind, config.node.port);
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    if !config.peers.iter().any(|p| p.store_to_us) {
+        warn!("no peer has store_to_us = true: every association will be rejected");
+    }
+    info!(
+        ae_title = %config.node.ae_title,
+        %address,
+        data_dir = %config.node.data_dir.display(),
+        database = %config.database_path().display(),
+        "msnode listening"
+    );
+    let ingest = Ingest::new(store, index.clone(), config.network.max_instance_bytes);
+    Scp::new(config.clone(), ingest)
+        .run(listener, shutdown_signal(), SHUTDOWN_GRACE)
+        .await;
+    index.close().await;
+    info!("msnode stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops msnode");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => info!("SIGINT received"),
+            _ = terminate.recv() => info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,192 @@
+//! The file store: where instances live on disk, and the steps that make a file durable.
+//!
+//! Layout under the data directory:
+//! - `incoming/` holds transfers in progress (`*.part`); anything left there after a crash was never
+//!   acknowledged and is removed at start-up.
+//! - `dicom/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` holds stored instances.
+//!
+//! A file reaches its final name only after its bytes are fsynced; the rename is made durable by
+//! fsyncing the directory, and every directory created on the way is made durable the same way.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot prepare the data directory {path}: {source}")]
+    Prepare { path: PathBuf, source: io::Error },
+    #[error("{what} {uid:?} is not a valid UID (digits and dots, at most 64 characters)")]
+    InvalidUid { what: &'static str, uid: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    data_dir: PathBuf,
+    incoming_dir: PathBuf,
+}
+
+/// A UID is used as a path component, so it must be a real UID: never `..` or a slash.
+pub fn check_uid(what: &'static str, uid: &str) -> Result<(), StoreError> {
+    let valid = !uid.is_empty()
+        && uid.len() <= 64
+        && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !uid.starts_with('.')
+        && !uid.ends_with('.')
+        && !uid.contains("..");
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidUid {
+            what,
+            uid: uid.to_string(),
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Create `dir` and any missing parents, fsyncing each parent that gained an entry.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another association created it meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_dir(parent)?;
+    Ok(())
+}
+
+impl Store {
+    /// Prepare the data directory and drop transfers a previous run left unfinished.
+    /// Returns the store and how many unfinished transfers were removed.
+    pub fn open(data_dir: &Path) -> Result<(Store, usize), StoreError> {
+        let incoming_dir = data_dir.join("incoming");
+        let prepare = |path: &Path, source| StoreError::Prepare {
+            path: path.to_owned(),
+            source,
+        };
+        create_dir_durable(&incoming_dir).map_err(|e| prepare(&incoming_dir, e))?;
+        create_dir_durable(&data_dir.join("dicom")).map_err(|e| prepare(data_dir, e))?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&incoming_dir).map_err(|e| prepare(&incoming_dir, e))? {
+            let entry = entry.map_err(|e| prepare(&incoming_dir, e))?;
+            if entry.path().extension().is_some_and(|e| e == "part") {
+                fs::remove_file(entry.path()).map_err(|e| prepare(&entry.path(), e))?;
+                removed += 1;
+            }
+        }
+        Ok((
+            Store {
+                data_dir: data_dir.to_owned(),
+                incoming_dir,
+            },
+            removed,
+        ))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Where a transfer in progress is written; `name` must be unique among concurrent transfers.
+    pub fn incoming_path(&self, name: &str) -> PathBuf {
+        self.incoming_dir.join(format!("{name}.part"))
+    }
+
+    /// The final place of an instance, relative to the data directory.
+    pub fn instance_path(
+        study: &str,
+        series: &str,
+        sop_instance: &str,
+    ) -> Result<PathBuf, StoreError> {
+        check_uid("Study Instance UID", study)?;
+        check_uid("Series Instance UID", series)?;
+        check_uid("SOP Instance UID", sop_instance)?;
+        Ok(PathBuf::from("dicom")
+            .join(study)
+            .join(series)
+            .join(format!("{sop_instance}.dcm")))
+    }
+
+    pub fn absolute(&self, relative: &Path) -> PathBuf {
+        self.data_dir.join(relative)
+    }
+
+    /// Move a fully written and fsynced file to its final place, durably. An existing file of the
+    /// same name (a re-sent instance) is replaced atomically.
+    pub fn place(&self, part: &Path, relative: &Path) -> Result<(), StoreError> {
+        let target = self.absolute(relative);
+        let write_error = |source| StoreError::Write {
+            path: target.clone(),
+            source,
+        };
+        let dir = target.parent().unwrap_or(&self.data_dir);
+        create_dir_durable(dir).map_err(write_error)?;
+        fs::rename(part, &target).map_err(write_error)?;
+        sync_dir(dir).map_err(write_error)?;
+        Ok(())
+    }
+
+    /// Remove a stored file that the index no longer points at.
+    pub fn remove(&self, relative: &Path) -> io::Result<()> {
+        fs::remove_file(self.absolute(relative))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_that_could_escape_the_store_are_refused() {
+        for bad in [
+            "",
+            "..",
+            "1..2",
+            "../1",
+            "1/2",
+            ".1",
+            "1.",
+            &"1".repeat(65),
+            "1.2.a",
+        ] {
+            assert!(check_uid("UID", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_uid("UID", "1.2.840.10008.5.1.4.1.1.4").is_ok());
+    }
+
+    #[test]
+    fn leftover_transfers_are_removed_at_open_and_placed_files_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, removed) = Store::open(dir.path()).unwrap();
+        assert_eq!(removed, 0);
+        let part = store.incoming_path("a");
+        fs::write(&part, b"complete").unwrap();
+        let rel = Store::instance_path("1.2", "1.2.3", "1.2.3.4").unwrap();
+        store.place(&part, &rel).unwrap();
+        assert!(!part.exists());
+        assert_eq!(fs::read(store.absolute(&rel)).unwrap(), b"complete");
+
+        fs::write(store.incoming_path("b"), b"half").unwrap();
+        let (_, removed) = Store::open(dir.path()).unwrap();
+        assert_eq!(removed, 1);
+        assert!(!store.incoming_path("b").exists());
+        assert!(store.absolute(&rel).exists());
+    }
+}
