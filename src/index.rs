@@ -263,6 +263,29 @@ impl Index {
         Ok(id)
     }
 
+    /// Audit an association that never started (rejected, or broken during negotiation).
+    pub async fn record_refused_association(
+        &self,
+        calling_ae: &str,
+        called_ae: &str,
+        peer_address: &str,
+        outcome: &str,
+    ) -> Result<(), IndexError> {
+        let now = now_rfc3339();
+        sqlx::query(
+            "INSERT INTO associations (calling_ae, called_ae, peer_address, started_at, ended_at, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        )
+        .bind(calling_ae)
+        .bind(called_ae)
+        .bind(peer_address)
+        .bind(now)
+        .bind(outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn end_association(
         &self,
         id: i64,

@@ -171,7 +171,7 @@ impl Scp {
                 };
                 warn!(%peer, calling_ae = %calling, called_ae = %called, "association {outcome}");
                 if let Err(e) = index
-                    .begin_association(&calling, &called, &peer.to_string(), &outcome)
+                    .record_refused_association(&calling, &called, &peer.to_string(), &outcome)
                     .await
                 {
                     error!(error = %e, "cannot audit a rejected association");

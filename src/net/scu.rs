@@ -32,10 +32,10 @@ pub enum ScuError {
     Associate {
         called_ae: String,
         address: String,
-        source: UlError,
+        source: Box<UlError>,
     },
     #[error("association with {0} failed: {1}")]
-    Association(String, UlError),
+    Association(String, Box<UlError>),
     #[error("connection to {0} failed: {1}")]
     Io(String, std::io::Error),
     #[error("{0}")]
@@ -61,7 +61,7 @@ fn associate_error(remote: &Remote, source: UlError) -> ScuError {
     ScuError::Associate {
         called_ae: remote.called_ae.clone(),
         address: remote.address.clone(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -98,7 +98,7 @@ async fn receive_command(
         let pdu = association
             .receive()
             .await
-            .map_err(|e| ScuError::Association(remote.called_ae.clone(), e))?;
+            .map_err(|e| ScuError::Association(remote.called_ae.clone(), Box::new(e)))?;
         match pdu {
             Pdu::PData { data } => {
                 for value in data {
@@ -131,7 +131,7 @@ async fn send_command(
             }],
         })
         .await
-        .map_err(|e| ScuError::Association(remote.called_ae.clone(), e))
+        .map_err(|e| ScuError::Association(remote.called_ae.clone(), Box::new(e)))
 }
 
 /// C-ECHO: returns the round-trip time of the whole exchange and the status the peer answered.

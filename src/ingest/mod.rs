@@ -13,17 +13,16 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use tokio::io::AsyncWriteExt;
 
+mod structure;
+
 use crate::index::{Index, InstanceRecord};
 use crate::net::dimse::{Status, trim_padding};
+use crate::net::syntaxes::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::store::{Store, check_uid};
 
 /// Our implementation class UID, written into every file meta group and association.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.266657200200615317207891857678802307883";
 pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MSNODE_", env!("CARGO_PKG_VERSION"));
-
-/// Instances up to this size are parsed whole (pixel data included) before they are accepted;
-/// larger ones are parsed up to the pixel data so that a big multi-frame object is never held in memory.
-const FULL_PARSE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Why an instance was not stored: the DIMSE status to answer and a reason a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +56,8 @@ pub struct IncomingInstance {
     part_path: PathBuf,
     /// `None` once the instance was refused: further bytes are discarded.
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// Where the data set starts in the part file (after preamble and file meta group).
+    data_offset: u64,
     received: u64,
     refusal: Option<Refusal>,
 }
@@ -104,11 +105,15 @@ impl Ingest {
             request,
             part_path,
             file: None,
+            data_offset: 0,
             received: 0,
             refusal: None,
         };
         match self.open_part(&incoming.request, &incoming.part_path).await {
-            Ok(file) => incoming.file = Some(file),
+            Ok((file, data_offset)) => {
+                incoming.file = Some(file);
+                incoming.data_offset = data_offset;
+            }
             Err(refusal) => incoming.refusal = Some(refusal),
         }
         incoming
@@ -118,7 +123,7 @@ impl Ingest {
         &self,
         request: &StoreRequest,
         part_path: &Path,
-    ) -> Result<tokio::io::BufWriter<tokio::fs::File>, Refusal> {
+    ) -> Result<(tokio::io::BufWriter<tokio::fs::File>, u64), Refusal> {
         let meta = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(request.sop_class_uid.as_str())
             .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
@@ -153,7 +158,7 @@ impl Ingest {
             .map_err(out_of_space)?;
         let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         file.write_all(&header).await.map_err(out_of_space)?;
-        Ok(file)
+        Ok((file, header.len() as u64))
     }
 
     /// Append received data set bytes. Past the size limit the instance is refused and the rest
@@ -224,12 +229,13 @@ impl Ingest {
         let request = incoming.request.clone();
         let store = self.store.clone();
         let size = incoming.received;
+        let data_offset = incoming.data_offset;
         let placed = match flushed {
             Err(e) => Err(io_refusal(e)),
             Ok(()) => tokio::task::spawn_blocking(move || {
                 std_file.sync_all().map_err(io_refusal)?;
                 drop(std_file);
-                let record = read_record(&part_path, &request, size)?;
+                let record = read_record(&part_path, &request, data_offset, size)?;
                 store
                     .place(&part_path, Path::new(&record.file_path))
                     .map_err(|e| Refusal::new(Status::OutOfResources, e.to_string()))?;
@@ -293,17 +299,29 @@ fn integer(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
 fn read_record(
     part_path: &Path,
     request: &StoreRequest,
+    data_offset: u64,
     data_set_size: u64,
 ) -> Result<InstanceRecord, Refusal> {
-    let options = OpenFileOptions::new();
-    let options = if data_set_size > FULL_PARSE_LIMIT {
-        options.read_until(tags::PIXEL_DATA)
+    let malformed =
+        |e: String| Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}"));
+    let deflated = request.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE;
+    let options = if deflated {
+        // A deflated stream cannot be walked without inflating it: parse it whole instead.
+        OpenFileOptions::new()
     } else {
-        options
+        let file = std::fs::File::open(part_path).map_err(|e| malformed(e.to_string()))?;
+        structure::check_data_set(
+            file,
+            data_offset,
+            request.transfer_syntax_uid != IMPLICIT_VR_LE,
+        )
+        .map_err(malformed)?;
+        // The structure is sound: attributes before the pixel data are all the index needs.
+        OpenFileOptions::new().read_until(tags::PIXEL_DATA)
     };
     let obj = options
         .open_file(part_path)
-        .map_err(|e| Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}")))?;
+        .map_err(|e| malformed(e.to_string()))?;
     let mismatch = |what: &str| Refusal::new(Status::DataSetDoesNotMatchSopClass, what.to_string());
     let sop_instance =
         text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| mismatch("no SOP Instance UID"))?;
@@ -348,7 +366,7 @@ fn read_record(
         instance_number: integer(&obj, tags::INSTANCE_NUMBER),
         transfer_syntax_uid: request.transfer_syntax_uid.clone(),
         file_path: relative.to_string_lossy().into_owned(),
-        file_size: data_set_size,
+        file_size: data_offset + data_set_size,
         calling_ae: request.calling_ae.clone(),
         association: request.association,
     })

@@ -1,0 +1,79 @@
+//! The command line a site admin uses: `config check` and `status`.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn config_check_accepts_the_example_and_names_every_problem_of_a_bad_file() {
+    let example = repo_root().join("config/msnode.example.toml");
+    let ok = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
+        .args(["config", "check"])
+        .arg(&example));
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains(": OK"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[node]\nae_title = \"A_TITLE_LONGER_THAN_16\"\nport = \"eleven\"\n[network]\nmax_pdu = 12\n[analysis]\nprobability_threshold = 1.5\nunknown = 1\n",
+    )
+    .unwrap();
+    let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
+        .args(["config", "check"])
+        .arg(&bad));
+    assert!(!output.status.success());
+    let report = text(&output);
+    assert!(report.contains("5 problem(s)"), "{report}");
+    for line in [
+        "node.ae_title: \"A_TITLE_LONGER_THAN_16\" is longer than 16 characters",
+        "node.port: invalid type: string \"eleven\", expected u16",
+        "network.max_pdu: must be between 4096 and 16777216 bytes, found 12",
+        "analysis.probability_threshold: must lie strictly between 0 and 1, found 1.5",
+        "analysis.unknown: unknown key",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+}
+
+#[test]
+fn status_reports_counts_and_associations_as_json() {
+    let node = Node::start("");
+    let store = node.storescu("STORESCU", &ge_series(4)[..5]);
+    assert!(store.status.success(), "{}", text(&store));
+    node.ended_associations(2);
+    let output = run(node.cli().args(["status", "--json"]));
+    assert!(output.status.success(), "{}", text(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["instances"], 5);
+    assert_eq!(status["series"], 1);
+    assert_eq!(status["patients"], 1);
+    assert_eq!(status["recent_associations"][0]["calling_ae"], "STORESCU");
+    assert_eq!(status["recent_associations"][0]["instances_stored"], 5);
+}
+
+#[test]
+fn logs_carry_no_patient_names() {
+    let node = Node::start("");
+    let files = ge_series(4);
+    let store = node.storescu("STORESCU", &files[..3]);
+    assert!(store.status.success());
+    let obj = dicom_object::open_file(&files[0]).unwrap();
+    let name = obj
+        .element(dicom_dictionary_std::tags::PATIENT_NAME)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        !name.is_empty(),
+        "the test file should carry a patient name"
+    );
+    let log = node.log();
+    assert!(log.contains("association ended"), "{log}");
+    assert!(!log.contains(&name), "the patient name reached the log");
+}

@@ -1,0 +1,342 @@
+//! Shared test harness: a running `msnode serve` on a free port with its own data directory, and
+//! the real peers (DCMTK, pynetdicom) the tests talk to it with.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use msnode::index::{Index, StoredInstance};
+
+pub const NODE_AE: &str = "MSNODE";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data` beside the repository (CI clones main next to shared/).
+pub fn shared_data() -> PathBuf {
+    let dir = repo_root().join("../shared/data");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests read the shared real data there",
+        dir.display()
+    );
+    dir
+}
+
+/// A required program from the system (DCMTK and the like), found on PATH; the test fails
+/// (never skips) when it is missing. The virtual environment is not searched: pynetdicom installs
+/// its own `storescu` and `echoscu` there.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} is not installed: run `make setup` (DCMTK from apt, Python helpers in .venv)");
+}
+
+/// The Python of the project's virtual environment, with pydicom and pynetdicom.
+pub fn python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make setup`",
+        python.display()
+    );
+    python
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run a command to completion, capturing its output.
+pub fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A running `msnode serve`.
+pub struct Node {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Start a node whose configuration is the standard test one plus `extra` TOML lines
+    /// (which may override keys of [network]).
+    pub fn start(network_extra: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config_path = dir.path().join("msnode.toml");
+        let config = format!(
+            r#"
+[node]
+ae_title = "{NODE_AE}"
+bind = "127.0.0.1"
+port = {port}
+data_dir = "{data}"
+
+[network]
+{network_extra}
+
+[[peers]]
+ae_title = "STORESCU"
+host = "127.0.0.1"
+port = 1
+store_to_us = true
+
+[[peers]]
+ae_title = "ECHOSCU"
+host = "127.0.0.1"
+port = 1
+store_to_us = true
+
+[[peers]]
+ae_title = "PYNETDICOM"
+host = "127.0.0.1"
+port = 1
+store_to_us = true
+
+[[peers]]
+ae_title = "QUERY_ONLY"
+host = "127.0.0.1"
+port = 1
+store_to_us = false
+
+[logging]
+level = "debug"
+"#,
+            data = dir.path().join("data").display()
+        );
+        std::fs::write(&config_path, config).unwrap();
+        let mut node = Node {
+            port,
+            dir,
+            config_path,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Start (or restart) the server and wait until it accepts connections.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_msnode"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start msnode");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("msnode exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "msnode did not start listening:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The msnode CLI with this node's configuration.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_msnode"));
+        command.arg("--config").arg(&self.config_path);
+        command
+    }
+
+    /// Every indexed instance (opens the SQLite index as another reader would).
+    pub fn indexed(&self) -> Vec<StoredInstance> {
+        let db = self.data_dir().join("msnode.sqlite");
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let index = Index::open(&db).await.unwrap();
+            let rows = index.instances().await.unwrap();
+            index.close().await;
+            rows
+        })
+    }
+
+    pub fn associations(&self) -> Vec<msnode::index::AssociationRow> {
+        let db = self.data_dir().join("msnode.sqlite");
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let index = Index::open(&db).await.unwrap();
+            let rows = index.recent_associations(1000).await.unwrap();
+            index.close().await;
+            rows
+        })
+    }
+
+    /// The audit trail once `count` associations have ended (the server closes a row just after
+    /// answering the peer, so a test that has just seen its peer finish waits for it).
+    pub fn ended_associations(&self, count: usize) -> Vec<msnode::index::AssociationRow> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows: Vec<_> = self
+                .associations()
+                .into_iter()
+                .filter(|a| a.ended_at.is_some())
+                .collect();
+            if rows.len() >= count || Instant::now() > deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// DCMTK storescu with Nagle off, as the notes require for fair figures.
+    pub fn storescu(&self, calling: &str, files: &[PathBuf]) -> Output {
+        let mut command = Command::new(tool("storescu"));
+        command
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", calling, "-aec", NODE_AE, "127.0.0.1"])
+            .arg(self.port.to_string())
+            .args(files);
+        run(&mut command)
+    }
+
+    /// The pynetdicom peer: sends each file as-is; returns its JSON report.
+    pub fn pynetdicom_store(
+        &self,
+        files: &[PathBuf],
+        success_log: Option<&Path>,
+    ) -> serde_json::Value {
+        let mut command = Command::new(python());
+        command
+            .arg(repo_root().join("tests/tools/dicom_peer.py"))
+            .args([
+                "store",
+                "127.0.0.1",
+                &self.port.to_string(),
+                "PYNETDICOM",
+                NODE_AE,
+            ]);
+        if let Some(log) = success_log {
+            command.arg("--success-log").arg(log);
+        }
+        command.args(files);
+        let output = run(&mut command);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("pynetdicom peer gave no JSON ({e}):\n{}", text(&output)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The data set bytes of a DICOM file: everything after its file meta group.
+pub fn data_set_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        &bytes[128..132],
+        b"DICM",
+        "{} has no DICM prefix",
+        path.display()
+    );
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    bytes[144 + group_length..].to_vec()
+}
+
+/// SOP Instance UID from a file's meta group.
+pub fn sop_instance_uid(path: &Path) -> String {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    obj.meta()
+        .media_storage_sop_instance_uid()
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// The real GE series from dcm_qa_nih (150 slices of about 25 KB each).
+pub fn ge_series(n: usize) -> Vec<PathBuf> {
+    let dir = shared_data().join(format!("dicom/dcm_qa_nih/In/20180918GE/mr_000{n}"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Write a synthetic MR series with the project's generator; returns its files.
+pub fn synthetic_series(dir: &Path, slices: usize, size: usize, seed: u64) -> Vec<PathBuf> {
+    let output = run(Command::new(python())
+        .arg(repo_root().join("tests/tools/make_mr_series.py"))
+        .arg(dir)
+        .args([
+            "--slices",
+            &slices.to_string(),
+            "--size",
+            &size.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}

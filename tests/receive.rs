@@ -1,0 +1,457 @@
+//! The receiving half of the node against real peers: DCMTK (echoscu, storescu, storescp, dcmcjpeg,
+//! dcmcrle, dcmcjpls, dcmconv) and pynetdicom, over TCP to the running binary.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn pydicom_test_file(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join(".venv/lib/python3.11/site-packages/pydicom/data/test_files")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make setup`",
+        path.display()
+    );
+    path
+}
+
+/// Assert that every file was stored once, with the data set byte for byte as sent.
+fn assert_stored_as_sent(node: &Node, files: &[PathBuf]) {
+    let indexed = node.indexed();
+    let by_uid: BTreeMap<&str, &msnode::index::StoredInstance> = indexed
+        .iter()
+        .map(|i| (i.sop_instance_uid.as_str(), i))
+        .collect();
+    assert_eq!(by_uid.len(), indexed.len(), "an instance is indexed twice");
+    for file in files {
+        let uid = sop_instance_uid(file);
+        let row = by_uid
+            .get(uid.as_str())
+            .unwrap_or_else(|| panic!("{} ({uid}) is not indexed", file.display()));
+        let stored = node.data_dir().join(&row.file_path);
+        let (stored_bytes, sent_bytes) = (data_set_bytes(&stored), data_set_bytes(file));
+        let first_difference = stored_bytes
+            .iter()
+            .zip(&sent_bytes)
+            .position(|(a, b)| a != b);
+        assert!(
+            stored_bytes == sent_bytes,
+            "{} is not stored byte for byte: {} bytes stored, {} sent, first difference at {first_difference:?}",
+            file.display(),
+            stored_bytes.len(),
+            sent_bytes.len()
+        );
+        assert_eq!(
+            row.file_size as u64,
+            std::fs::metadata(&stored).unwrap().len()
+        );
+    }
+}
+
+#[test]
+fn dcmtk_echo_and_store_keep_every_byte_and_index_each_instance_once() {
+    let node = Node::start("");
+    let echo = run(Command::new(tool("echoscu")).env("TCP_NODELAY", "1").args([
+        "-aec",
+        NODE_AE,
+        "127.0.0.1",
+        &node.port.to_string(),
+    ]));
+    assert!(echo.status.success(), "echoscu failed:\n{}", text(&echo));
+
+    let files = ge_series(4);
+    assert_eq!(files.len(), 150);
+    let store = node.storescu("STORESCU", &files);
+    assert!(store.status.success(), "storescu failed:\n{}", text(&store));
+    assert_eq!(node.indexed().len(), 150);
+    assert_stored_as_sent(&node, &files);
+
+    // Sending the same instances again replaces them and creates no duplicate.
+    let again = node.storescu("STORESCU", &files[..20]);
+    assert!(again.status.success(), "{}", text(&again));
+    let indexed = node.indexed();
+    assert_eq!(indexed.len(), 150);
+    assert!(indexed.iter().all(|i| i.calling_ae == "STORESCU"));
+    assert_stored_as_sent(&node, &files);
+
+    let status = run(node.cli().arg("status"));
+    let status_text = text(&status);
+    assert!(status.status.success(), "{status_text}");
+    assert!(status_text.contains("instances 150"), "{status_text}");
+    assert!(status_text.contains("released"), "{status_text}");
+}
+
+#[test]
+fn every_accepted_transfer_syntax_is_stored_as_received() {
+    let node = Node::start("");
+    let work = tempfile::tempdir().unwrap();
+    let source = ge_series(5)[0].clone();
+    let mut files = vec![source.clone()];
+    // DCMTK recompresses a real GE slice into each syntax it can write.
+    for (name, program, args) in [
+        ("jpeg_lossless_sv1.dcm", "dcmcjpeg", vec!["+e1"]),
+        ("jpeg_lossless.dcm", "dcmcjpeg", vec!["+el"]),
+        ("rle.dcm", "dcmcrle", vec![]),
+        ("jpegls_lossless.dcm", "dcmcjpls", vec![]),
+        ("deflated.dcm", "dcmconv", vec!["+td"]),
+        ("implicit.dcm", "dcmconv", vec!["+ti"]),
+    ] {
+        let out = work.path().join(name);
+        let output = run(Command::new(tool(program))
+            .args(&args)
+            .arg(&source)
+            .arg(&out));
+        assert!(
+            output.status.success(),
+            "{program} failed: {}",
+            text(&output)
+        );
+        // Each variant is its own instance.
+        let output = run(Command::new(tool("dcmodify"))
+            .args(["-nb", "-gin"])
+            .arg(&out));
+        assert!(
+            output.status.success(),
+            "dcmodify failed: {}",
+            text(&output)
+        );
+        files.push(out);
+    }
+    // Real files of the remaining syntaxes, shipped with pydicom.
+    // Near-lossless JPEG-LS needs unsigned pixels, which the GE data is not.
+    let unsigned = synthetic_series(&work.path().join("synthetic"), 1, 256, 3).remove(0);
+    let near_lossless = work.path().join("jpegls_near_lossless.dcm");
+    let output = run(Command::new(tool("dcmcjpls"))
+        .arg("+en")
+        .arg(&unsigned)
+        .arg(&near_lossless));
+    assert!(
+        output.status.success(),
+        "dcmcjpls +en failed: {}",
+        text(&output)
+    );
+    files.push(near_lossless);
+    for name in [
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "MR_small_jp2klossless.dcm",
+        "JPEG2000.dcm",
+    ] {
+        files.push(pydicom_test_file(name));
+    }
+    let expected: BTreeSet<&str> = msnode::net::syntaxes::ACCEPTED_TRANSFER_SYNTAXES
+        .into_iter()
+        .collect();
+    let sent: BTreeSet<String> = files
+        .iter()
+        .map(|f| msnode::net::scu::inspect(f).unwrap().transfer_syntax_uid)
+        .collect();
+    assert_eq!(
+        sent.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        expected,
+        "the test must cover every accepted transfer syntax"
+    );
+
+    let report = node.pynetdicom_store(&files, None);
+    for entry in report.as_array().unwrap() {
+        assert_eq!(entry["status"], 0, "{entry}");
+    }
+    assert_stored_as_sent(&node, &files);
+    let indexed = node.indexed();
+    let stored_syntaxes: BTreeSet<&str> = indexed
+        .iter()
+        .map(|i| i.transfer_syntax_uid.as_str())
+        .collect();
+    assert_eq!(stored_syntaxes, expected);
+}
+
+#[test]
+fn unknown_calling_and_wrong_called_ae_titles_are_rejected() {
+    let node = Node::start("");
+    let port = node.port.to_string();
+    // The start-up probe connection is the first row.
+    for (n, (calling, called, reason)) in [
+        ("STRANGER", NODE_AE, "calling AE title not recognized"),
+        ("QUERY_ONLY", NODE_AE, "calling AE title not recognized"),
+        ("ECHOSCU", "SOMEONE_ELSE", "called AE title not recognized"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let output = run(Command::new(tool("echoscu")).args([
+            "-aet",
+            calling,
+            "-aec",
+            called,
+            "127.0.0.1",
+            &port,
+        ]));
+        assert!(
+            !output.status.success(),
+            "{calling} -> {called} was accepted"
+        );
+        assert!(
+            text(&output).contains("Association Rejected"),
+            "{}",
+            text(&output)
+        );
+        let audit = node.ended_associations(n + 2);
+        assert_eq!(audit[0].calling_ae, calling);
+        assert_eq!(audit[0].outcome, format!("rejected: {reason}"));
+    }
+    let ok = run(Command::new(tool("echoscu")).args([
+        "-aet",
+        "ECHOSCU",
+        "-aec",
+        NODE_AE,
+        "127.0.0.1",
+        &port,
+    ]));
+    assert!(ok.status.success(), "{}", text(&ok));
+}
+
+/// A copy of `source` whose data set is cut short in the middle of its header.
+fn truncated_copy(source: &PathBuf, out: &PathBuf) {
+    let bytes = std::fs::read(source).unwrap();
+    let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    let start = 144 + group_length;
+    let mut broken = bytes[..start + 301].to_vec();
+    // An element header announcing far more bytes than follow.
+    broken.extend_from_slice(&[0x08, 0x00, 0x3e, 0x10, b'L', b'O', 0xff, 0x7f]);
+    std::fs::write(out, broken).unwrap();
+}
+
+#[test]
+fn a_malformed_instance_is_refused_and_the_association_goes_on() {
+    let node = Node::start("");
+    let work = tempfile::tempdir().unwrap();
+    let series = ge_series(6);
+    let bad = work.path().join("bad.dcm");
+    truncated_copy(&series[1], &bad);
+    let files = vec![series[0].clone(), bad.clone(), series[2].clone()];
+    let report = node.pynetdicom_store(&files, None);
+    let statuses: Vec<i64> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![0, 0xC000, 0], "{report}");
+    let comment = report[1]["comment"].as_str().unwrap();
+    assert!(comment.starts_with("malformed data set: "), "{report}");
+    let indexed = node.indexed();
+    assert_eq!(indexed.len(), 2);
+    assert_stored_as_sent(&node, &[series[0].clone(), series[2].clone()]);
+    let audit = node.ended_associations(2);
+    assert_eq!(
+        (audit[0].instances_stored, audit[0].instances_refused),
+        (2, 1)
+    );
+    assert!(
+        node.log().contains("instance refused"),
+        "the refusal is not logged"
+    );
+    // Nothing of the refused instance is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(node.data_dir().join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_instance_over_the_size_limit_is_refused_while_smaller_ones_are_stored() {
+    // 0.1 MiB: the 215 KB Siemens mosaic is too big, the 25 KB GE slices are not.
+    let node = Node::start("max_instance_mb = 0.1");
+    let big = shared_data().join("dicom/dcm_qa_nih/In/20180918Si/mr_0003");
+    let mut big_files: Vec<PathBuf> = std::fs::read_dir(&big)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    big_files.sort();
+    let small = ge_series(7);
+    let files = vec![small[0].clone(), big_files[0].clone(), small[1].clone()];
+    let report = node.pynetdicom_store(&files, None);
+    let statuses: Vec<i64> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![0, 0xA700, 0], "{report}");
+    assert!(
+        report[1]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit"),
+        "{report}"
+    );
+    assert_eq!(node.indexed().len(), 2);
+}
+
+#[test]
+fn ten_concurrent_associations_all_succeed() {
+    let node = Node::start("max_associations = 16");
+    let files: Vec<PathBuf> = (4..=7).flat_map(ge_series).collect();
+    let chunks: Vec<Vec<PathBuf>> = files.chunks(60).map(|c| c.to_vec()).collect();
+    assert_eq!(chunks.len(), 10);
+    let children: Vec<_> = chunks
+        .iter()
+        .map(|chunk| {
+            Command::new(tool("storescu"))
+                .env("TCP_NODELAY", "1")
+                .args([
+                    "-aet",
+                    "STORESCU",
+                    "-aec",
+                    NODE_AE,
+                    "127.0.0.1",
+                    &node.port.to_string(),
+                ])
+                .args(chunk)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    assert_eq!(node.indexed().len(), 600);
+    assert_stored_as_sent(&node, &files);
+    // Ten associations plus the start-up probe connection.
+    let audit = node.ended_associations(11);
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.outcome == "released" && a.instances_stored == 60)
+            .count(),
+        10,
+        "{audit:#?}\n{}",
+        node.log()
+    );
+    // The ten associations overlapped in time.
+    let mut overlap = 0;
+    for a in &audit {
+        for b in &audit {
+            if a.id < b.id && b.started_at < a.ended_at.clone().unwrap() {
+                overlap += 1;
+            }
+        }
+    }
+    assert!(overlap > 0, "the associations ran one after another");
+}
+
+#[test]
+fn msnode_send_delivers_to_dcmtk_storescp() {
+    let node = Node::start("");
+    let inbox = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // +B: storescp writes the data set bit-preserving, so bytes can be compared.
+    let mut storescp = Command::new(tool("storescp"))
+        .env("TCP_NODELAY", "1")
+        .args(["-aet", "STORESCP", "+B", "-od"])
+        .arg(inbox.path())
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "storescp did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let echo = run(node
+        .cli()
+        .args(["echo", &format!("STORESCP@127.0.0.1:{port}")]));
+    assert!(echo.status.success(), "{}", text(&echo));
+    assert!(text(&echo).contains("status 0x0000"), "{}", text(&echo));
+    let folder = shared_data().join("dicom/dcm_qa_nih/In/20180918GE/mr_0005");
+    let output = run(node
+        .cli()
+        .arg("send")
+        .arg(format!("STORESCP@127.0.0.1:{port}"))
+        .arg(&folder));
+    let _ = storescp.kill();
+    let _ = storescp.wait();
+    // The folder also holds a README: it is skipped and reported, so the command says 1 failed.
+    let report = text(&output);
+    assert!(report.contains("sent 150 of 151"), "{report}");
+    let received: Vec<PathBuf> = std::fs::read_dir(inbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(received.len(), 150);
+    let sent: BTreeMap<String, PathBuf> = ge_series(5)
+        .into_iter()
+        .map(|f| (sop_instance_uid(&f), f))
+        .collect();
+    for file in received {
+        let original = &sent[&sop_instance_uid(&file)];
+        assert_eq!(
+            data_set_bytes(&file),
+            data_set_bytes(original),
+            "{}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn msnode_echo_fails_clearly_when_the_peer_is_down() {
+    let node = Node::start("");
+    let closed = free_port();
+    let down = run(node
+        .cli()
+        .args(["echo", &format!("PACS@127.0.0.1:{closed}")]));
+    assert!(!down.status.success());
+    assert!(
+        text(&down).contains("cannot associate with PACS at 127.0.0.1"),
+        "{}",
+        text(&down)
+    );
+    let unknown = run(node.cli().args(["echo", "NOT_CONFIGURED"]));
+    assert!(
+        text(&unknown).contains("neither a configured peer nor AE@host:port"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[test]
+fn a_silent_association_is_aborted_after_the_idle_timeout() {
+    let node = Node::start("idle_timeout_s = 1\nassociation_timeout_s = 1");
+    let output = run(Command::new(python())
+        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+        .args([
+            "hold",
+            "127.0.0.1",
+            &node.port.to_string(),
+            "PYNETDICOM",
+            NODE_AE,
+            "3",
+        ]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", text(&output)));
+    assert_eq!(report["established_after"], false, "{report}");
+    assert_eq!(node.ended_associations(2)[0].outcome, "timed out");
+    // A connection that never sends an association request is closed too.
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut socket, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to close the connection");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
