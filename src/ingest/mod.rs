@@ -249,17 +249,13 @@ impl Ingest {
                 ))
             }),
         };
-        let mut record = match placed {
+        let record = match placed {
             Ok(record) => record,
             Err(refusal) => {
                 let _ = tokio::fs::remove_file(&incoming.part_path).await;
                 return Err(refusal);
             }
         };
-        record.file_size = tokio::fs::metadata(self.store.absolute(Path::new(&record.file_path)))
-            .await
-            .map(|m| m.len())
-            .unwrap_or(record.file_size);
         let previous = self.index.record_instance(&record).await.map_err(|e| {
             Refusal::new(
                 Status::OutOfResources,
