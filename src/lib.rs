@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod index;
+pub mod infer;
 pub mod ingest;
 pub mod logging;
 pub mod net;
