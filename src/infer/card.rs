@@ -85,7 +85,11 @@ pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 impl ModelCard {
@@ -97,24 +101,38 @@ impl ModelCard {
         if self.normalization.scheme != "zscore" {
             return Err(invalid(
                 dir,
-                format!("normalization scheme {:?} is not supported (only \"zscore\")", self.normalization.scheme),
+                format!(
+                    "normalization scheme {:?} is not supported (only \"zscore\")",
+                    self.normalization.scheme
+                ),
             ));
         }
-        if self.patch_size.contains(&0) || self.spacing_mm.iter().any(|s| !(*s > 0.0)) {
+        if self.patch_size.contains(&0) || self.spacing_mm.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(invalid(dir, "patch_size and spacing_mm must be positive"));
         }
         if let Some(axis) = self.mirror_axes.iter().find(|a| **a > 2) {
-            return Err(invalid(dir, format!("mirror axis {axis} is not a spatial axis (0, 1 or 2)")));
+            return Err(invalid(
+                dir,
+                format!("mirror axis {axis} is not a spatial axis (0, 1 or 2)"),
+            ));
         }
         if !(self.default_threshold > 0.0 && self.default_threshold < 1.0) {
             return Err(invalid(dir, "default_threshold must lie between 0 and 1"));
         }
-        let expected: Vec<String> = (0..self.output_labels.len()).map(|i| i.to_string()).collect();
+        let expected: Vec<String> = (0..self.output_labels.len())
+            .map(|i| i.to_string())
+            .collect();
         let keys: Vec<String> = self.output_labels.keys().cloned().collect();
         let mut sorted_expected = expected.clone();
         sorted_expected.sort();
         if keys != sorted_expected {
-            return Err(invalid(dir, format!("output_labels must be numbered 0..{}, found {keys:?}", expected.len())));
+            return Err(invalid(
+                dir,
+                format!(
+                    "output_labels must be numbered 0..{}, found {keys:?}",
+                    expected.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -131,8 +149,12 @@ impl Model {
         let card_path = dir.join("model_card.json");
         let text = std::fs::read_to_string(&card_path)
             .map_err(|e| invalid(dir, format!("cannot read {}: {e}", card_path.display())))?;
-        let card: ModelCard = serde_json::from_str(&text)
-            .map_err(|e| invalid(dir, format!("model_card.json is not a valid model card: {e}")))?;
+        let card: ModelCard = serde_json::from_str(&text).map_err(|e| {
+            invalid(
+                dir,
+                format!("model_card.json is not a valid model card: {e}"),
+            )
+        })?;
         card.check(dir)?;
         let onnx_path = dir.join(&card.onnx_file);
         let actual = sha256_hex(&onnx_path)

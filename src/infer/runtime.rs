@@ -65,7 +65,9 @@ fn environment(library: Option<&Path>) -> Result<&'static Environment, InferErro
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
     });
-    result.as_ref().map_err(|why| InferError::Runtime(why.clone()))
+    result
+        .as_ref()
+        .map_err(|why| InferError::Runtime(why.clone()))
 }
 
 /// A model ready to run: its session, the provider it got, and its card.
@@ -85,18 +87,22 @@ fn session(
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(ort::Error::<()>::from)?;
     if threads > 0 {
-        builder = builder.with_intra_threads(threads).map_err(ort::Error::<()>::from)?;
+        builder = builder
+            .with_intra_threads(threads)
+            .map_err(ort::Error::<()>::from)?;
     }
-    let builder = match provider {
+    let mut builder = match provider {
         // error_on_failure: a GPU that does not register must not silently become a CPU run.
         Provider::Cuda => builder
-            .with_execution_providers([ep::CUDA::default().with_device_id(0).build().error_on_failure()])
+            .with_execution_providers([ep::CUDA::default()
+                .with_device_id(0)
+                .build()
+                .error_on_failure()])
             .map_err(ort::Error::<()>::from)?,
         Provider::Cpu => builder
             .with_execution_providers([ep::CPU::default().build()])
             .map_err(ort::Error::<()>::from)?,
     };
-    let mut builder = builder;
     builder.commit_from_file(&model.onnx_path)
 }
 
@@ -106,7 +112,10 @@ impl Predictor {
         let threads = settings.intra_threads;
         let (session, provider) = match settings.provider {
             ExecutionProvider::Cpu => (session(env, &model, threads, Provider::Cpu), Provider::Cpu),
-            ExecutionProvider::Cuda => (session(env, &model, threads, Provider::Cuda), Provider::Cuda),
+            ExecutionProvider::Cuda => (
+                session(env, &model, threads, Provider::Cuda),
+                Provider::Cuda,
+            ),
             ExecutionProvider::Auto => match session(env, &model, threads, Provider::Cuda) {
                 Ok(s) => (Ok(s), Provider::Cuda),
                 Err(e) => {
@@ -122,7 +131,11 @@ impl Predictor {
             )),
             Provider::Cpu => InferError::Runtime(format!("cannot create an ONNX Runtime session: {e}")),
         })?;
-        let predictor = Predictor { session, model, provider };
+        let predictor = Predictor {
+            session,
+            model,
+            provider,
+        };
         predictor.check_signature()?;
         info!(model = %predictor.model.card.name, version = %predictor.model.card.version, provider = %provider, "model loaded");
         Ok(predictor)
@@ -135,19 +148,32 @@ impl Predictor {
     /// The ONNX graph must take and give what the card says.
     fn check_signature(&self) -> Result<(), InferError> {
         let card = &self.model.card;
-        let mismatch = |why: String| InferError::InvalidModel { dir: self.model.dir.clone(), why };
+        let mismatch = |why: String| InferError::InvalidModel {
+            dir: self.model.dir.clone(),
+            why,
+        };
         let input = self
             .session
             .inputs()
             .iter()
             .find(|i| i.name() == card.input_name)
-            .ok_or_else(|| mismatch(format!("the ONNX graph has no input named {:?}", card.input_name)))?;
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "the ONNX graph has no input named {:?}",
+                    card.input_name
+                ))
+            })?;
         let output = self
             .session
             .outputs()
             .iter()
             .find(|o| o.name() == card.output_name)
-            .ok_or_else(|| mismatch(format!("the ONNX graph has no output named {:?}", card.output_name)))?;
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "the ONNX graph has no output named {:?}",
+                    card.output_name
+                ))
+            })?;
         for (what, outlet, channels) in [
             ("input", input, card.input_channels.len()),
             ("output", output, card.output_channels()),
@@ -157,7 +183,10 @@ impl Predictor {
                 .tensor_shape()
                 .ok_or_else(|| mismatch(format!("the {what} is not a tensor")))?;
             if shape.len() != 5 {
-                return Err(mismatch(format!("the {what} has rank {}, expected 5 (N, C, Z, Y, X)", shape.len())));
+                return Err(mismatch(format!(
+                    "the {what} has rank {}, expected 5 (N, C, Z, Y, X)",
+                    shape.len()
+                )));
             }
             if shape[1] >= 0 && shape[1] as usize != channels {
                 return Err(mismatch(format!(
@@ -180,7 +209,12 @@ impl Predictor {
 
     /// Probabilities (output channels, z, y, x) for a normalised input (input channels, z, y, x)
     /// on the model grid.
-    pub fn predict(&mut self, input: ArrayView4<f32>, mirror: bool, batch: usize) -> Result<Array4<f32>, InferError> {
+    pub fn predict(
+        &mut self,
+        input: ArrayView4<f32>,
+        mirror: bool,
+        batch: usize,
+    ) -> Result<Array4<f32>, InferError> {
         let card = self.model.card.clone();
         if input.dim().0 != card.input_channels.len() {
             return Err(InferError::Input(format!(
@@ -194,21 +228,32 @@ impl Predictor {
             tile: card.patch_size,
             step_fraction: 0.5,
             batch,
-            mirror_axes: if mirror { card.mirror_axes.clone() } else { Vec::new() },
+            mirror_axes: if mirror {
+                card.mirror_axes.clone()
+            } else {
+                Vec::new()
+            },
         };
         let session = &mut self.session;
-        let logits = predict_logits(input, &settings, card.output_channels(), |tiles: Array5<f32>| {
-            let tensor = Tensor::from_array(tiles)?;
-            let outputs = session.run(ort::inputs![card.input_name.as_str() => tensor])?;
-            let array = outputs[card.output_name.as_str()].try_extract_array::<f32>()?;
-            array
-                .to_owned()
-                .into_dimensionality::<Ix5>()
-                .map_err(|e| ort::Error::new(format!("the network output is not 5-dimensional: {e}")))
-        })
+        let logits = predict_logits(
+            input,
+            &settings,
+            card.output_channels(),
+            |tiles: Array5<f32>| {
+                let tensor = Tensor::from_array(tiles)?;
+                let outputs = session.run(ort::inputs![card.input_name.as_str() => tensor])?;
+                let array = outputs[card.output_name.as_str()].try_extract_array::<f32>()?;
+                array.to_owned().into_dimensionality::<Ix5>().map_err(|e| {
+                    ort::Error::new(format!("the network output is not 5-dimensional: {e}"))
+                })
+            },
+        )
         .map_err(|e| InferError::Runtime(format!("inference failed: {e}")))?;
         if self.provider == Provider::Cpu && mirror && !card.mirror_axes.is_empty() {
-            warn!("test-time mirroring on CPU multiplies the run time by {}", 1 << card.mirror_axes.len());
+            warn!(
+                "test-time mirroring on CPU multiplies the run time by {}",
+                1 << card.mirror_axes.len()
+            );
         }
         Ok(activate(logits, card.output_activation))
     }

@@ -30,7 +30,10 @@ fn mirror_combinations(axes: &[usize]) -> Vec<Vec<usize>> {
         loop {
             combos.push(indices.iter().map(|&i| axes[i]).collect());
             // Next combination in lexicographic order.
-            let Some(pos) = (0..size).rev().find(|&i| indices[i] != i + axes.len() - size) else {
+            let Some(pos) = (0..size)
+                .rev()
+                .find(|&i| indices[i] != i + axes.len() - size)
+            else {
                 break;
             };
             indices[pos] += 1;
@@ -81,9 +84,15 @@ pub fn predict_logits<E>(
     let padded_input;
     let input = if pad.iter().any(|&(a, b)| a + b > 0) {
         let padded_size = [0, 1, 2].map(|a| size[a] + pad[a].0 + pad[a].1);
-        let mut p = Array4::<f32>::zeros((channels, padded_size[0], padded_size[1], padded_size[2]));
-        p.slice_mut(s![.., pad[0].0..pad[0].0 + z, pad[1].0..pad[1].0 + y, pad[2].0..pad[2].0 + x])
-            .assign(&input);
+        let mut p =
+            Array4::<f32>::zeros((channels, padded_size[0], padded_size[1], padded_size[2]));
+        p.slice_mut(s![
+            ..,
+            pad[0].0..pad[0].0 + z,
+            pad[1].0..pad[1].0 + y,
+            pad[2].0..pad[2].0 + x
+        ])
+        .assign(&input);
         padded_input = p;
         padded_input.view()
     } else {
@@ -98,16 +107,28 @@ pub fn predict_logits<E>(
     for chunk in origins.chunks(settings.batch.max(1)) {
         let mut batch = Array5::<f32>::zeros((chunk.len(), channels, tile[0], tile[1], tile[2]));
         for (b, o) in chunk.iter().enumerate() {
-            batch
-                .index_axis_mut(Axis(0), b)
-                .assign(&input.slice(s![.., o[0]..o[0] + tile[0], o[1]..o[1] + tile[1], o[2]..o[2] + tile[2]]));
+            batch.index_axis_mut(Axis(0), b).assign(&input.slice(s![
+                ..,
+                o[0]..o[0] + tile[0],
+                o[1]..o[1] + tile[1],
+                o[2]..o[2] + tile[2]
+            ]));
         }
         let out = run_mirrored(batch, &mirror, &mut network)?;
         for (b, o) in chunk.iter().enumerate() {
-            let region = s![.., o[0]..o[0] + tile[0], o[1]..o[1] + tile[1], o[2]..o[2] + tile[2]];
+            let region = s![
+                ..,
+                o[0]..o[0] + tile[0],
+                o[1]..o[1] + tile[1],
+                o[2]..o[2] + tile[2]
+            ];
             let mut target = logits.slice_mut(region);
             target += &(&out.index_axis(Axis(0), b) * &gaussian);
-            let mut w = weights.slice_mut(s![o[0]..o[0] + tile[0], o[1]..o[1] + tile[1], o[2]..o[2] + tile[2]]);
+            let mut w = weights.slice_mut(s![
+                o[0]..o[0] + tile[0],
+                o[1]..o[1] + tile[1],
+                o[2]..o[2] + tile[2]
+            ]);
             w += &gaussian;
         }
     }
@@ -116,9 +137,7 @@ pub fn predict_logits<E>(
     }
     // Back to the unpadded image.
     let crop = [0, 1, 2].map(|a| Slice::from(pad[a].0..pad[a].0 + size[a]));
-    Ok(logits
-        .slice(s![.., crop[0], crop[1], crop[2]])
-        .to_owned())
+    Ok(logits.slice(s![.., crop[0], crop[1], crop[2]]).to_owned())
 }
 
 /// Probabilities from logits: softmax over the channel axis, or a sigmoid per channel.
@@ -147,9 +166,18 @@ mod tests {
 
     #[test]
     fn mirror_combinations_are_every_non_empty_subset() {
-        assert_eq!(mirror_combinations(&[0, 1, 2]), vec![
-            vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2], vec![0, 1, 2]
-        ]);
+        assert_eq!(
+            mirror_combinations(&[0, 1, 2]),
+            vec![
+                vec![0],
+                vec![1],
+                vec![2],
+                vec![0, 1],
+                vec![0, 2],
+                vec![1, 2],
+                vec![0, 1, 2]
+            ]
+        );
         assert!(mirror_combinations(&[]).is_empty());
     }
 
@@ -162,14 +190,25 @@ mod tests {
 
     #[test]
     fn stitching_reproduces_a_translation_equivariant_network() {
-        let input = Array::from_shape_fn((2, 21, 37, 30), |(c, z, y, x)| (c * 1000 + z * 100 + y * 10 + x) as f32);
+        let input = Array::from_shape_fn((2, 21, 37, 30), |(c, z, y, x)| {
+            (c * 1000 + z * 100 + y * 10 + x) as f32
+        });
         for mirror_axes in [vec![], vec![0, 1, 2]] {
-            let settings = WindowSettings { tile: [8, 16, 16], step_fraction: 0.5, batch: 3, mirror_axes };
+            let settings = WindowSettings {
+                tile: [8, 16, 16],
+                step_fraction: 0.5,
+                batch: 3,
+                mirror_axes,
+            };
             let logits = predict_logits(input.view(), &settings, 2, echo).unwrap();
             assert_eq!(logits.dim(), (2, 21, 37, 30));
             for ((c, z, y, x), v) in logits.indexed_iter() {
                 let expected = input[[0, z, y, x]] * if c == 0 { 1.0 } else { -1.0 };
-                assert!((v - expected).abs() < 1e-2, "{v} != {expected} at {:?}", (c, z, y, x));
+                assert!(
+                    (v - expected).abs() < 1e-2,
+                    "{v} != {expected} at {:?}",
+                    (c, z, y, x)
+                );
             }
         }
     }
@@ -177,7 +216,12 @@ mod tests {
     #[test]
     fn images_smaller_than_a_tile_are_padded_and_cropped() {
         let input = Array::from_shape_fn((1, 5, 6, 7), |(_, z, y, x)| (z + y + x) as f32 + 1.0);
-        let settings = WindowSettings { tile: [8, 8, 8], step_fraction: 0.5, batch: 1, mirror_axes: vec![2] };
+        let settings = WindowSettings {
+            tile: [8, 8, 8],
+            step_fraction: 0.5,
+            batch: 1,
+            mirror_axes: vec![2],
+        };
         let mut calls = 0;
         let logits = predict_logits(input.view(), &settings, 2, |b| {
             calls += 1;

@@ -72,8 +72,18 @@ pub fn gaussian_importance(tile: [usize; 3], sigma_scale: f64) -> Array3<f32> {
     });
     let max = map.iter().cloned().fold(0.0, f64::max);
     map.mapv_inplace(|v| v / max);
-    let min_nonzero = map.iter().cloned().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
-    map.mapv(|v| if v > 0.0 { v as f32 } else { min_nonzero as f32 })
+    let min_nonzero = map
+        .iter()
+        .cloned()
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    map.mapv(|v| {
+        if v > 0.0 {
+            v as f32
+        } else {
+            min_nonzero as f32
+        }
+    })
 }
 
 #[cfg(test)]
@@ -108,8 +118,14 @@ mod tests {
 
     #[test]
     fn padding_puts_the_odd_voxel_above() {
-        assert_eq!(padding([20, 64, 70], [32, 64, 64]), [(6, 6), (0, 0), (0, 0)]);
-        assert_eq!(padding([21, 63, 10], [32, 64, 16]), [(5, 6), (0, 1), (3, 3)]);
+        assert_eq!(
+            padding([20, 64, 70], [32, 64, 64]),
+            [(6, 6), (0, 0), (0, 0)]
+        );
+        assert_eq!(
+            padding([21, 63, 10], [32, 64, 16]),
+            [(5, 6), (0, 1), (3, 3)]
+        );
     }
 
     #[test]
@@ -118,7 +134,11 @@ mod tests {
         assert_eq!(map[[8, 4, 4]], 1.0);
         // sigma = 2 along z, 1 along y and x; relative to the centre, exp(-d^2 / (2 sigma^2)) per axis.
         let expected = (-0.5f64 * (3.0f64 / 2.0).powi(2)).exp() * (-0.5f64 * 2.0f64.powi(2)).exp();
-        assert!((map[[5, 6, 4]] as f64 - expected).abs() < 1e-6, "{}", map[[5, 6, 4]]);
+        assert!(
+            (map[[5, 6, 4]] as f64 - expected).abs() < 1e-6,
+            "{}",
+            map[[5, 6, 4]]
+        );
         // Beyond 4 sigma (y = 0 is 4 voxels from the centre, radius int(4 + 0.5) = 4: still inside).
         assert!(map.iter().all(|v| *v > 0.0));
     }
