@@ -40,6 +40,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a series (folder, file or stored Series Instance UID) and write it as NIfTI (RAS, as dcm2niix).
+    ExportNifti {
+        series: String,
+        out: PathBuf,
+        /// Which volume (0-based) of a series with repeated positions, such as EPI.
+        #[arg(long)]
+        volume: Option<usize>,
+    },
+    /// Write a NIfTI volume as a new classic MR Image Storage series.
+    ImportNifti {
+        input: PathBuf,
+        outdir: PathBuf,
+        #[arg(long, default_value = "NIFTI")]
+        patient_id: String,
+        #[arg(long, default_value = "NIFTI^IMPORT")]
+        patient_name: String,
+        /// Add the series to this study instead of a new one.
+        #[arg(long)]
+        study_uid: Option<String>,
+        /// YYYYMMDD (default: today).
+        #[arg(long)]
+        study_date: Option<String>,
+        #[arg(long, default_value = "FLAIR (imported from NIfTI)")]
+        series_description: String,
+        #[arg(long, default_value_t = 1)]
+        series_number: i32,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -203,6 +230,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.outcome
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportNifti {
+            series,
+            out,
+            volume,
+        } => {
+            let files = msnode::volume::series_files(&series, &config.node.data_dir)?;
+            let options = msnode::volume::LoadOptions {
+                temporal_index: volume,
+            };
+            let loaded = msnode::volume::load_series(&files, &options)?;
+            msnode::volume::write_nifti(&loaded, &out)?;
+            let [x, y, z] = loaded.dims();
+            let [sx, sy, sz] = loaded.spacing();
+            println!(
+                "{}: {x} x {y} x {z} voxels of {sx:.3} x {sy:.3} x {sz:.3} mm from {} file(s)",
+                out.display(),
+                files.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportNifti {
+            input,
+            outdir,
+            patient_id,
+            patient_name,
+            study_uid,
+            study_date,
+            series_description,
+            series_number,
+        } => {
+            let options = msnode::volume::ImportOptions {
+                patient_id,
+                patient_name,
+                study_instance_uid: study_uid,
+                study_date,
+                series_description,
+                series_number,
+            };
+            let report = msnode::volume::import_nifti(&input, &outdir, &options)?;
+            println!(
+                "{}: {} instance(s), study {}, series {}",
+                outdir.display(),
+                report.files.len(),
+                report.study_instance_uid,
+                report.series_instance_uid
+            );
+            if let Some((slope, intercept)) = report.rescale {
+                println!(
+                    "voxels are not 16-bit integers: stored quantised, rescale slope {slope} intercept {intercept}"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

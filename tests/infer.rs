@@ -12,13 +12,22 @@ use ndarray::Array4;
 use common::*;
 
 fn onnxruntime_library() -> PathBuf {
-    let lib = repo_root().join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
-    assert!(lib.is_file(), "{} is missing: run `make setup`", lib.display());
+    let lib = repo_root()
+        .join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run `make setup`",
+        lib.display()
+    );
     lib
 }
 
 fn settings(provider: ExecutionProvider) -> RuntimeSettings {
-    RuntimeSettings { library: Some(onnxruntime_library()), provider, intra_threads: 2 }
+    RuntimeSettings {
+        library: Some(onnxruntime_library()),
+        provider,
+        intra_threads: 2,
+    }
 }
 
 fn tiny_model_dir() -> PathBuf {
@@ -30,10 +39,16 @@ fn edited_model(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBu
     let out = dir.join("model");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::copy(tiny_model_dir().join("model.onnx"), out.join("model.onnx")).unwrap();
-    let mut card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny_model_dir().join("model_card.json")).unwrap()).unwrap();
+    let mut card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tiny_model_dir().join("model_card.json")).unwrap(),
+    )
+    .unwrap();
     edit(&mut card);
-    std::fs::write(out.join("model_card.json"), serde_json::to_string_pretty(&card).unwrap()).unwrap();
+    std::fs::write(
+        out.join("model_card.json"),
+        serde_json::to_string_pretty(&card).unwrap(),
+    )
+    .unwrap();
     out
 }
 
@@ -49,7 +64,10 @@ fn models_with_a_missing_or_inconsistent_card_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert!(error_text(Model::open(&empty)).contains("cannot read"), "missing card accepted");
+    assert!(
+        error_text(Model::open(&empty)).contains("cannot read"),
+        "missing card accepted"
+    );
 
     let tampered = edited_model(&dir.path().join("a"), |card| {
         card["onnx_sha256"] = serde_json::json!("00".repeat(32));
@@ -62,10 +80,18 @@ fn models_with_a_missing_or_inconsistent_card_are_refused() {
     });
     let model = Model::open(&two_channels).unwrap();
     let why = error_text(Predictor::new(model, &settings(ExecutionProvider::Cpu)));
-    assert!(why.contains("the input has 3 channels, the card says 2"), "{why}");
+    assert!(
+        why.contains("the input has 3 channels, the card says 2"),
+        "{why}"
+    );
 
-    let renamed = edited_model(&dir.path().join("c"), |card| card["input_name"] = serde_json::json!("image"));
-    let why = error_text(Predictor::new(Model::open(&renamed).unwrap(), &settings(ExecutionProvider::Cpu)));
+    let renamed = edited_model(&dir.path().join("c"), |card| {
+        card["input_name"] = serde_json::json!("image")
+    });
+    let why = error_text(Predictor::new(
+        Model::open(&renamed).unwrap(),
+        &settings(ExecutionProvider::Cpu),
+    ));
     assert!(why.contains("no input named \"image\""), "{why}");
 }
 
@@ -74,7 +100,9 @@ fn auto_falls_back_to_cpu_and_cuda_fails_clearly_without_a_gpu() {
     let model = Model::open(&tiny_model_dir()).unwrap();
     let mut predictor = Predictor::new(model.clone(), &settings(ExecutionProvider::Auto)).unwrap();
     assert_eq!(predictor.provider, Provider::Cpu, "this machine has no GPU");
-    let input = Array4::<f32>::from_shape_fn((3, 20, 40, 44), |(c, z, y, x)| ((c + z + y + x) % 7) as f32 - 3.0);
+    let input = Array4::<f32>::from_shape_fn((3, 20, 40, 44), |(c, z, y, x)| {
+        ((c + z + y + x) % 7) as f32 - 3.0
+    });
     let probabilities = predictor.predict(input.view(), false, 2).unwrap();
     assert_eq!(probabilities.dim(), (2, 20, 40, 44));
     // Softmax: the two channels sum to one everywhere.
@@ -82,5 +110,8 @@ fn auto_falls_back_to_cpu_and_cuda_fails_clearly_without_a_gpu() {
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4));
 
     let why = error_text(Predictor::new(model, &settings(ExecutionProvider::Cuda)));
-    assert!(why.contains("CUDA execution provider did not register"), "{why}");
+    assert!(
+        why.contains("CUDA execution provider did not register"),
+        "{why}"
+    );
 }
