@@ -67,8 +67,16 @@ impl LesionMap {
     pub fn summary(&self) -> LesionSummary {
         LesionSummary {
             count: self.lesions.len(),
-            new: self.lesions.iter().filter(|l| l.change == Change::New).count(),
-            enlarging: self.lesions.iter().filter(|l| l.change == Change::Enlarging).count(),
+            new: self
+                .lesions
+                .iter()
+                .filter(|l| l.change == Change::New)
+                .count(),
+            enlarging: self
+                .lesions
+                .iter()
+                .filter(|l| l.change == Change::Enlarging)
+                .count(),
             total_volume_mm3: self.lesions.iter().map(|l| l.volume_mm3).sum(),
         }
     }
@@ -81,7 +89,8 @@ impl LesionMap {
 
 fn voxel_volume(affine: &Affine) -> f64 {
     let m = |r: usize, c: usize| affine[r][c];
-    (m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1)) - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0))
+    (m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1))
+        - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0))
         + m(0, 2) * (m(1, 0) * m(2, 1) - m(1, 1) * m(2, 0)))
     .abs()
 }
@@ -113,7 +122,13 @@ pub fn connected_components(mask: ArrayView3<bool>) -> (Array3<u32>, Vec<Vec<[us
                         for dj in -1i64..=1 {
                             for di in -1i64..=1 {
                                 let (qk, qj, qi) = (ck as i64 + dk, cj as i64 + dj, ci as i64 + di);
-                                if qk < 0 || qj < 0 || qi < 0 || qk >= nk as i64 || qj >= nj as i64 || qi >= ni as i64 {
+                                if qk < 0
+                                    || qj < 0
+                                    || qi < 0
+                                    || qk >= nk as i64
+                                    || qj >= nj as i64
+                                    || qi >= ni as i64
+                                {
                                     continue;
                                 }
                                 let q = [qk as usize, qj as usize, qi as usize];
@@ -205,7 +220,12 @@ mod tests {
 
     /// 1 x 1 mm in-plane, 3 mm slices, origin at (10, 20, 30).
     fn affine() -> Affine {
-        [[1.0, 0.0, 0.0, 10.0], [0.0, 1.0, 0.0, 20.0], [0.0, 0.0, 3.0, 30.0], [0.0, 0.0, 0.0, 1.0]]
+        [
+            [1.0, 0.0, 0.0, 10.0],
+            [0.0, 1.0, 0.0, 20.0],
+            [0.0, 0.0, 3.0, 30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
     }
 
     #[test]
@@ -237,12 +257,24 @@ mod tests {
         // Centroid: i and j = (8 * 1.5 + 3) / 9, k = (4 * 0 + 4 * 1 + 2) / 9.
         let c = (8.0 * 1.5 + 3.0) / 9.0;
         let expected = [10.0 + c, 20.0 + c, 30.0 + 3.0 * 6.0 / 9.0];
-        for a_ in 0..3 {
-            assert!((a.centroid_lps[a_] - expected[a_]).abs() < 1e-9);
+        for (got, want) in a.centroid_lps.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-9);
         }
-        assert_eq!(map.labels[[3, 8, 8]], 0, "the dropped lesion is not in the label map");
+        assert_eq!(
+            map.labels[[3, 8, 8]],
+            0,
+            "the dropped lesion is not in the label map"
+        );
         assert_eq!(map.labels[[2, 3, 3]], 1);
-        assert_eq!(map.summary(), LesionSummary { count: 1, new: 1, enlarging: 0, total_volume_mm3: 27.0 });
+        assert_eq!(
+            map.summary(),
+            LesionSummary {
+                count: 1,
+                new: 1,
+                enlarging: 0,
+                total_volume_mm3: 27.0
+            }
+        );
     }
 
     #[test]
@@ -252,7 +284,10 @@ mod tests {
         p[[1, 4, 4]] = 1.0;
         p[[1, 4, 3]] = 1.0; // 6 mm3
         let map = find_lesions(p.view(), &affine(), None, 0.5, 3.0);
-        assert_eq!(map.lesions.iter().map(|l| l.volume_mm3).collect::<Vec<_>>(), vec![3.0, 6.0]);
+        assert_eq!(
+            map.lesions.iter().map(|l| l.volume_mm3).collect::<Vec<_>>(),
+            vec![3.0, 6.0]
+        );
         let map = find_lesions(p.view(), &affine(), None, 0.5, 3.5);
         assert_eq!(map.lesions.len(), 1);
         assert_eq!(map.lesions[0].id, 1, "ids are renumbered after dropping");

@@ -10,5 +10,6 @@ pub mod lesions;
 pub mod logging;
 pub mod net;
 pub mod node;
+pub mod outputs;
 pub mod store;
 pub mod volume;

@@ -1,0 +1,214 @@
+//! The outputs stage: what goes back to PACS. DICOM-SEG (`seg`) on the source FLAIR grid.
+//!
+//! Every object copies the patient and study of the current FLAIR, shares its Frame of Reference,
+//! and gets new series and instance UIDs.
+
+pub mod seg;
+
+use std::path::{Path, PathBuf};
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+
+use crate::ingest::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::net::dimse::trim_padding;
+use crate::volume::Volume;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot read the source series header {path}: {message}")]
+    Source { path: PathBuf, message: String },
+    #[error("the source series {0}")]
+    Geometry(String),
+    #[error("cannot write {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// Who made a result: written into every object so a reader knows it is automated.
+#[derive(Debug, Clone)]
+pub struct Algorithm {
+    pub name: String,
+    pub version: String,
+}
+
+/// Patient, study and frame-of-reference attributes of the current FLAIR, and where each of its
+/// slices came from.
+#[derive(Debug, Clone)]
+pub struct SourceSeries {
+    /// Patient and study attributes copied as they are (tag, VR, value).
+    pub copied: Vec<DataElement<InMemDicomObject>>,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub frame_of_reference_uid: String,
+    pub sop_class_uid: String,
+    pub slice_thickness: Option<f64>,
+}
+
+/// Attributes copied from the source so that results file under the same patient and study.
+const COPIED: [Tag; 12] = [
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::STUDY_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::STUDY_ID,
+    tags::ACCESSION_NUMBER,
+];
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| trim_padding(s.trim()).to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl SourceSeries {
+    /// Read the header of the first source instance.
+    pub fn read(first_file: &Path) -> Result<SourceSeries, OutputError> {
+        let source_error = |message: String| OutputError::Source {
+            path: first_file.to_owned(),
+            message,
+        };
+        let obj = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(first_file)
+            .map_err(|e| source_error(e.to_string()))?;
+        let required = |tag: Tag, name: &str| {
+            text(&obj, tag).ok_or_else(|| source_error(format!("no {name}")))
+        };
+        let copied = COPIED
+            .iter()
+            .filter_map(|tag| obj.element_opt(*tag).ok().flatten().cloned())
+            .collect();
+        Ok(SourceSeries {
+            copied,
+            study_instance_uid: required(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
+            series_instance_uid: required(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
+            frame_of_reference_uid: required(
+                tags::FRAME_OF_REFERENCE_UID,
+                "Frame of Reference UID",
+            )?,
+            sop_class_uid: required(tags::SOP_CLASS_UID, "SOP Class UID")?,
+            slice_thickness: text(&obj, tags::SLICE_THICKNESS).and_then(|t| t.parse().ok()),
+        })
+    }
+}
+
+/// Geometry of the source slices, from the volume the series was loaded into.
+pub(crate) struct SliceGeometry {
+    /// Image Orientation (Patient): row direction then column direction.
+    pub orientation: [f64; 6],
+    /// Pixel Spacing: between rows, then between columns.
+    pub pixel_spacing: [f64; 2],
+    pub slice_spacing: f64,
+    /// Image Position (Patient) of each slice's first voxel.
+    pub positions: Vec<[f64; 3]>,
+}
+
+impl SliceGeometry {
+    pub fn of(volume: &Volume) -> SliceGeometry {
+        let a = &volume.affine;
+        let spacing = volume.spacing();
+        let unit = |c: usize| [0, 1, 2].map(|r| a[r][c] / spacing[c]);
+        let (row_dir, col_dir) = (unit(0), unit(1));
+        let slices = volume.data.dim().0;
+        SliceGeometry {
+            orientation: [
+                row_dir[0], row_dir[1], row_dir[2], col_dir[0], col_dir[1], col_dir[2],
+            ],
+            pixel_spacing: [spacing[1], spacing[0]],
+            slice_spacing: spacing[2],
+            positions: (0..slices)
+                .map(|k| volume.world([0.0, 0.0, k as f64]))
+                .collect(),
+        }
+    }
+}
+
+/// Decimal strings (DS) of at most 16 characters.
+pub(crate) fn ds(values: &[f64]) -> PrimitiveValue {
+    let strings: Vec<String> = values
+        .iter()
+        .map(|v| {
+            let mut s = format!("{v:.6}");
+            while s.len() > 16 {
+                s.pop();
+            }
+            let trimmed = s.trim_end_matches('0').trim_end_matches('.');
+            if trimmed.is_empty() || trimmed == "-" {
+                "0".to_string()
+            } else {
+                trimmed.to_string()
+            }
+        })
+        .collect();
+    PrimitiveValue::Strs(strings.into())
+}
+
+pub(crate) fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
+    obj.put(DataElement::new(tag, vr, value.into()));
+}
+
+pub(crate) fn put_sequence(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+    obj.put(DataElement::new(
+        tag,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(items),
+    ));
+}
+
+/// A code sequence item: (code value, coding scheme designator, code meaning).
+pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    put(&mut item, tags::CODE_VALUE, VR::SH, value);
+    put(&mut item, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
+    put(&mut item, tags::CODE_MEANING, VR::LO, meaning);
+    item
+}
+
+/// DICOM date (DA) and time (TM) of now, UTC.
+pub(crate) fn now_date_time() -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    (
+        format!("{:04}{:02}{:02}", now.year(), now.month() as u8, now.day()),
+        format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second()),
+    )
+}
+
+/// A new UID under the 2.25 (UUID-derived) root.
+pub fn new_uid() -> String {
+    crate::volume::import::new_uid()
+}
+
+/// Write `obj` as a DICOM file (Explicit VR Little Endian) at `path`.
+pub(crate) fn write_file(
+    obj: InMemDicomObject,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    path: &Path,
+) -> Result<(), OutputError> {
+    let write_error = |message: String| OutputError::Write {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class_uid)
+        .media_storage_sop_instance_uid(sop_instance_uid)
+        .transfer_syntax(crate::net::syntaxes::EXPLICIT_VR_LE)
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
+    let file = obj
+        .with_meta(meta)
+        .map_err(|e| write_error(e.to_string()))?;
+    file.write_to_file(path)
+        .map_err(|e| write_error(e.to_string()))
+}

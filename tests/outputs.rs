@@ -1,0 +1,309 @@
+//! DICOM-SEG against the validators other people wrote (dciodvfy, highdicom, dcmqi), on real
+//! Lesjak FLAIR imported as DICOM, including an oblique series and one whose column direction is
+//! (0, -1, 0).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use msnode::outputs::seg::{CIELAB_RED, CIELAB_YELLOW, Segment, write_seg};
+use msnode::outputs::{Algorithm, SourceSeries};
+use msnode::volume::{
+    self, ImportOptions, LoadOptions, Volume, import_nifti, load_series, read_nifti, write_nifti,
+};
+use ndarray::Array3;
+
+use common::*;
+
+fn lesjak_flair() -> PathBuf {
+    shared_data().join("lesjak-longitudinal/patient01/study2_FLAIR.nii.gz")
+}
+
+/// The Lesjak FLAIR with its affine replaced by `affine(spacing)` (LPS), written as a new NIfTI.
+fn reoriented_nifti(out: &Path, affine: impl Fn([f64; 3]) -> volume::Affine) -> PathBuf {
+    let mut volume = read_nifti(&lesjak_flair()).unwrap().volume(0).unwrap();
+    volume.affine = affine(volume.spacing());
+    let path = out.join("reoriented.nii.gz");
+    write_nifti(&volume, &path).unwrap();
+    path
+}
+
+/// Oblique: rows along (cos 12, sin 12, 0) tilted 8 degrees about x.
+fn oblique(spacing: [f64; 3]) -> volume::Affine {
+    let (ax, az) = (8f64.to_radians(), 12f64.to_radians());
+    let row = [az.cos(), az.sin(), 0.0];
+    let column = [-az.sin() * ax.cos(), az.cos() * ax.cos(), ax.sin()];
+    let normal = [az.sin() * ax.sin(), -az.cos() * ax.sin(), ax.cos()];
+    let mut a = [[0.0; 4]; 4];
+    for r in 0..3 {
+        a[r] = [
+            row[r] * spacing[0],
+            column[r] * spacing[1],
+            normal[r] * spacing[2],
+            [-110.0, -120.0, -60.0][r],
+        ];
+    }
+    a[3][3] = 1.0;
+    a
+}
+
+/// Axial, but the column direction is (0, -1, 0): rows run from anterior to posterior upwards.
+fn columns_anterior(spacing: [f64; 3]) -> volume::Affine {
+    [
+        [spacing[0], 0.0, 0.0, -115.0],
+        [0.0, -spacing[1], 0.0, 115.0],
+        [0.0, 0.0, spacing[2], -60.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+}
+
+/// Import a NIfTI as an MR series and load it back: the source the SEG refers to.
+fn imported_series(nifti: &Path, dir: &Path) -> (Volume, Vec<PathBuf>) {
+    let report = import_nifti(nifti, dir, &ImportOptions::default()).unwrap();
+    let volume = load_series(&report.files, &LoadOptions::default()).unwrap();
+    (volume, report.files)
+}
+
+fn algorithm() -> Algorithm {
+    Algorithm {
+        name: "msnode-test".into(),
+        version: "0.0.1".into(),
+    }
+}
+
+/// A mask with a 4 x 4 x 2 block at the given (column, row, slice).
+fn block_mask(volume: &Volume, at: [usize; 3]) -> Array3<bool> {
+    let mut mask = Array3::from_elem(volume.data.dim(), false);
+    for k in at[2]..at[2] + 2 {
+        for j in at[1]..at[1] + 4 {
+            for i in at[0]..at[0] + 4 {
+                mask[[k, j, i]] = true;
+            }
+        }
+    }
+    mask
+}
+
+fn dciodvfy_errors(path: &Path) -> Vec<String> {
+    let output = run(Command::new(repo_root().join(".venv/bin/dciodvfy")).arg(path));
+    let report = text(&output);
+    assert!(
+        report.contains("Segmentation") || report.contains("SEG"),
+        "dciodvfy did not run:\n{report}"
+    );
+    report
+        .lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn read(path: &Path) -> InMemDicomObject {
+    dicom_object::open_file(path).unwrap().into_inner()
+}
+
+fn numbers(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<f64> {
+    obj.element(tag).unwrap().to_multi_float64().unwrap()
+}
+
+fn item(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &InMemDicomObject {
+    &obj.element(tag).unwrap().items().unwrap()[0]
+}
+
+/// Write a SEG with a new-lesion block and an empty enlarging segment, then check everything a
+/// viewer relies on.
+fn check_seg_on(nifti: &Path, work: &Path) {
+    let (volume, files) = imported_series(nifti, &work.join("series"));
+    let source = SourceSeries::read(&files[0]).unwrap();
+    let new_mask = block_mask(&volume, [150, 100, 10]);
+    let empty = Array3::from_elem(volume.data.dim(), false);
+    let seg_path = work.join("seg.dcm");
+    let written = write_seg(
+        &seg_path,
+        &source,
+        &volume,
+        &[
+            Segment {
+                label: "New lesion".into(),
+                mask: new_mask.view(),
+                cielab: CIELAB_RED,
+            },
+            Segment {
+                label: "Enlarging lesion".into(),
+                mask: empty.view(),
+                cielab: CIELAB_YELLOW,
+            },
+        ],
+        &algorithm(),
+        900,
+    )
+    .unwrap();
+    let slices = volume.data.dim().0;
+    assert_eq!(
+        written.frames,
+        2 * slices,
+        "one frame per slice and segment, empty ones too"
+    );
+
+    let errors = dciodvfy_errors(&seg_path);
+    assert!(errors.is_empty(), "dciodvfy: {errors:#?}");
+
+    // Frame i of each segment lies exactly on source slice i, with the source orientation.
+    let seg = read(&seg_path);
+    let shared = item(&seg, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let seg_orientation = numbers(
+        item(shared, tags::PLANE_ORIENTATION_SEQUENCE),
+        tags::IMAGE_ORIENTATION_PATIENT,
+    );
+    let per_frame = seg
+        .element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap();
+    let mut sources: Vec<(f64, [f64; 3], Vec<f64>, String)> = Vec::new();
+    for file in &files {
+        let obj = read(file);
+        let position = numbers(&obj, tags::IMAGE_POSITION_PATIENT);
+        sources.push((
+            0.0,
+            [position[0], position[1], position[2]],
+            numbers(&obj, tags::IMAGE_ORIENTATION_PATIENT),
+            obj.element(tags::SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches('\0')
+                .to_string(),
+        ));
+    }
+    for (k, slice) in volume.slices.iter().enumerate() {
+        let (_, position, orientation, _) = sources
+            .iter()
+            .find(|s| s.3 == slice.sop_instance_uid)
+            .unwrap();
+        for (a, b) in orientation.iter().zip(&seg_orientation) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "orientation {orientation:?} vs {seg_orientation:?}"
+            );
+        }
+        for segment in 0..2 {
+            let frame = &per_frame[segment * slices + k];
+            let seg_position = numbers(
+                item(frame, tags::PLANE_POSITION_SEQUENCE),
+                tags::IMAGE_POSITION_PATIENT,
+            );
+            for a in 0..3 {
+                assert!(
+                    (seg_position[a] - position[a]).abs() < 1e-4,
+                    "frame {k}: {seg_position:?} vs {position:?}"
+                );
+            }
+            let derivation = item(frame, tags::DERIVATION_IMAGE_SEQUENCE);
+            let referenced = item(derivation, tags::SOURCE_IMAGE_SEQUENCE);
+            let uid = referenced
+                .element(tags::REFERENCED_SOP_INSTANCE_UID)
+                .unwrap()
+                .to_str()
+                .unwrap();
+            assert_eq!(uid.trim_end_matches('\0'), slice.sop_instance_uid);
+        }
+    }
+
+    // highdicom reads it.
+    let script = format!(
+        "import highdicom as hd\nseg = hd.seg.segread({:?})\nprint(seg.number_of_segments, len(seg.get_source_image_uids()))",
+        seg_path.display().to_string()
+    );
+    let output = run(Command::new(python()).args(["-c", &script]));
+    assert!(output.status.success(), "highdicom: {}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("2 {slices}")
+    );
+
+    // dcmqi turns it back into a mask identical to ours, voxel for voxel in world coordinates.
+    let dcmqi_out = work.join("dcmqi");
+    std::fs::create_dir_all(&dcmqi_out).unwrap();
+    let output = run(
+        Command::new(repo_root().join(".venv/bin/segimage2itkimage"))
+            .arg("--inputDICOM")
+            .arg(&seg_path)
+            .arg("--outputDirectory")
+            .arg(&dcmqi_out)
+            .args(["--outputType", "nifti"]),
+    );
+    assert!(
+        output.status.success(),
+        "segimage2itkimage: {}",
+        text(&output)
+    );
+    let theirs = read_nifti(&dcmqi_out.join("1.nii.gz"))
+        .unwrap()
+        .volume(0)
+        .unwrap();
+    let inverse = volume::invert(&theirs.affine).unwrap();
+    let mut compared = 0;
+    for ((k, j, i), &ours) in new_mask.indexed_iter() {
+        // Every lesion voxel and a sparse grid of the rest.
+        if !ours && (i % 16 != 0 || j % 16 != 0) {
+            continue;
+        }
+        let world = volume.world([i as f64, j as f64, k as f64]);
+        let p = [0, 1, 2].map(|r| {
+            (inverse[r][0] * world[0]
+                + inverse[r][1] * world[1]
+                + inverse[r][2] * world[2]
+                + inverse[r][3])
+                .round()
+        });
+        let there = theirs.world(p);
+        let distance: f64 = (0..3)
+            .map(|a| (there[a] - world[a]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            distance < 1e-2,
+            "voxel {:?} is {distance} mm off the dcmqi grid",
+            (i, j, k)
+        );
+        let value = theirs.data[[p[2] as usize, p[1] as usize, p[0] as usize]];
+        assert_eq!(
+            value > 0.5,
+            ours,
+            "voxel {:?}: dcmqi {value}, ours {ours}",
+            (i, j, k)
+        );
+        compared += 1;
+    }
+    assert!(compared > 32 * 5, "{compared}");
+}
+
+#[test]
+fn seg_on_an_axial_series_passes_every_validator() {
+    let work = tempfile::tempdir().unwrap();
+    check_seg_on(&lesjak_flair(), work.path());
+}
+
+#[test]
+fn seg_on_an_oblique_series_lies_on_the_source_slices() {
+    let work = tempfile::tempdir().unwrap();
+    let nifti = reoriented_nifti(work.path(), oblique);
+    check_seg_on(&nifti, work.path());
+}
+
+#[test]
+fn seg_on_a_series_whose_columns_run_anterior_is_not_mirrored() {
+    let work = tempfile::tempdir().unwrap();
+    let nifti = reoriented_nifti(work.path(), columns_anterior);
+    let (volume, _) = imported_series(&nifti, &work.path().join("check"));
+    let column_direction = [0, 1, 2].map(|r| volume.affine[r][1] / volume.spacing()[1]);
+    assert!(
+        (column_direction[1] + 1.0).abs() < 1e-9,
+        "the test series should have a column direction of (0, -1, 0), has {column_direction:?}"
+    );
+    check_seg_on(&nifti, work.path());
+}
