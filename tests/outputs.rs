@@ -307,3 +307,115 @@ fn seg_on_a_series_whose_columns_run_anterior_is_not_mirrored() {
     );
     check_seg_on(&nifti, work.path());
 }
+
+#[test]
+fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators() {
+    use msnode::lesions::find_lesions;
+    use msnode::outputs::sr::{Evidence, ReportContent, write_report};
+
+    let work = tempfile::tempdir().unwrap();
+    let (volume, files) = imported_series(&lesjak_flair(), &work.path().join("series"));
+    let source = SourceSeries::read(&files[0]).unwrap();
+    // Two lesions; the second was already hyperintense at the prior visit, so it is enlarging.
+    let mut probability = Array3::<f32>::zeros(volume.data.dim());
+    let mut prior_z = Array3::<f32>::zeros(volume.data.dim());
+    for (at, z) in [([150, 100, 10], 0.0), ([60, 200, 20], 3.0)] {
+        for (index, v) in block_mask(&volume, at).indexed_iter() {
+            if *v {
+                probability[index] = 0.9;
+                prior_z[index] = z;
+            }
+        }
+    }
+    let map = find_lesions(
+        probability.view(),
+        &volume.affine,
+        Some(prior_z.view()),
+        0.5,
+        3.0,
+    );
+    assert_eq!(map.lesions.len(), 2);
+    let labels = map.labels.clone();
+    let new_mask = labels.mapv(|l| l == 1);
+    let enlarging_mask = labels.mapv(|l| l == 2);
+    let seg = write_seg(
+        &work.path().join("seg.dcm"),
+        &source,
+        &volume,
+        &[
+            Segment {
+                label: "New lesion".into(),
+                mask: new_mask.view(),
+                cielab: CIELAB_RED,
+            },
+            Segment {
+                label: "Enlarging lesion".into(),
+                mask: enlarging_mask.view(),
+                cielab: CIELAB_YELLOW,
+            },
+        ],
+        &algorithm(),
+        900,
+    )
+    .unwrap();
+    let current = Evidence {
+        study_instance_uid: source.study_instance_uid.clone(),
+        series_instance_uid: source.series_instance_uid.clone(),
+        sop_class_uid: source.sop_class_uid.clone(),
+        sop_instance_uids: volume
+            .slices
+            .iter()
+            .map(|s| s.sop_instance_uid.clone())
+            .collect(),
+    };
+    let sr_path = work.path().join("sr.dcm");
+    let content = ReportContent {
+        lesions: &map.lesions,
+        seg: &seg,
+        new_segment: 1,
+        enlarging_segment: 2,
+        notes: vec!["Registration: correlation 0.93 inside the brain".into()],
+    };
+    write_report(&sr_path, &source, &content, &[current], &algorithm(), 901).unwrap();
+
+    let report = text(&run(
+        Command::new(repo_root().join(".venv/bin/dciodvfy")).arg(&sr_path)
+    ));
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "dciodvfy:\n{report}");
+
+    let script = format!(
+        "import highdicom as hd\nsr = hd.sr.srread({:?})\nprint(sr.ContentTemplateSequence[0].TemplateIdentifier, len(sr.ContentSequence))",
+        sr_path.display().to_string()
+    );
+    let output = run(Command::new(python()).args(["-c", &script]));
+    assert!(output.status.success(), "highdicom: {}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("1500"),
+        "{}",
+        text(&output)
+    );
+
+    let dump = run(Command::new(tool("dsrdump")).arg("+Pl").arg(&sr_path));
+    // dsrdump warns that its VR checker does not know UTF-8 (ISO_IR 192) and exits non-zero for
+    // that alone; what matters is the tree it prints.
+    let tree = text(&dump);
+    assert!(
+        tree.contains("<CONTAINER:(,,\"Imaging Measurement Report\")=SEPARATE>"),
+        "{tree}"
+    );
+    // Each block is 4 x 4 x 2 voxels of the Lesjak grid: its volume in mm3 must be in the tree.
+    for lesion in &map.lesions {
+        let volume_text = format!("{:.6}", lesion.volume_mm3);
+        let expected = volume_text.trim_end_matches('0').trim_end_matches('.');
+        assert!(
+            tree.contains(&format!("\"{expected}\" (mm3,UCUM,\"cubic millimeter\")")),
+            "{expected} missing:\n{tree}"
+        );
+    }
+    assert!(
+        tree.contains("enlarging lesion") && tree.contains("new lesion"),
+        "{tree}"
+    );
+    assert!(tree.contains("for review by a radiologist"), "{tree}");
+}

@@ -1,9 +1,11 @@
-//! The outputs stage: what goes back to PACS. DICOM-SEG (`seg`) on the source FLAIR grid.
+//! The outputs stage: what goes back to PACS. DICOM-SEG (`seg`) on the source FLAIR grid and a
+//! TID 1500 measurement report (`sr`).
 //!
 //! Every object copies the patient and study of the current FLAIR, shares its Frame of Reference,
 //! and gets new series and instance UIDs.
 
 pub mod seg;
+pub mod sr;
 
 use std::path::{Path, PathBuf};
 

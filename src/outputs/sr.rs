@@ -1,0 +1,463 @@
+//! TID 1500 Measurement Report in a Comprehensive 3D SR: one volumetric measurement group per
+//! lesion (tracking identifier and UID, the SEG segment it is drawn in, finding, finding site,
+//! volume in mm3, new or enlarging), a summary, the prior and current studies as evidence, and the
+//! caveat that an automated result is for review by a radiologist.
+
+use std::path::Path;
+
+use dicom_core::{VR, dicom_value};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use super::seg::{SEGMENTATION_STORAGE, WrittenSeg};
+use super::{
+    Algorithm, OutputError, SourceSeries, code, ds, new_uid, now_date_time, put, put_sequence,
+    write_file,
+};
+use crate::lesions::{Change, Lesion};
+
+pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
+
+/// The caveat every report carries.
+pub const REVIEW_CAVEAT: &str = "Automated result for review by a radiologist. Research and evaluation software, \
+     not cleared for clinical use.";
+
+/// A series the report cites as evidence: its study, series and instances.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uids: Vec<String>,
+}
+
+/// What the report is about.
+pub struct ReportContent<'a> {
+    pub lesions: &'a [Lesion],
+    /// The SEG the lesions are drawn in, and the segment number for new and for enlarging lesions.
+    pub seg: &'a WrittenSeg,
+    pub new_segment: u16,
+    pub enlarging_segment: u16,
+    /// Free-text lines added to the summary (registration quality, execution provider, model).
+    pub notes: Vec<String>,
+}
+
+fn content_item(
+    relationship: &str,
+    value_type: &str,
+    concept: InMemDicomObject,
+) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    put(&mut item, tags::RELATIONSHIP_TYPE, VR::CS, relationship);
+    put(&mut item, tags::VALUE_TYPE, VR::CS, value_type);
+    put_sequence(&mut item, tags::CONCEPT_NAME_CODE_SEQUENCE, vec![concept]);
+    item
+}
+
+fn container(
+    relationship: &str,
+    concept: InMemDicomObject,
+    children: Vec<InMemDicomObject>,
+) -> InMemDicomObject {
+    let mut item = content_item(relationship, "CONTAINER", concept);
+    put(&mut item, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+    put_sequence(&mut item, tags::CONTENT_SEQUENCE, children);
+    item
+}
+
+fn text_item(relationship: &str, concept: InMemDicomObject, value: &str) -> InMemDicomObject {
+    let mut item = content_item(relationship, "TEXT", concept);
+    put(&mut item, tags::TEXT_VALUE, VR::UT, value);
+    item
+}
+
+fn code_item(
+    relationship: &str,
+    concept: InMemDicomObject,
+    value: InMemDicomObject,
+) -> InMemDicomObject {
+    let mut item = content_item(relationship, "CODE", concept);
+    put_sequence(&mut item, tags::CONCEPT_CODE_SEQUENCE, vec![value]);
+    item
+}
+
+fn uid_item(relationship: &str, concept: InMemDicomObject, uid: &str) -> InMemDicomObject {
+    let mut item = content_item(relationship, "UIDREF", concept);
+    put(&mut item, tags::UID, VR::UI, uid);
+    item
+}
+
+fn num_item(concept: InMemDicomObject, value: f64, unit: InMemDicomObject) -> InMemDicomObject {
+    let mut item = content_item("CONTAINS", "NUM", concept);
+    let mut measured = InMemDicomObject::new_empty();
+    put(&mut measured, tags::NUMERIC_VALUE, VR::DS, ds(&[value]));
+    put_sequence(
+        &mut measured,
+        tags::MEASUREMENT_UNITS_CODE_SEQUENCE,
+        vec![unit],
+    );
+    put_sequence(&mut item, tags::MEASURED_VALUE_SEQUENCE, vec![measured]);
+    item
+}
+
+fn image_item(
+    relationship: &str,
+    concept: InMemDicomObject,
+    class: &str,
+    instance: &str,
+    segment: Option<u16>,
+) -> InMemDicomObject {
+    let mut item = content_item(relationship, "IMAGE", concept);
+    let mut reference = InMemDicomObject::new_empty();
+    put(
+        &mut reference,
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        class,
+    );
+    put(
+        &mut reference,
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        instance,
+    );
+    if let Some(number) = segment {
+        put(
+            &mut reference,
+            tags::REFERENCED_SEGMENT_NUMBER,
+            VR::US,
+            dicom_value!(U16, [number]),
+        );
+    }
+    put_sequence(&mut item, tags::REFERENCED_SOP_SEQUENCE, vec![reference]);
+    item
+}
+
+fn mm3() -> InMemDicomObject {
+    code("mm3", "UCUM", "cubic millimeter")
+}
+
+fn lesion_group(
+    lesion: &Lesion,
+    content: &ReportContent<'_>,
+    source: &SourceSeries,
+) -> InMemDicomObject {
+    let segment = match lesion.change {
+        Change::New => content.new_segment,
+        Change::Enlarging => content.enlarging_segment,
+    };
+    let change = match lesion.change {
+        Change::New => "new lesion",
+        Change::Enlarging => "enlarging lesion",
+    };
+    let mut children = vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            code("112039", "DCM", "Tracking Identifier"),
+            &format!("Lesion {}", lesion.id),
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            code("112040", "DCM", "Tracking Unique Identifier"),
+            &new_uid(),
+        ),
+        code_item(
+            "CONTAINS",
+            code("121071", "DCM", "Finding"),
+            code("52988006", "SCT", "Lesion"),
+        ),
+        code_item(
+            "HAS CONCEPT MOD",
+            code("363698007", "SCT", "Finding Site"),
+            code("12738006", "SCT", "Brain"),
+        ),
+        image_item(
+            "CONTAINS",
+            code("121191", "DCM", "Referenced Segment"),
+            SEGMENTATION_STORAGE,
+            &content.seg.sop_instance_uid,
+            Some(segment),
+        ),
+        uid_item(
+            "CONTAINS",
+            code("121232", "DCM", "Source series for segmentation"),
+            &source.series_instance_uid,
+        ),
+        num_item(code("118565006", "SCT", "Volume"), lesion.volume_mm3, mm3()),
+    ];
+    children.push(text_item(
+        "CONTAINS",
+        code("121106", "DCM", "Comment"),
+        &format!(
+            "{change}; centroid (LPS) {:.1}, {:.1}, {:.1} mm; maximum probability {:.2}",
+            lesion.centroid_lps[0],
+            lesion.centroid_lps[1],
+            lesion.centroid_lps[2],
+            lesion.max_probability
+        ),
+    ));
+    container(
+        "CONTAINS",
+        code("125007", "DCM", "Measurement Group"),
+        children,
+    )
+}
+
+/// Evidence items grouped by study, series within each.
+fn evidence_sequence(evidence: &[Evidence]) -> Vec<InMemDicomObject> {
+    let mut studies: Vec<(&str, Vec<InMemDicomObject>)> = Vec::new();
+    for e in evidence {
+        let mut series = InMemDicomObject::new_empty();
+        put(
+            &mut series,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            e.series_instance_uid.as_str(),
+        );
+        let instances = e
+            .sop_instance_uids
+            .iter()
+            .map(|uid| {
+                let mut item = InMemDicomObject::new_empty();
+                put(
+                    &mut item,
+                    tags::REFERENCED_SOP_CLASS_UID,
+                    VR::UI,
+                    e.sop_class_uid.as_str(),
+                );
+                put(
+                    &mut item,
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    VR::UI,
+                    uid.as_str(),
+                );
+                item
+            })
+            .collect();
+        put_sequence(&mut series, tags::REFERENCED_SOP_SEQUENCE, instances);
+        match studies
+            .iter_mut()
+            .find(|(uid, _)| *uid == e.study_instance_uid)
+        {
+            Some((_, items)) => items.push(series),
+            None => studies.push((&e.study_instance_uid, vec![series])),
+        }
+    }
+    studies
+        .into_iter()
+        .map(|(uid, series)| {
+            let mut study = InMemDicomObject::new_empty();
+            put(&mut study, tags::STUDY_INSTANCE_UID, VR::UI, uid);
+            put_sequence(&mut study, tags::REFERENCED_SERIES_SEQUENCE, series);
+            study
+        })
+        .collect()
+}
+
+/// Write the measurement report to `path`; returns its SOP Instance UID. `evidence` names the
+/// current and prior series; the SEG the report points into is added to it.
+pub fn write_report(
+    path: &Path,
+    source: &SourceSeries,
+    content: &ReportContent<'_>,
+    evidence: &[Evidence],
+    algorithm: &Algorithm,
+    series_number: i32,
+) -> Result<String, OutputError> {
+    let instance_uid = new_uid();
+    let (date, time) = now_date_time();
+    let mut obj = InMemDicomObject::new_empty();
+    for element in &source.copied {
+        obj.put(element.clone());
+    }
+    put(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        COMPREHENSIVE_3D_SR_STORAGE,
+    );
+    put(
+        &mut obj,
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        instance_uid.as_str(),
+    );
+    put(&mut obj, tags::MODALITY, VR::CS, "SR");
+    put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
+    put(
+        &mut obj,
+        tags::SERIES_NUMBER,
+        VR::IS,
+        series_number.to_string(),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        "msnode lesion report (automated)",
+    );
+    put_sequence(
+        &mut obj,
+        tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
+        Vec::new(),
+    );
+    put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");
+    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+    put(&mut obj, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
+    put(&mut obj, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
+    put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
+    put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
+    put_sequence(
+        &mut obj,
+        tags::PERFORMED_PROCEDURE_CODE_SEQUENCE,
+        Vec::new(),
+    );
+    let mut all_evidence = evidence.to_vec();
+    all_evidence.push(Evidence {
+        study_instance_uid: source.study_instance_uid.clone(),
+        series_instance_uid: content.seg.series_instance_uid.clone(),
+        sop_class_uid: SEGMENTATION_STORAGE.to_string(),
+        sop_instance_uids: vec![content.seg.sop_instance_uid.clone()],
+    });
+    put_sequence(
+        &mut obj,
+        tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+        evidence_sequence(&all_evidence),
+    );
+
+    let total: f64 = content.lesions.iter().map(|l| l.volume_mm3).sum();
+    let new = content
+        .lesions
+        .iter()
+        .filter(|l| l.change == Change::New)
+        .count();
+    let enlarging = content.lesions.len() - new;
+    let mut summary_children = vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            code("112039", "DCM", "Tracking Identifier"),
+            "Summary",
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            code("112040", "DCM", "Tracking Unique Identifier"),
+            &new_uid(),
+        ),
+        code_item(
+            "CONTAINS",
+            code("121071", "DCM", "Finding"),
+            code("52988006", "SCT", "Lesion"),
+        ),
+        num_item(
+            code("246205007", "SCT", "Quantity"),
+            content.lesions.len() as f64,
+            code("{lesions}", "UCUM", "lesions"),
+        ),
+        num_item(code("118565006", "SCT", "Volume"), total, mm3()),
+        text_item(
+            "CONTAINS",
+            code("121106", "DCM", "Comment"),
+            &format!(
+                "{} new or enlarging lesion(s): {new} new, {enlarging} enlarging; total volume {total:.1} mm3",
+                content.lesions.len()
+            ),
+        ),
+    ];
+    for note in &content.notes {
+        summary_children.push(text_item(
+            "CONTAINS",
+            code("121106", "DCM", "Comment"),
+            note,
+        ));
+    }
+    summary_children.push(text_item(
+        "CONTAINS",
+        code("121106", "DCM", "Comment"),
+        REVIEW_CAVEAT,
+    ));
+    let mut measurements = vec![container(
+        "CONTAINS",
+        code("125007", "DCM", "Measurement Group"),
+        summary_children,
+    )];
+    measurements.extend(
+        content
+            .lesions
+            .iter()
+            .map(|l| lesion_group(l, content, source)),
+    );
+
+    let observer = vec![
+        code_item(
+            "HAS OBS CONTEXT",
+            code("121005", "DCM", "Observer Type"),
+            code("121007", "DCM", "Device"),
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            code("121012", "DCM", "Device Observer UID"),
+            crate::ingest::IMPLEMENTATION_CLASS_UID,
+        ),
+        text_item(
+            "HAS OBS CONTEXT",
+            code("121013", "DCM", "Device Observer Name"),
+            &format!("{} {}", algorithm.name, algorithm.version),
+        ),
+    ];
+    let library_entries = evidence
+        .iter()
+        .filter(|e| e.series_instance_uid == source.series_instance_uid)
+        .flat_map(|e| {
+            e.sop_instance_uids.iter().map(|uid| {
+                image_item(
+                    "CONTAINS",
+                    code("260753009", "SCT", "Source"),
+                    &e.sop_class_uid,
+                    uid,
+                    None,
+                )
+            })
+        })
+        .collect();
+    let library = container(
+        "CONTAINS",
+        code("111028", "DCM", "Image Library"),
+        vec![container(
+            "CONTAINS",
+            code("126200", "DCM", "Image Library Group"),
+            library_entries,
+        )],
+    );
+    let mut children = vec![code_item(
+        "HAS CONCEPT MOD",
+        code("121049", "DCM", "Language of Content Item and Descendants"),
+        code("en-US", "RFC5646", "English (United States)"),
+    )];
+    children.extend(observer);
+    children.push(code_item(
+        "HAS CONCEPT MOD",
+        code("121058", "DCM", "Procedure reported"),
+        code("24590-2", "LN", "MR Brain"),
+    ));
+    children.push(library);
+    children.push(container(
+        "CONTAINS",
+        code("126010", "DCM", "Imaging Measurements"),
+        measurements,
+    ));
+
+    put(&mut obj, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+    put_sequence(
+        &mut obj,
+        tags::CONCEPT_NAME_CODE_SEQUENCE,
+        vec![code("126000", "DCM", "Imaging Measurement Report")],
+    );
+    put(&mut obj, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+    let mut template = InMemDicomObject::new_empty();
+    put(&mut template, tags::MAPPING_RESOURCE, VR::CS, "DCMR");
+    put(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "1500");
+    put_sequence(&mut obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
+    put_sequence(&mut obj, tags::CONTENT_SEQUENCE, children);
+    write_file(obj, COMPREHENSIVE_3D_SR_STORAGE, &instance_uid, path)?;
+    Ok(instance_uid)
+}
