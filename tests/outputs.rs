@@ -419,3 +419,46 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
     );
     assert!(tree.contains("for review by a radiologist"), "{tree}");
 }
+
+#[test]
+fn the_overlay_series_is_valid_and_its_png_shows_the_outline() {
+    use msnode::outputs::overlay::{render, write_overlay_series, write_png};
+
+    let work = tempfile::tempdir().unwrap();
+    let (volume, files) = imported_series(&lesjak_flair(), &work.path().join("series"));
+    let source = SourceSeries::read(&files[0]).unwrap();
+    let new_mask = block_mask(&volume, [150, 100, 10]);
+    let none = Array3::from_elem(volume.data.dim(), false);
+    let images = render(
+        &volume,
+        new_mask.view(),
+        none.view(),
+        "1 NEW LESION, 49.6 MM3",
+    );
+    assert_eq!(images.len(), volume.data.dim().0);
+    let (written, _) =
+        write_overlay_series(&work.path().join("overlay"), &source, &volume, &images, 902).unwrap();
+    assert_eq!(written.len(), images.len());
+    for file in [&written[0], &written[10]] {
+        let report = text(&run(
+            Command::new(repo_root().join(".venv/bin/dciodvfy")).arg(file)
+        ));
+        let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy:\n{report}");
+    }
+    let png_path = work.path().join("slice10.png");
+    write_png(&png_path, &images[10]).unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buffer).unwrap();
+    assert_eq!(
+        (info.width as usize, info.height as usize),
+        (volume.data.dim().2, volume.data.dim().1)
+    );
+    // The block's corner voxel (column 150, row 100) is on the outline: red.
+    let at = 3 * (100 * info.width as usize + 150);
+    assert_eq!(&buffer[at..at + 3], &[255, 40, 40]);
+}

@@ -1,9 +1,10 @@
 //! The outputs stage: what goes back to PACS. DICOM-SEG (`seg`) on the source FLAIR grid and a
-//! TID 1500 measurement report (`sr`).
+//! TID 1500 measurement report (`sr`), and an RGB overlay series with PNG previews (`overlay`).
 //!
 //! Every object copies the patient and study of the current FLAIR, shares its Frame of Reference,
 //! and gets new series and instance UIDs.
 
+pub mod overlay;
 pub mod seg;
 pub mod sr;
 
