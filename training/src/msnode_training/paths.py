@@ -44,7 +44,7 @@ def set_nnunet_environment(root: Path) -> dict[str, Path]:
     for name, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(folder)
-    # torch.compile does not help on CPU and data-augmentation workers would fight for the two cores.
+    # torch.compile does not help on CPU; one augmentation worker keeps two cores busy without oversubscribing.
     os.environ.setdefault("nnUNet_compile", "False")
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
+    os.environ.setdefault("nnUNet_n_proc_DA", "1")
     return folders

@@ -132,8 +132,8 @@ def available_anatomy_sources(config: SynthConfig) -> list[str]:
 def smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, control_points: int = 5) -> np.ndarray:
     """Smooth random field in [-1, 1]: a coarse random grid upsampled with cubic splines."""
     coarse = rng.uniform(-1, 1, size=(control_points,) * len(shape))
-    return np.clip(ndimage.zoom(coarse, [s / control_points for s in shape], order=3)[tuple(slice(0, s) for s in shape)],
-                   -1, 1)
+    field = ndimage.zoom(coarse, [s / control_points for s in shape], order=3)
+    return np.clip(field[tuple(slice(0, s) for s in shape)], -1, 1)
 
 
 def flair_from_tissues(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
@@ -224,7 +224,8 @@ def other_pathology(base: np.ndarray, anatomy: Anatomy, config: SynthConfig,
     else:
         centre = pick_centre(np.argwhere(anatomy.grey_matter > 0.6), rng)
         radii = rng.uniform(*config.mass_radius_mm, size=3) / spacing
-        region = soft_ellipsoid(base.shape, centre, radii, rng) * np.clip(anatomy.grey_matter + anatomy.white_matter, 0, 1)
+        tissue = np.clip(anatomy.grey_matter + anatomy.white_matter, 0, 1)
+        region = soft_ellipsoid(base.shape, centre, radii, rng) * tissue
         current = paint(current, region, brain_level * rng.uniform(1.3, 1.9))
     label = (region > 0.5) & anatomy.brain.astype(bool)
     return base.copy(), current, label
@@ -239,7 +240,8 @@ def remove_real_lesions(anatomy: Anatomy, rng: np.random.Generator) -> tuple[np.
     removed = np.isin(components, chosen)
     fill_region = ndimage.binary_dilation(removed, iterations=1) & anatomy.brain.astype(bool)
     # Normalised convolution over healthy tissue: a local estimate of what the lesion replaced.
-    healthy = (anatomy.brain.astype(bool) & ~ndimage.binary_dilation(anatomy.real_lesions, iterations=1)).astype(np.float32)
+    lesion_zone = ndimage.binary_dilation(anatomy.real_lesions, iterations=1)
+    healthy = (anatomy.brain.astype(bool) & ~lesion_zone).astype(np.float32)
     estimate = ndimage.gaussian_filter(current * healthy, 2.0) / np.maximum(ndimage.gaussian_filter(healthy, 2.0), 1e-3)
     prior = np.where(fill_region, estimate, current).astype(np.float32)
     return prior, current, removed

@@ -45,6 +45,13 @@ class Geometry:
     def reference_image(self) -> sitk.Image:
         return self.to_image(np.zeros(self.shape_zyx, dtype=np.uint8))
 
+    def cropped(self, box: tuple[slice, slice, slice]) -> "Geometry":
+        """The geometry of `array[box]` (box in (z, y, x) order, unit steps)."""
+        ranges = [range(*b.indices(n)) for b, n in zip(box, self.shape_zyx)]
+        start = [r.start for r in ranges]
+        origin = self.reference_image().TransformIndexToPhysicalPoint([start[2], start[1], start[0]])
+        return Geometry(self.spacing_zyx, tuple(origin), self.direction, tuple(len(r) for r in ranges))
+
     def with_spacing(self, spacing_zyx: tuple[float, float, float]) -> "Geometry":
         """Same field of view sampled at another spacing (first voxel centre kept)."""
         extent = np.array(self.shape_zyx) * np.array(self.spacing_zyx)

@@ -1,0 +1,247 @@
+"""Command-line entry points (see training/README.md). Each guards nnU-Net's worker processes by running only
+from its console-script `main`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def generate_main(argv: list[str] | None = None) -> None:
+    """Write synthetic cases in the MSSEG-2 layout."""
+    from msnode_training.synth import SCENARIOS, SynthConfig, generate_dataset
+
+    parser = argparse.ArgumentParser(description=generate_main.__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scenario", choices=SCENARIOS, default="ms")
+    parser.add_argument("--cases", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first-index", type=int, default=0)
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic output spacing in mm")
+    args = parser.parse_args(argv)
+    written = generate_dataset(args.out, args.cases, args.seed, SynthConfig(scenario=args.scenario,
+                                                                             spacing_mm=args.spacing),
+                               args.first_index)
+    print(f"wrote {len(written)} cases to {args.out}")
+
+
+def make_dataset_main(argv: list[str] | None = None) -> None:
+    """Convert MSSEG-2-layout case folders (real or synthetic) and/or the Lesjak longitudinal patients into an
+    nnU-Net v2 raw dataset, then plan and preprocess it (or transfer plans from a pretraining dataset)."""
+    from msnode_training.nnunet_data import (
+        NETWORK_SIZES,
+        plan_and_preprocess,
+        plans_identifier,
+        transfer_plans_and_preprocess,
+        write_raw_dataset,
+    )
+    from msnode_training.paths import (
+        lesjak_longitudinal_dir,
+        set_nnunet_environment,
+        work_dir,
+    )
+    from msnode_training.readers import (
+        list_lesjak_longitudinal,
+        list_msseg2_cases,
+        read_lesjak_longitudinal_case,
+        read_msseg2_case,
+    )
+
+    parser = argparse.ArgumentParser(description=make_dataset_main.__doc__)
+    parser.add_argument("--work", type=Path, default=work_dir() / "nnunet")
+    parser.add_argument("--id", type=int, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--msseg2", type=Path, action="append", default=[], help="folder of MSSEG-2 case folders")
+    parser.add_argument("--lesjak-longitudinal", action="store_true")
+    parser.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"))
+    parser.add_argument("--size", choices=sorted(NETWORK_SIZES), default="small")
+    parser.add_argument("--transfer-plans-from", type=int, default=None, help="pretraining dataset id")
+    args = parser.parse_args(argv)
+    set_nnunet_environment(args.work)
+
+    def cases():
+        for root in args.msseg2:
+            yield from (read_msseg2_case(p) for p in list_msseg2_cases(root))
+        if args.lesjak_longitudinal:
+            for p in list_lesjak_longitudinal(lesjak_longitudinal_dir()):
+                case = read_lesjak_longitudinal_case(p)
+                case.case_id = f"lesjak_{p.name}"
+                yield case
+
+    folder = write_raw_dataset(cases(), args.id, args.name, tuple(args.spacing) if args.spacing else None)
+    print(f"raw dataset {folder}")
+    size = NETWORK_SIZES[args.size]
+    if args.transfer_plans_from is not None:
+        transfer_plans_and_preprocess(args.transfer_plans_from, args.id, plans_identifier(size))
+    else:
+        plan_and_preprocess(args.id, size)
+    print(f"plans {plans_identifier(size)}")
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    """Train fold 0 of a preprocessed dataset with the msnode trainer classes."""
+    from msnode_training.paths import set_nnunet_environment, work_dir
+    from msnode_training.train import TRAINERS, train
+    from msnode_training.trainers import STRATEGIES, TrainingSettings
+
+    parser = argparse.ArgumentParser(description=train_main.__doc__)
+    parser.add_argument("--work", type=Path, default=work_dir() / "nnunet")
+    parser.add_argument("--id", type=int, required=True)
+    parser.add_argument("--plans", default="msnodePlans_small")
+    parser.add_argument("--objective", choices=sorted(TRAINERS), default="segmentation")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--val-iterations", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="full")
+    parser.add_argument("--f1-every", type=int, default=0)
+    parser.add_argument("--pretrained", type=Path, default=None, help="checkpoint to start from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    limit_threads(args.threads)
+    set_nnunet_environment(args.work)
+    settings = TrainingSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
+                                val_iterations_per_epoch=args.val_iterations, initial_lr=args.lr,
+                                strategy=args.strategy, f1_every_epochs=args.f1_every, seed=args.seed)
+    trainer = train(args.id, args.plans, args.objective, settings, args.pretrained)
+    print(json.dumps({"output_folder": trainer.output_folder, "best_f1": trainer.best_f1,
+                      "epochs_run": trainer.current_epoch}))
+
+
+def evaluate_main(argv: list[str] | None = None) -> None:
+    """Score predicted masks against truth masks (same file names) with the MSSEG-2 rules; prints JSON."""
+    from msnode_training.metrics import score_case, summarize
+    from msnode_training.volumes import read_volume
+
+    parser = argparse.ArgumentParser(description=evaluate_main.__doc__)
+    parser.add_argument("--truth", type=Path, required=True, help="folder of truth masks (.nii.gz)")
+    parser.add_argument("--prediction", type=Path, required=True, help="folder of predicted masks (.nii.gz)")
+    args = parser.parse_args(argv)
+    per_case = {}
+    scores = []
+    for truth_path in sorted(args.truth.glob("*.nii.gz")):
+        truth, geometry = read_volume(truth_path, np.uint8)
+        prediction, _ = read_volume(args.prediction / truth_path.name, np.uint8)
+        scores.append(score_case(truth, prediction, geometry.spacing_zyx))
+        per_case[truth_path.name] = scores[-1].as_dict()
+    print(json.dumps({"summary": summarize(scores), "cases": per_case}, indent=2))
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """Export a trained network to ONNX and write its model card (without evaluation figures)."""
+    from msnode_training.export import (
+        build_model_card,
+        export_onnx,
+        load_trained_model,
+        validate_model_card,
+        write_model_card_markdown,
+    )
+    from msnode_training.pipeline import package_versions
+
+    parser = argparse.ArgumentParser(description=export_main.__doc__)
+    parser.add_argument("--results-folder", type=Path, required=True, help="nnU-Net trainer folder with plans.json")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--min-lesion-volume", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    model = load_trained_model(args.results_folder, args.checkpoint)
+    onnx_path = args.out / "model.onnx"
+    export_onnx(model, onnx_path)
+    card = build_model_card(args.name, args.version, onnx_path, model, args.threshold, args.min_lesion_volume,
+                            {"checkpoint": str(args.checkpoint), "package_versions": package_versions()}, {})
+    problems = validate_model_card(card, args.out)
+    if problems:
+        raise SystemExit(f"model card invalid: {problems}")
+    (args.out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card_markdown(card, args.out / "MODEL_CARD.md")
+    print(f"exported {onnx_path}")
+
+
+def parity_main(argv: list[str] | None = None) -> None:
+    """ONNX Runtime vs PyTorch on a Lesjak longitudinal patient; exits non-zero when parity fails."""
+    from msnode_training.export import load_trained_model, parity_check
+    from msnode_training.paths import lesjak_longitudinal_dir
+    from msnode_training.readers import read_lesjak_longitudinal_case
+
+    parser = argparse.ArgumentParser(description=parity_main.__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.onnx and model_card.json")
+    parser.add_argument("--results-folder", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--patient", default="patient01")
+    args = parser.parse_args(argv)
+    card = json.loads((args.model_dir / "model_card.json").read_text())
+    model = load_trained_model(args.results_folder, args.checkpoint)
+    case = read_lesjak_longitudinal_case(lesjak_longitudinal_dir() / args.patient)
+    report = parity_check(model, args.model_dir / card["onnx_file"], case, card["default_threshold"],
+                          card["min_lesion_volume_mm3"])
+    print(json.dumps(report, indent=2))
+    if not report["passes"]:
+        raise SystemExit(1)
+
+
+def pipeline_main(argv: list[str] | None = None) -> None:
+    """Generate data, pretrain, fine-tune, tune post-processing, evaluate, export with model card."""
+    from msnode_training.paths import work_dir
+    from msnode_training.pipeline import (
+        PRETRAINING_CHOICES,
+        PipelineConfig,
+        run_pipeline,
+    )
+    from msnode_training.trainers import STRATEGIES, TrainingSettings
+
+    parser = argparse.ArgumentParser(description=pipeline_main.__doc__)
+    parser.add_argument("--work", type=Path, default=work_dir() / "pipeline")
+    parser.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/tiny")
+    parser.add_argument("--name", default="msnode-tiny")
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--spacing", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretraining", choices=PRETRAINING_CHOICES, default="other_pathology")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="full")
+    parser.add_argument("--pretrain-cases", type=int, default=4)
+    parser.add_argument("--ms-cases", type=int, default=4)
+    parser.add_argument("--semi-synthetic-cases", type=int, default=2)
+    parser.add_argument("--validation-cases", type=int, default=2)
+    parser.add_argument("--pretrain-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-2])
+    parser.add_argument("--f1-every", type=int, default=1, help="epochs between validation F1 evaluations")
+    parser.add_argument("--early-stopping-patience", type=int, default=5, help="F1 validations")
+    parser.add_argument("--lr-reduce-patience", type=int, default=2, help="F1 validations")
+    parser.add_argument("--msseg2", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    limit_threads(args.threads)
+    config = PipelineConfig(
+        work_dir=args.work, export_dir=args.out, seed=args.seed, spacing_mm=args.spacing, network_size=args.size,
+        pretraining=args.pretraining, pretrain_cases=args.pretrain_cases, finetune_ms_cases=args.ms_cases,
+        finetune_semi_synthetic_cases=args.semi_synthetic_cases, validation_cases=args.validation_cases,
+        msseg2_root=args.msseg2, learning_rates=tuple(args.learning_rates), model_name=args.name,
+        model_version=args.version,
+        pretrain_settings=TrainingSettings(epochs=args.pretrain_epochs, iterations_per_epoch=args.iterations,
+                                           val_iterations_per_epoch=1),
+        finetune_settings=TrainingSettings(epochs=args.finetune_epochs, iterations_per_epoch=args.iterations,
+                                           val_iterations_per_epoch=1, f1_every_epochs=args.f1_every,
+                                           strategy=args.strategy,
+                                           early_stopping_patience=args.early_stopping_patience,
+                                           lr_reduce_patience=args.lr_reduce_patience))
+    result = run_pipeline(config)
+    print(json.dumps({"export_dir": result["export_dir"], "seconds": result["seconds"],
+                      "evaluation": result["card"]["evaluation"]["lesjak_longitudinal_test"]}, indent=2))

@@ -1,0 +1,282 @@
+"""End to end: generate data, pretrain, fine-tune, search post-processing, evaluate, export with model card."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from msnode_training.export import (
+    build_model_card,
+    export_onnx,
+    load_trained_model,
+    parity_check,
+    validate_model_card,
+    write_model_card_markdown,
+)
+from msnode_training.inference import foreground_probability, lesion_mask, torch_runner
+from msnode_training.metrics import score_case, summarize
+from msnode_training.nnunet_data import (
+    NETWORK_SIZES,
+    plan_and_preprocess,
+    transfer_plans_and_preprocess,
+    write_raw_dataset,
+    write_split,
+)
+from msnode_training.paths import lesjak_longitudinal_dir, set_nnunet_environment
+from msnode_training.readers import (
+    LongitudinalCase,
+    list_msseg2_cases,
+    read_lesjak_longitudinal_case,
+    read_msseg2_case,
+)
+from msnode_training.search import (
+    ValidationCase,
+    search_learning_rate,
+    search_postprocessing,
+)
+from msnode_training.synth import SynthConfig, generate_case
+from msnode_training.train import train
+from msnode_training.trainers import MsnodeTrainer, TrainingSettings
+
+PRETRAINING_CHOICES = ("other_pathology", "inpainting", "none")
+PRETRAIN_DATASET_ID = 501
+FINETUNE_DATASET_ID = 502
+
+
+@dataclass
+class PipelineConfig:
+    work_dir: Path
+    export_dir: Path
+    seed: int = 0
+    spacing_mm: float = 2.0
+    network_size: str = "tiny"
+    pretraining: str = "other_pathology"
+    pretrain_cases: int = 4
+    finetune_ms_cases: int = 4
+    finetune_semi_synthetic_cases: int = 2
+    validation_cases: int = 2
+    real_train_patients: tuple[str, ...] = ("patient01",)
+    real_test_patients: tuple[str, ...] = ("patient03",)
+    parity_patient: str = "patient01"
+    msseg2_root: Path | None = None
+    pretrain_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
+        epochs=2, iterations_per_epoch=5, val_iterations_per_epoch=1))
+    finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
+        epochs=3, iterations_per_epoch=5, val_iterations_per_epoch=1, f1_every_epochs=1, strategy="full"))
+    learning_rates: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+    min_volumes_mm3: tuple[float, ...] = (3.0, 10.0, 30.0)
+    model_name: str = "msnode-tiny"
+    model_version: str = "0.1.0"
+
+    def __post_init__(self) -> None:
+        if self.pretraining not in PRETRAINING_CHOICES:
+            raise ValueError(f"pretraining must be one of {PRETRAINING_CHOICES}")
+        if self.network_size not in NETWORK_SIZES:
+            raise ValueError(f"network_size must be one of {sorted(NETWORK_SIZES)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def package_versions() -> dict[str, str]:
+    names = ["msnode-training", "torch", "nnunetv2", "dynamic-network-architectures", "numpy", "SimpleITK",
+             "nibabel", "scipy", "onnx", "onnxruntime", "nilearn"]
+    return {n: metadata.version(n) for n in names}
+
+
+def synthetic_cases(scenario: str, seed: int, indices: range, spacing_mm: float) -> Iterator[LongitudinalCase]:
+    config = SynthConfig(scenario=scenario, spacing_mm=spacing_mm)
+    return (generate_case(seed, i, config) for i in indices)
+
+
+def lesjak_cases(patients: tuple[str, ...]) -> Iterator[LongitudinalCase]:
+    for patient in patients:
+        case = read_lesjak_longitudinal_case(lesjak_longitudinal_dir() / patient)
+        case.case_id = f"lesjak_{patient}"
+        yield case
+
+
+def best_checkpoint(trainer: MsnodeTrainer) -> Path:
+    folder = Path(trainer.output_folder)
+    best = folder / "checkpoint_best_f1.pth"
+    return best if best.is_file() else folder / "checkpoint_final.pth"
+
+
+def probability_for(case: LongitudinalCase, model, spacing_mm: float) -> ValidationCase:
+    probability = foreground_probability(case.prior, case.current, case.geometry, model.geometry(),
+                                         torch_runner(model.network))
+    assert case.label is not None
+    return ValidationCase(case.case_id, probability, case.label, case.geometry.spacing_zyx)
+
+
+class StageTimer:
+    """Wall-clock seconds per pipeline stage, kept in the model card's provenance."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.monotonic()
+
+    def mark(self, stage: str) -> None:
+        now = time.monotonic()
+        self.seconds[stage] = round(now - self.last, 1)
+        self.last = now
+
+
+def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+    started = datetime.now(timezone.utc)
+    timer = StageTimer()
+    torch.manual_seed(config.seed)
+    set_nnunet_environment(config.work_dir / "nnunet")
+    size = NETWORK_SIZES[config.network_size]
+    spacing = (config.spacing_mm,) * 3
+    log: dict[str, Any] = {"config": config.as_dict()}
+
+    # Fine-tuning data: synthetic MS pairs, semi-synthetic pairs from real lesions, real two-visit cases.
+    ms_seed, validation_seed, semi_seed = config.seed * 10 + 1, config.seed * 10 + 2, config.seed * 10 + 3
+    validation = list(synthetic_cases("ms", validation_seed, range(config.validation_cases), config.spacing_mm))
+    train_cases: list[LongitudinalCase] = []
+    train_cases += synthetic_cases("ms", ms_seed, range(config.finetune_ms_cases), config.spacing_mm)
+    train_cases += synthetic_cases("semi_synthetic", semi_seed, range(config.finetune_semi_synthetic_cases),
+                                   config.spacing_mm)
+    train_cases += lesjak_cases(config.real_train_patients)
+    if config.msseg2_root is not None:
+        train_cases += (read_msseg2_case(p) for p in list_msseg2_cases(config.msseg2_root))
+    write_raw_dataset(train_cases + validation, FINETUNE_DATASET_ID, "msnodeFinetune", spacing,
+                      "new or enlarging MS lesions: synthetic, semi-synthetic and real two-visit FLAIR")
+    timer.mark("finetune_data")
+    train_ids = [c.case_id for c in train_cases]
+    validation_ids = [c.case_id for c in validation]
+    del train_cases
+
+    # Pretraining: another pathology (supervised) or context inpainting (self-supervised), then plans transfer.
+    pretrained_checkpoint = None
+    if config.pretraining == "none":
+        identifier = plan_and_preprocess(FINETUNE_DATASET_ID, size)
+    else:
+        scenario = "other_pathology" if config.pretraining == "other_pathology" else "unlabeled"
+        cases = list(synthetic_cases(scenario, config.seed * 10 + 4, range(config.pretrain_cases), config.spacing_mm))
+        pretrain_ids = [c.case_id for c in cases]
+        write_raw_dataset(cases, PRETRAIN_DATASET_ID, "msnodePretrain", spacing, f"pretraining: {scenario}")
+        timer.mark("pretrain_data")
+        identifier = plan_and_preprocess(PRETRAIN_DATASET_ID, size)
+        timer.mark("plan_and_preprocess")
+        write_split(PRETRAIN_DATASET_ID, pretrain_ids[:-1], pretrain_ids[-1:])
+        objective = "segmentation" if config.pretraining == "other_pathology" else "inpainting"
+        pretrainer = train(PRETRAIN_DATASET_ID, identifier, objective, replace(config.pretrain_settings,
+                                                                                 seed=config.seed))
+        pretrained_checkpoint = Path(pretrainer.output_folder) / "checkpoint_final.pth"
+        timer.mark("pretraining")
+        log["pretraining"] = {"objective": objective, "cases": pretrain_ids,
+                              "epochs_run": pretrainer.current_epoch}
+        transfer_plans_and_preprocess(PRETRAIN_DATASET_ID, FINETUNE_DATASET_ID, identifier)
+        timer.mark("plans_transfer_and_preprocess")
+    write_split(FINETUNE_DATASET_ID, train_ids, validation_ids)
+
+    # Fine-tuning, with a learning-rate search when asked; each run's best checkpoint is kept aside.
+    runs_dir = config.work_dir / "finetune_runs"
+
+    def finetune(learning_rate: float) -> tuple[MsnodeTrainer, Path]:
+        settings = replace(config.finetune_settings, initial_lr=learning_rate, seed=config.seed)
+        trainer = train(FINETUNE_DATASET_ID, identifier, "segmentation", settings, pretrained_checkpoint)
+        kept = runs_dir / f"lr_{learning_rate:g}" / "checkpoint.pth"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(best_checkpoint(trainer), kept)
+        return trainer, kept
+
+    runs: dict[float, tuple[MsnodeTrainer, Path]] = {}
+    learning_rates = config.learning_rates or (config.finetune_settings.initial_lr,)
+
+    def train_and_score(learning_rate: float) -> float:
+        runs[learning_rate] = finetune(learning_rate)
+        return float(runs[learning_rate][0].best_f1 if runs[learning_rate][0].best_f1 is not None else 0.0)
+
+    chosen_lr, lr_scores = search_learning_rate(learning_rates, train_and_score)
+    trainer, checkpoint = runs[chosen_lr]
+    timer.mark("finetuning")
+    log["finetuning"] = {"strategy": config.finetune_settings.strategy, "learning_rate_scores": lr_scores,
+                         "chosen_learning_rate": chosen_lr, "epochs_run": trainer.current_epoch,
+                         "f1_history": trainer.f1_history, "stopped_early": trainer.stop_early,
+                         "train_cases": train_ids, "validation_cases": validation_ids}
+    model = load_trained_model(Path(trainer.output_folder_base), checkpoint)
+
+    # Post-processing search on the synthetic validation cases, then evaluation on real held-out patients.
+    validation_probabilities = [probability_for(c, model, config.spacing_mm) for c in validation]
+    choice = search_postprocessing(validation_probabilities, config.thresholds, config.min_volumes_mm3)
+    timer.mark("postprocessing_search")
+    test_scores = []
+    per_case = {}
+    for case in lesjak_cases(config.real_test_patients):
+        scored = probability_for(case, model, config.spacing_mm)
+        prediction = lesion_mask(scored.probability, scored.spacing_zyx, choice.threshold,
+                                 choice.min_lesion_volume_mm3)
+        test_scores.append(score_case(scored.truth, prediction, scored.spacing_zyx))
+        per_case[case.case_id] = test_scores[-1].as_dict()
+
+    timer.mark("test_evaluation")
+    # Export, parity on a real input, model card.
+    config.export_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = config.export_dir / "model.onnx"
+    export_onnx(model, onnx_path)
+    parity_case = next(lesjak_cases((config.parity_patient,)))
+    parity = parity_check(model, onnx_path, parity_case, choice.threshold, choice.min_lesion_volume_mm3)
+    timer.mark("export_and_parity")
+    log["stage_seconds"] = timer.seconds
+    evaluation = {
+        "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
+                 "components of 3 mm3 or less ignored; 6-neighbour connectivity",
+        "test_time_mirroring": False,
+        "lesjak_longitudinal_test": summarize(test_scores),
+        "lesjak_longitudinal_test_per_case": per_case,
+        "synthetic_validation_tuning_set": choice.summary,
+        "postprocessing_search": [{k: row[k] for k in ("threshold", "min_lesion_volume_mm3", "mean_f1",
+                                                        "mean_n_false_positives")} for row in choice.table],
+        "onnx_parity": parity,
+    }
+    provenance = {
+        "training_data": {
+            "finetune": {"synthetic_ms": config.finetune_ms_cases,
+                         "semi_synthetic": config.finetune_semi_synthetic_cases,
+                         "lesjak_longitudinal": list(config.real_train_patients),
+                         "msseg2_root": str(config.msseg2_root) if config.msseg2_root else None,
+                         "validation_synthetic_ms": config.validation_cases},
+            "pretraining": {"strategy": config.pretraining, "cases": config.pretrain_cases},
+            "anatomy": "MNI152 2009 template and tissue maps (nilearn wheel); Lesjak cross-sectional FLAIRs (CC-BY)",
+        },
+        "engine": "nnU-Net v2 (planner, augmentation, Dice+CE loss, deep supervision) with msnode trainer classes",
+        "network": {"size": config.network_size, "features_per_stage": list(size.features_per_stage),
+                    "plans_identifier": identifier},
+        "pretraining_strategy": config.pretraining,
+        "finetuning_strategy": config.finetune_settings.strategy,
+        "iterations": {"pretrain": config.pretrain_settings.epochs * config.pretrain_settings.iterations_per_epoch
+                       if config.pretraining != "none" else 0,
+                       "finetune_epochs_run": trainer.current_epoch,
+                       "finetune_iterations_per_epoch": config.finetune_settings.iterations_per_epoch},
+        "seed": config.seed,
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "device": str(trainer.device), "torch_threads": torch.get_num_threads()},
+        "date": started.isoformat(timespec="seconds"),
+        "package_versions": package_versions(),
+        "log": log,
+    }
+    card = build_model_card(config.model_name, config.model_version, onnx_path, model, choice.threshold,
+                            choice.min_lesion_volume_mm3, provenance, evaluation)
+    problems = validate_model_card(card, config.export_dir)
+    if problems:
+        raise ValueError(f"model card invalid: {problems}")
+    (config.export_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card_markdown(card, config.export_dir / "MODEL_CARD.md")
+    result = {"card": card, "export_dir": str(config.export_dir), "checkpoint": str(checkpoint),
+              "results_folder": str(trainer.output_folder_base),
+              "seconds": (datetime.now(timezone.utc) - started).total_seconds()}
+    (config.work_dir / "pipeline_result.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

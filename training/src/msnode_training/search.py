@@ -1,0 +1,63 @@
+"""Small hyperparameter search: post-processing (threshold, minimum lesion size) on validation probabilities, and
+the fine-tuning learning rate by validation F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from msnode_training.inference import lesion_mask
+from msnode_training.metrics import score_case, summarize
+
+
+@dataclass
+class ValidationCase:
+    case_id: str
+    probability: np.ndarray
+    truth: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+
+
+@dataclass
+class PostprocessingChoice:
+    threshold: float
+    min_lesion_volume_mm3: float
+    summary: dict
+    table: list[dict]
+
+
+def selection_key(summary: dict) -> tuple[float, float]:
+    """Higher F1 first, then fewer false-positive lesions on cases without new lesions."""
+    f1 = summary["mean_f1"] if summary["mean_f1"] is not None else 0.0
+    n_fp = summary["mean_n_false_positives"] if summary["mean_n_false_positives"] is not None else 0.0
+    return (f1, -n_fp)
+
+
+def evaluate_postprocessing(cases: Sequence[ValidationCase], threshold: float, min_volume_mm3: float) -> dict:
+    return summarize([score_case(c.truth, lesion_mask(c.probability, c.spacing_zyx, threshold, min_volume_mm3),
+                                 c.spacing_zyx) for c in cases])
+
+
+def search_postprocessing(cases: Sequence[ValidationCase], thresholds: Sequence[float],
+                          min_volumes_mm3: Sequence[float]) -> PostprocessingChoice:
+    table = []
+    best: PostprocessingChoice | None = None
+    for threshold in thresholds:
+        for min_volume in min_volumes_mm3:
+            summary = evaluate_postprocessing(cases, threshold, min_volume)
+            table.append({"threshold": threshold, "min_lesion_volume_mm3": min_volume, **summary})
+            if best is None or selection_key(summary) > selection_key(best.summary):
+                best = PostprocessingChoice(threshold, min_volume, summary, table)
+    assert best is not None, "empty search grid"
+    best.table = table
+    return best
+
+
+def search_learning_rate(learning_rates: Sequence[float],
+                         train_and_score: Callable[[float], float]) -> tuple[float, dict[float, float]]:
+    """Train once per learning rate; `train_and_score` returns the validation F1. Ties keep the first rate."""
+    scores = {lr: train_and_score(lr) for lr in learning_rates}
+    best = max(learning_rates, key=lambda lr: scores[lr])
+    return best, scores

@@ -1,0 +1,260 @@
+"""nnU-Net v2 trainer classes for short CPU schedules, fine-tuning strategies and self-supervised pretraining.
+
+nnU-Net introspects the trainer's __init__, so every class keeps exactly the parent's signature; settings are
+applied afterwards with `apply_settings` (before `initialize`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import List
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import (
+    ConfigurationManager,
+    PlansManager,
+)
+from torch import nn
+
+from msnode_training.inference import (
+    lesion_mask,
+    predict_logits,
+    softmax_foreground,
+    torch_runner,
+)
+from msnode_training.metrics import score_case, summarize
+
+STRATEGIES = ("full", "frozen_encoder", "lower_encoder_lr")
+
+
+@dataclass
+class TrainingSettings:
+    epochs: int = 2
+    iterations_per_epoch: int = 5
+    val_iterations_per_epoch: int = 2
+    initial_lr: float = 1e-2
+    strategy: str = "full"
+    encoder_lr_factor: float = 0.1  # used by "lower_encoder_lr"
+    f1_every_epochs: int = 0  # 0: no F1 validation (pretraining); else full-volume F1 on the validation cases
+    f1_threshold: float = 0.5
+    early_stopping_patience: int = 5  # F1 validations without improvement before stopping
+    lr_reduce_patience: int = 2  # F1 validations without improvement before the learning rate is reduced
+    lr_reduce_factor: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PlateauTracker:
+    """Validation-F1 bookkeeping: a new best resets the counters; each validation without improvement counts
+    towards a learning-rate reduction and towards early stopping."""
+
+    lr_reduce_patience: int
+    early_stopping_patience: int
+    best: float | None = None
+    without_improvement: int = 0
+    since_reduction: int = 0
+
+    def update(self, score: float) -> tuple[bool, bool, bool]:
+        """Returns (is_new_best, reduce_learning_rate, stop)."""
+        if self.best is None or score > self.best:
+            self.best, self.without_improvement, self.since_reduction = score, 0, 0
+            return True, False, False
+        self.without_improvement += 1
+        self.since_reduction += 1
+        reduce = self.since_reduction >= self.lr_reduce_patience
+        if reduce:
+            self.since_reduction = 0
+        return False, reduce, self.without_improvement >= self.early_stopping_patience
+
+
+class MsnodeTrainer(nnUNetTrainer):
+    """nnU-Net's trainer with a short schedule, per-group learning rates (full / frozen encoder / lower encoder
+    learning rate) and, when enabled, validation F1 (MSSEG-2 rules) driving learning-rate reduction, early
+    stopping and `checkpoint_best_f1.pth`."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.settings = TrainingSettings()
+        self.lr_scale = 1.0
+        self.plateau = PlateauTracker(1, 1)
+        self.stop_early = False
+        self.f1_history: list[tuple[int, float]] = []
+        self.apply_settings(self.settings)
+
+    def apply_settings(self, settings: TrainingSettings) -> None:
+        if self.was_initialized:
+            raise RuntimeError("apply settings before initialize()")
+        self.settings = settings
+        self.num_epochs = settings.epochs
+        self.num_iterations_per_epoch = settings.iterations_per_epoch
+        self.num_val_iterations_per_epoch = settings.val_iterations_per_epoch
+        self.initial_lr = settings.initial_lr
+        self.save_every = max(settings.epochs, 1)
+        self.plateau = PlateauTracker(settings.lr_reduce_patience, settings.early_stopping_patience)
+
+    @property
+    def best_f1(self) -> float | None:
+        return self.plateau.best
+
+    def configure_optimizers(self):
+        encoder = self.network.encoder
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        rest = [p for p in self.network.parameters() if id(p) not in encoder_ids]
+        groups = [{"params": rest, "lr_factor": 1.0}]
+        if self.settings.strategy == "frozen_encoder":
+            for parameter in encoder.parameters():
+                parameter.requires_grad_(False)
+        else:
+            factor = self.settings.encoder_lr_factor if self.settings.strategy == "lower_encoder_lr" else 1.0
+            groups.append({"params": list(encoder.parameters()), "lr_factor": factor})
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        return optimizer, None
+
+    def current_base_lr(self) -> float:
+        return self.initial_lr * (1 - self.current_epoch / self.num_epochs) ** 0.9 * self.lr_scale
+
+    def on_train_epoch_start(self):
+        self.network.train()
+        base = self.current_base_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = base * group["lr_factor"]
+        self.print_to_log_file(f"Epoch {self.current_epoch}, learning rate {base:.6f}")
+        self.logger.log('lrs', base, self.current_epoch)
+
+    def validation_f1(self) -> float:
+        """Mean MSSEG-2 F1 over the validation cases, predicted whole with the sliding window (lesion cases;
+        with none, minus the mean number of false-positive lesions so that fewer is better)."""
+        _, val_keys = self.do_split()
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        spacing = tuple(float(v) for v in self.configuration_manager.spacing)
+        self.set_deep_supervision_enabled(False)
+        runner = torch_runner(self.network)
+        scores = []
+        with torch.no_grad():
+            for key in val_keys:
+                data, seg, _, _ = dataset.load_case(key)
+                data = np.asarray(data, dtype=np.float32)
+                truth = (np.asarray(seg)[0] > 0).astype(np.uint8)
+                logits = predict_logits(data, runner, self.configuration_manager.patch_size,
+                                        self.label_manager.num_segmentation_heads)
+                prediction = lesion_mask(softmax_foreground(logits), spacing, self.settings.f1_threshold, 3.0)
+                scores.append(score_case(truth, prediction, spacing))
+        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        self.network.train()
+        summary = summarize(scores)
+        if summary["mean_f1"] is not None:
+            return float(summary["mean_f1"])
+        return -float(summary["mean_n_false_positives"] or 0.0)
+
+    def on_epoch_end(self):
+        every = self.settings.f1_every_epochs
+        if every and (self.current_epoch + 1) % every == 0:
+            f1 = self.validation_f1()
+            self.f1_history.append((self.current_epoch, f1))
+            self.print_to_log_file(f"validation F1 {f1:.4f}")
+            is_best, reduce, stop = self.plateau.update(f1)
+            if is_best:
+                self.save_checkpoint(f"{self.output_folder}/checkpoint_best_f1.pth")
+            if reduce:
+                self.lr_scale *= self.settings.lr_reduce_factor
+                self.print_to_log_file(f"validation F1 plateau: learning rate scale now {self.lr_scale}")
+            if stop:
+                self.stop_early = True
+                self.print_to_log_file("early stopping on validation F1")
+        super().on_epoch_end()
+
+    def run_training(self):
+        """nnU-Net's loop, ended early when validation F1 stops improving."""
+        self.on_train_start()
+        for _ in range(self.current_epoch, self.num_epochs):
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = [self.train_step(next(self.dataloader_train))
+                             for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [self.validation_step(next(self.dataloader_val))
+                               for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+            if self.stop_early:
+                break
+        self.on_train_end()
+
+
+def random_block_mask(shape: tuple[int, ...], block_fraction: float, n_blocks: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, z, y, x) boolean mask of `n_blocks` random cuboids per sample, each `block_fraction` of the patch."""
+    batch, spatial = shape[0], shape[2:]
+    mask = torch.zeros((batch, 1, *spatial), dtype=torch.bool)
+    block = [max(1, int(s * block_fraction)) for s in spatial]
+    for b in range(batch):
+        for _ in range(n_blocks):
+            start = [int(torch.randint(0, s - k + 1, (1,), generator=generator)) for s, k in zip(spatial, block)]
+            mask[(b, 0, *[slice(a, a + k) for a, k in zip(start, block)])] = True
+    return mask
+
+
+class MsnodeInpaintingTrainer(MsnodeTrainer):
+    """Self-supervised context inpainting: random blocks of the input are zeroed and the network reconstructs
+    all input channels there (mean squared error on the masked voxels). The segmentation head (1x1x1 convs,
+    `.seg_layers.`) has as many outputs as input channels and is not transferred when fine-tuning."""
+
+    block_fraction = 0.25
+    n_blocks = 4
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.mask_generator = torch.Generator().manual_seed(self.settings.seed)
+
+    def apply_settings(self, settings: TrainingSettings) -> None:
+        super().apply_settings(settings)
+        self.mask_generator = torch.Generator().manual_seed(settings.seed)
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        # Reconstruction head: one output per input channel instead of one per label.
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_input_channels, enable_deep_supervision)
+
+    def reconstruction_loss(self, data: torch.Tensor) -> torch.Tensor:
+        mask = random_block_mask(tuple(data.shape), self.block_fraction, self.n_blocks, self.mask_generator)
+        output = self.network(data.masked_fill(mask, 0.0))
+        if isinstance(output, (list, tuple)):
+            output = output[0]
+        expanded = mask.expand_as(data)
+        return ((output - data)[expanded] ** 2).mean()
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch['data'].to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.reconstruction_loss(data)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.optimizer.step()
+        return {'loss': loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        return {'loss': self.reconstruction_loss(batch['data'].to(self.device)).detach().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        loss = float(np.mean([o['loss'] for o in val_outputs]))
+        self.logger.log('val_losses', loss, self.current_epoch)
+        # nnU-Net's logger and best-checkpoint logic expect a Dice; a reconstruction score stands in for it.
+        self.logger.log('mean_fg_dice', 1.0 / (1.0 + loss), self.current_epoch)
+        self.logger.log('dice_per_class_or_region', [1.0 / (1.0 + loss)], self.current_epoch)
