@@ -68,7 +68,8 @@ pub struct ResultsConfig {
 pub struct AnalysisConfig {
     /// Lesion probability threshold; the model card's default when not set.
     pub probability_threshold: Option<f32>,
-    pub min_lesion_volume_mm3: f32,
+    /// Lesions smaller than this are dropped; the model card's default when not set.
+    pub min_lesion_volume_mm3: Option<f32>,
     /// A series is complete when no instance arrived for this long.
     pub stable_series_timeout: Duration,
 }
@@ -128,7 +129,7 @@ impl Default for Config {
             },
             analysis: AnalysisConfig {
                 probability_threshold: None,
-                min_lesion_volume_mm3: 3.0,
+                min_lesion_volume_mm3: None,
                 stable_series_timeout: Duration::from_secs(60),
             },
             model: ModelConfig {
@@ -552,7 +553,7 @@ fn read_analysis(root: &Table, d: AnalysisConfig, problems: &mut Vec<Problem>) -
                     Err(format!("must be zero or more, found {v}"))
                 }
             })
-            .unwrap_or(d.min_lesion_volume_mm3),
+            .or(d.min_lesion_volume_mm3),
         stable_series_timeout: s
             .get_checked("stable_series_timeout_s", problems, positive_secs)
             .map(Duration::from_secs_f64)

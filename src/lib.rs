@@ -2,6 +2,7 @@
 //!
 //! Data flow and the module that owns each stage are described in `ARCHITECTURE.md`.
 
+pub mod analyze;
 pub mod config;
 pub mod index;
 pub mod infer;
@@ -11,5 +12,6 @@ pub mod logging;
 pub mod net;
 pub mod node;
 pub mod outputs;
+pub mod register;
 pub mod store;
 pub mod volume;

@@ -67,6 +67,42 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         series_number: i32,
     },
+    /// Align a prior scan to the current one: writes the prior resampled onto the current grid
+    /// (cubic B-spline) and the transform as an ITK file (current -> prior points, LPS).
+    Register {
+        /// Current scan: series folder or file, stored Series Instance UID, or NIfTI.
+        #[arg(long)]
+        fixed: String,
+        /// Prior scan, as --fixed.
+        #[arg(long)]
+        moving: String,
+        /// Aligned prior (NIfTI).
+        #[arg(long)]
+        out: PathBuf,
+        /// ITK transform file (default: OUT with the extension .tfm).
+        #[arg(long)]
+        transform: Option<PathBuf>,
+        /// 12 degrees of freedom after the rigid alignment.
+        #[arg(long)]
+        affine: bool,
+    },
+    /// The whole analysis of a follow-up: DICOM-SEG, TID 1500 report, overlay series, PNG previews
+    /// and summary.json in OUT, from the current and prior FLAIR (series folders, stored Series
+    /// Instance UIDs, or NIfTI files).
+    Analyze {
+        #[arg(long)]
+        current: String,
+        #[arg(long)]
+        prior: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Lesion probability threshold (default: the configuration, else the model card).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Test-time mirroring over the model card's axes (8 passes for 3 axes).
+        #[arg(long)]
+        mirror: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -286,6 +322,79 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Register {
+            fixed,
+            moving,
+            out,
+            transform,
+            affine,
+        } => {
+            use msnode::register;
+            let started = std::time::Instant::now();
+            let current = register::load_image(&fixed, &config.node.data_dir)?;
+            let prior = register::load_image(&moving, &config.node.data_dir)?;
+            let options = register::RegisterOptions {
+                model: if affine {
+                    register::Model::Affine
+                } else {
+                    register::Model::Rigid
+                },
+                ..Default::default()
+            };
+            let result = register::register(&current, &prior, &options)?;
+            let aligned = register::resample(
+                &prior,
+                &result.transform,
+                &register::Grid::of(&current),
+                register::Interpolation::BSpline,
+            )?;
+            msnode::volume::write_nifti(&aligned, &out)?;
+            let transform_path = transform.unwrap_or_else(|| {
+                let name = out.file_name().unwrap_or_default().to_string_lossy();
+                let stem = name.trim_end_matches(".gz").trim_end_matches(".nii");
+                out.with_file_name(format!("{stem}.tfm"))
+            });
+            register::itk::write_itk_transform(&result.transform, &transform_path)?;
+            let q = result.quality;
+            println!(
+                "{}, {}: NCC {:.4}, brain correlation {:.4}, overlap {:.3}, start {:?}, {:.2} s",
+                out.display(),
+                transform_path.display(),
+                q.metric,
+                q.brain_correlation,
+                q.overlap,
+                result.start,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Analyze {
+            current,
+            prior,
+            out,
+            threshold,
+            mirror,
+        } => {
+            let request = msnode::analyze::AnalyzeRequest {
+                current,
+                prior,
+                out_dir: out,
+                data_dir: config.node.data_dir.clone(),
+                model_dir: config.model.dir.clone(),
+                runtime: msnode::infer::RuntimeSettings {
+                    library: config.model.onnxruntime_library.clone(),
+                    provider: config.model.execution_provider,
+                    intra_threads: config.model.intra_threads,
+                },
+                threshold: threshold.or(config.analysis.probability_threshold),
+                min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
+                mirror,
+            };
+            let summary =
+                tokio::task::spawn_blocking(move || msnode::analyze::analyze(&request)).await??;
+            print_analysis(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Ok(match Config::load(&file) {
@@ -299,6 +408,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }),
     }
+}
+
+/// The analysis as a short table.
+fn print_analysis(summary: &msnode::analyze::AnalysisSummary) {
+    let q = &summary.registration.quality;
+    println!(
+        "model {} {} on {}; threshold {}; registration brain correlation {:.3}{}",
+        summary.model,
+        summary.model_version,
+        summary.execution_provider,
+        summary.threshold,
+        q.brain_correlation,
+        if summary.registration.weak {
+            " (WEAK PAIRING)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:>4}  {:<9}  {:>10}  {:>26}  {:>6}",
+        "id", "change", "volume mm3", "centroid LPS mm", "max p"
+    );
+    for l in &summary.lesions {
+        println!(
+            "{:>4}  {:<9}  {:>10.1}  {:>8.1} {:>8.1} {:>8.1}  {:>6.2}",
+            l.id,
+            format!("{:?}", l.change).to_lowercase(),
+            l.volume_mm3,
+            l.centroid_lps[0],
+            l.centroid_lps[1],
+            l.centroid_lps[2],
+            l.max_probability
+        );
+    }
+    let t = &summary.totals;
+    println!(
+        "{} lesion(s): {} new, {} enlarging, {:.1} mm3 in all; {:.1} s ({:.1} s inference)",
+        t.count,
+        t.new,
+        t.enlarging,
+        t.total_volume_mm3,
+        summary.timings.total,
+        summary.timings.infer
+    );
 }
 
 /// The error and its causes on one line, skipping causes its message already quotes.
