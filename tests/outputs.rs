@@ -117,14 +117,19 @@ fn item(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &InMemDicomObject {
 /// viewer relies on.
 fn check_seg_on(nifti: &Path, work: &Path) {
     let (volume, files) = imported_series(nifti, &work.join("series"));
+    check_seg(&volume, &files, work);
+}
+
+/// As `check_seg_on`, for a loaded source volume and its files.
+fn check_seg(volume: &Volume, files: &[PathBuf], work: &Path) {
     let source = SourceSeries::read(&files[0]).unwrap();
-    let new_mask = block_mask(&volume, [150, 100, 10]);
+    let new_mask = block_mask(volume, [150, 100, 10]);
     let empty = Array3::from_elem(volume.data.dim(), false);
     let seg_path = work.join("seg.dcm");
     let written = write_seg(
         &seg_path,
         &source,
-        &volume,
+        volume,
         &[
             Segment {
                 label: "New lesion".into(),
@@ -163,27 +168,45 @@ fn check_seg_on(nifti: &Path, work: &Path) {
         .unwrap()
         .items()
         .unwrap();
-    let mut sources: Vec<(f64, [f64; 3], Vec<f64>, String)> = Vec::new();
-    for file in &files {
+    // Where each source slice lies: from its own file for single-frame sources; for a multi-frame
+    // source, from the geometry the loader read out of its functional groups.
+    let mut planes: std::collections::BTreeMap<String, ([f64; 3], Vec<f64>)> = Default::default();
+    for file in files {
         let obj = read(file);
-        let position = numbers(&obj, tags::IMAGE_POSITION_PATIENT);
-        sources.push((
-            0.0,
-            [position[0], position[1], position[2]],
-            numbers(&obj, tags::IMAGE_ORIENTATION_PATIENT),
-            obj.element(tags::SOP_INSTANCE_UID)
+        if let Some(position) = obj
+            .element_opt(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .map(|e| e.to_multi_float64().unwrap())
+        {
+            let uid = obj
+                .element(tags::SOP_INSTANCE_UID)
                 .unwrap()
                 .to_str()
                 .unwrap()
                 .trim_end_matches('\0')
-                .to_string(),
-        ));
+                .to_string();
+            planes.insert(
+                uid,
+                (
+                    [position[0], position[1], position[2]],
+                    numbers(&obj, tags::IMAGE_ORIENTATION_PATIENT),
+                ),
+            );
+        }
     }
+    let spacing = volume.spacing();
+    let loader_orientation: Vec<f64> = (0..2)
+        .flat_map(|c| (0..3).map(move |r| (r, c)))
+        .map(|(r, c)| volume.affine[r][c] / spacing[c])
+        .collect();
     for (k, slice) in volume.slices.iter().enumerate() {
-        let (_, position, orientation, _) = sources
-            .iter()
-            .find(|s| s.3 == slice.sop_instance_uid)
-            .unwrap();
+        let (position, orientation) = match slice.frame {
+            None => planes[&slice.sop_instance_uid].clone(),
+            Some(_) => (
+                volume.world([0.0, 0.0, k as f64]),
+                loader_orientation.clone(),
+            ),
+        };
         for (a, b) in orientation.iter().zip(&seg_orientation) {
             assert!(
                 (a - b).abs() < 1e-5,
@@ -210,6 +233,11 @@ fn check_seg_on(nifti: &Path, work: &Path) {
                 .to_str()
                 .unwrap();
             assert_eq!(uid.trim_end_matches('\0'), slice.sop_instance_uid);
+            let frame_number = referenced
+                .element_opt(tags::REFERENCED_FRAME_NUMBER)
+                .unwrap()
+                .map(|e| e.to_int::<u32>().unwrap());
+            assert_eq!(frame_number, slice.frame, "frame {k}: referenced frame");
         }
     }
 
@@ -220,9 +248,14 @@ fn check_seg_on(nifti: &Path, work: &Path) {
     );
     let output = run(Command::new(python()).args(["-c", &script]));
     assert!(output.status.success(), "highdicom: {}", text(&output));
+    let instances: std::collections::BTreeSet<&str> = volume
+        .slices
+        .iter()
+        .map(|s| s.sop_instance_uid.as_str())
+        .collect();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        format!("2 {slices}")
+        format!("2 {}", instances.len())
     );
 
     // dcmqi turns it back into a mask identical to ours, voxel for voxel in world coordinates.
@@ -461,4 +494,25 @@ fn the_overlay_series_is_valid_and_its_png_shows_the_outline() {
     // The block's corner voxel (column 150, row 100) is on the outline: red.
     let at = 3 * (100 * info.width as usize + 150);
     assert_eq!(&buffer[at..at + 3], &[255, 40, 40]);
+}
+
+#[test]
+fn seg_on_an_enhanced_multiframe_source_references_its_frames() {
+    let work = tempfile::tempdir().unwrap();
+    let (_, classic_files) = imported_series(&lesjak_flair(), &work.path().join("classic"));
+    let enhanced_dir = work.path().join("enhanced");
+    std::fs::create_dir_all(&enhanced_dir).unwrap();
+    let enhanced = enhanced_dir.join("enhanced.dcm");
+    let output = run(Command::new(python())
+        .arg(repo_root().join("tests/tools/volume_convert.py"))
+        .arg("enhanced")
+        .arg(&enhanced)
+        .args(&classic_files));
+    assert!(output.status.success(), "{}", text(&output));
+    let volume = load_series(std::slice::from_ref(&enhanced), &LoadOptions::default()).unwrap();
+    assert!(
+        volume.slices.iter().all(|s| s.frame.is_some()),
+        "the source should be multi-frame"
+    );
+    check_seg(&volume, &[enhanced], work.path());
 }
