@@ -106,6 +106,56 @@ impl SourceSeries {
     }
 }
 
+/// What makes a new object itself: its class, instance, modality and series.
+pub(crate) struct Identity<'a> {
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub modality: &'a str,
+    pub series_instance_uid: &'a str,
+    pub series_number: i32,
+    pub series_description: &'a str,
+}
+
+/// A new object in the source's study: the copied patient and study attributes, then its identity.
+pub(crate) fn new_object(source: &SourceSeries, identity: &Identity<'_>) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    for element in &source.copied {
+        obj.put(element.clone());
+    }
+    put(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        identity.sop_class_uid,
+    );
+    put(
+        &mut obj,
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        identity.sop_instance_uid,
+    );
+    put(&mut obj, tags::MODALITY, VR::CS, identity.modality);
+    put(
+        &mut obj,
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        identity.series_instance_uid,
+    );
+    put(
+        &mut obj,
+        tags::SERIES_NUMBER,
+        VR::IS,
+        identity.series_number.to_string(),
+    );
+    put(
+        &mut obj,
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        identity.series_description,
+    );
+    obj
+}
+
 /// Geometry of the source slices, from the volume the series was loaded into.
 pub(crate) struct SliceGeometry {
     /// Image Orientation (Patient): row direction then column direction.

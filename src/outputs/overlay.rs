@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
 use ndarray::ArrayView3;
 
 use super::{
-    OutputError, SliceGeometry, SourceSeries, ds, new_uid, now_date_time, put, write_file,
+    Identity, OutputError, SliceGeometry, SourceSeries, ds, new_object, new_uid, now_date_time,
+    put, write_file,
 };
 use crate::volume::Volume;
 
@@ -209,40 +209,16 @@ pub fn write_overlay_series(
     let mut files = Vec::with_capacity(images.len());
     for (k, image) in images.iter().enumerate() {
         let instance_uid = new_uid();
-        let mut obj = InMemDicomObject::new_empty();
-        for element in &source.copied {
-            obj.put(element.clone());
-        }
-        put(
-            &mut obj,
-            tags::SOP_CLASS_UID,
-            VR::UI,
-            SECONDARY_CAPTURE_IMAGE_STORAGE,
-        );
-        put(
-            &mut obj,
-            tags::SOP_INSTANCE_UID,
-            VR::UI,
-            instance_uid.as_str(),
-        );
-        put(&mut obj, tags::MODALITY, VR::CS, "MR");
-        put(
-            &mut obj,
-            tags::SERIES_INSTANCE_UID,
-            VR::UI,
-            series_uid.as_str(),
-        );
-        put(
-            &mut obj,
-            tags::SERIES_NUMBER,
-            VR::IS,
-            series_number.to_string(),
-        );
-        put(
-            &mut obj,
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            "msnode lesion overlay (automated, for review)",
+        let mut obj = new_object(
+            source,
+            &Identity {
+                sop_class_uid: SECONDARY_CAPTURE_IMAGE_STORAGE,
+                sop_instance_uid: &instance_uid,
+                modality: "MR",
+                series_instance_uid: &series_uid,
+                series_number,
+                series_description: "msnode lesion overlay (automated, for review)",
+            },
         );
         put(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
         put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");

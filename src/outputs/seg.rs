@@ -11,8 +11,8 @@ use dicom_object::InMemDicomObject;
 use ndarray::ArrayView3;
 
 use super::{
-    Algorithm, OutputError, SliceGeometry, SourceSeries, code, ds, new_uid, now_date_time, put,
-    put_sequence, write_file,
+    Algorithm, Identity, OutputError, SliceGeometry, SourceSeries, code, ds, new_object, new_uid,
+    now_date_time, put, put_sequence, write_file,
 };
 use crate::volume::Volume;
 
@@ -163,35 +163,16 @@ pub fn write_seg(
     let instance_uid = new_uid();
     let dimension_uid = new_uid();
     let (date, time) = now_date_time();
-    let mut obj = InMemDicomObject::new_empty();
-    for element in &source.copied {
-        obj.put(element.clone());
-    }
-    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE);
-    put(
-        &mut obj,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        instance_uid.as_str(),
-    );
-    put(&mut obj, tags::MODALITY, VR::CS, "SEG");
-    put(
-        &mut obj,
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        series_uid.as_str(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        series_number.to_string(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        "msnode new/enlarging MS lesions (automated)",
+    let mut obj = new_object(
+        source,
+        &Identity {
+            sop_class_uid: SEGMENTATION_STORAGE,
+            sop_instance_uid: &instance_uid,
+            modality: "SEG",
+            series_instance_uid: &series_uid,
+            series_number,
+            series_description: "msnode new/enlarging MS lesions (automated)",
+        },
     );
     put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
     put(

@@ -11,8 +11,8 @@ use dicom_object::InMemDicomObject;
 
 use super::seg::{SEGMENTATION_STORAGE, WrittenSeg};
 use super::{
-    Algorithm, OutputError, SourceSeries, code, ds, new_uid, now_date_time, put, put_sequence,
-    write_file,
+    Algorithm, Identity, OutputError, SourceSeries, code, ds, new_object, new_uid, now_date_time,
+    put, put_sequence, write_file,
 };
 use crate::lesions::{Change, Lesion};
 
@@ -265,36 +265,18 @@ pub fn write_report(
     series_number: i32,
 ) -> Result<String, OutputError> {
     let instance_uid = new_uid();
+    let series_uid = new_uid();
     let (date, time) = now_date_time();
-    let mut obj = InMemDicomObject::new_empty();
-    for element in &source.copied {
-        obj.put(element.clone());
-    }
-    put(
-        &mut obj,
-        tags::SOP_CLASS_UID,
-        VR::UI,
-        COMPREHENSIVE_3D_SR_STORAGE,
-    );
-    put(
-        &mut obj,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        instance_uid.as_str(),
-    );
-    put(&mut obj, tags::MODALITY, VR::CS, "SR");
-    put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, new_uid());
-    put(
-        &mut obj,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        series_number.to_string(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        "msnode lesion report (automated)",
+    let mut obj = new_object(
+        source,
+        &Identity {
+            sop_class_uid: COMPREHENSIVE_3D_SR_STORAGE,
+            sop_instance_uid: &instance_uid,
+            modality: "SR",
+            series_instance_uid: &series_uid,
+            series_number,
+            series_description: "msnode lesion report (automated)",
+        },
     );
     put_sequence(
         &mut obj,
