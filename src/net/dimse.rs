@@ -71,6 +71,18 @@ pub struct Command {
     pub error_comment: Option<String>,
 }
 
+/// A whole command set as one P-DATA-TF PDU (command sets are small: one fragment).
+pub fn command_pdu(presentation_context_id: u8, command: Vec<u8>) -> dicom_ul::Pdu {
+    dicom_ul::Pdu::PData {
+        data: vec![dicom_ul::pdu::PDataValue {
+            presentation_context_id,
+            value_type: dicom_ul::pdu::PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    }
+}
+
 /// Trim the padding that UIDs and strings carry on the wire.
 pub fn trim_padding(s: &str) -> &str {
     s.trim_end_matches(['\0', ' '])

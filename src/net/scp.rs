@@ -458,14 +458,7 @@ async fn send_command(
     bytes: Vec<u8>,
 ) -> Result<(), ProtocolViolation> {
     association
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: bytes,
-            }],
-        })
+        .send(&dimse::command_pdu(presentation_context_id, bytes))
         .await?;
     Ok(())
 }

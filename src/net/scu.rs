@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dicom_object::meta::FileMetaTable;
 use dicom_ul::ClientAssociationOptions;
 use dicom_ul::association::Error as UlError;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -122,14 +122,7 @@ async fn send_command(
     data: Vec<u8>,
 ) -> Result<(), ScuError> {
     association
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data,
-            }],
-        })
+        .send(&dimse::command_pdu(presentation_context_id, data))
         .await
         .map_err(|e| ScuError::Association(remote.called_ae.clone(), Box::new(e)))
 }
