@@ -80,11 +80,6 @@ impl LesionMap {
             total_volume_mm3: self.lesions.iter().map(|l| l.volume_mm3).sum(),
         }
     }
-
-    /// Voxels belonging to any reported lesion.
-    pub fn mask(&self) -> Array3<bool> {
-        self.labels.mapv(|l| l > 0)
-    }
 }
 
 fn voxel_volume(affine: &Affine) -> f64 {

@@ -100,10 +100,6 @@ impl Store {
         ))
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// Where a transfer in progress is written; `name` must be unique among concurrent transfers.
     pub fn incoming_path(&self, name: &str) -> PathBuf {
         self.incoming_dir.join(format!("{name}.part"))

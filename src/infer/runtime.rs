@@ -141,10 +141,6 @@ impl Predictor {
         Ok(predictor)
     }
 
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
     /// The ONNX graph must take and give what the card says.
     fn check_signature(&self) -> Result<(), InferError> {
         let card = &self.model.card;

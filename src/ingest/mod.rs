@@ -91,10 +91,6 @@ impl Ingest {
         &self.index
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Open the part file and write the file meta group for the announced instance.
     pub async fn begin(&self, request: StoreRequest) -> IncomingInstance {
         let n = self.next_part.fetch_add(1, Ordering::Relaxed);
