@@ -156,6 +156,60 @@ pub(crate) fn new_object(source: &SourceSeries, identity: &Identity<'_>) -> InMe
     obj
 }
 
+/// The Image Pixel attributes of unsigned pixels: RGB has three samples, anything else one.
+pub(crate) fn put_image_pixel(
+    obj: &mut InMemDicomObject,
+    rows: usize,
+    columns: usize,
+    photometric: &str,
+    bits: u16,
+) {
+    let samples: u16 = if photometric == "RGB" { 3 } else { 1 };
+    put(
+        obj,
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        dicom_core::dicom_value!(U16, [samples]),
+    );
+    put(obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric);
+    put(
+        obj,
+        tags::ROWS,
+        VR::US,
+        dicom_core::dicom_value!(U16, [rows as u16]),
+    );
+    put(
+        obj,
+        tags::COLUMNS,
+        VR::US,
+        dicom_core::dicom_value!(U16, [columns as u16]),
+    );
+    put(
+        obj,
+        tags::BITS_ALLOCATED,
+        VR::US,
+        dicom_core::dicom_value!(U16, [bits]),
+    );
+    put(
+        obj,
+        tags::BITS_STORED,
+        VR::US,
+        dicom_core::dicom_value!(U16, [bits]),
+    );
+    put(
+        obj,
+        tags::HIGH_BIT,
+        VR::US,
+        dicom_core::dicom_value!(U16, [bits - 1]),
+    );
+    put(
+        obj,
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        dicom_core::dicom_value!(U16, [0]),
+    );
+}
+
 /// Geometry of the source slices, from the volume the series was loaded into.
 pub(crate) struct SliceGeometry {
     /// Image Orientation (Patient): row direction then column direction.

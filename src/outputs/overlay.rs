@@ -10,7 +10,7 @@ use ndarray::ArrayView3;
 
 use super::{
     Identity, OutputError, SliceGeometry, SourceSeries, ds, new_object, new_uid, now_date_time,
-    put, write_file,
+    put, put_image_pixel, write_file,
 };
 use crate::volume::Volume;
 
@@ -267,42 +267,10 @@ pub fn write_overlay_series(
             VR::DS,
             ds(&geometry.pixel_spacing),
         );
-        put(
-            &mut obj,
-            tags::SAMPLES_PER_PIXEL,
-            VR::US,
-            dicom_value!(U16, [3]),
-        );
-        put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
+        put_image_pixel(&mut obj, image.height, image.width, "RGB", 8);
         put(
             &mut obj,
             tags::PLANAR_CONFIGURATION,
-            VR::US,
-            dicom_value!(U16, [0]),
-        );
-        put(
-            &mut obj,
-            tags::ROWS,
-            VR::US,
-            dicom_value!(U16, [image.height as u16]),
-        );
-        put(
-            &mut obj,
-            tags::COLUMNS,
-            VR::US,
-            dicom_value!(U16, [image.width as u16]),
-        );
-        put(
-            &mut obj,
-            tags::BITS_ALLOCATED,
-            VR::US,
-            dicom_value!(U16, [8]),
-        );
-        put(&mut obj, tags::BITS_STORED, VR::US, dicom_value!(U16, [8]));
-        put(&mut obj, tags::HIGH_BIT, VR::US, dicom_value!(U16, [7]));
-        put(
-            &mut obj,
-            tags::PIXEL_REPRESENTATION,
             VR::US,
             dicom_value!(U16, [0]),
         );

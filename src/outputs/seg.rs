@@ -12,7 +12,7 @@ use ndarray::ArrayView3;
 
 use super::{
     Algorithm, Identity, OutputError, SliceGeometry, SourceSeries, code, ds, new_object, new_uid,
-    now_date_time, put, put_sequence, write_file,
+    now_date_time, put, put_image_pixel, put_sequence, write_file,
 };
 use crate::volume::Volume;
 
@@ -215,44 +215,7 @@ pub fn write_seg(
     );
     put(&mut obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode");
     put(&mut obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
-    put(
-        &mut obj,
-        tags::SAMPLES_PER_PIXEL,
-        VR::US,
-        dicom_value!(U16, [1]),
-    );
-    put(
-        &mut obj,
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        "MONOCHROME2",
-    );
-    put(
-        &mut obj,
-        tags::ROWS,
-        VR::US,
-        dicom_value!(U16, [rows as u16]),
-    );
-    put(
-        &mut obj,
-        tags::COLUMNS,
-        VR::US,
-        dicom_value!(U16, [columns as u16]),
-    );
-    put(
-        &mut obj,
-        tags::BITS_ALLOCATED,
-        VR::US,
-        dicom_value!(U16, [1]),
-    );
-    put(&mut obj, tags::BITS_STORED, VR::US, dicom_value!(U16, [1]));
-    put(&mut obj, tags::HIGH_BIT, VR::US, dicom_value!(U16, [0]));
-    put(
-        &mut obj,
-        tags::PIXEL_REPRESENTATION,
-        VR::US,
-        dicom_value!(U16, [0]),
-    );
+    put_image_pixel(&mut obj, rows, columns, "MONOCHROME2", 1);
     put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
     let frames = segments.len() * slices;
     put(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string());
