@@ -137,6 +137,27 @@ fn mm3() -> InMemDicomObject {
     code("mm3", "UCUM", "cubic millimeter")
 }
 
+/// The items every measurement group opens with: its tracking identifier and UID, and the finding.
+fn group_opening(tracking_identifier: &str) -> Vec<InMemDicomObject> {
+    vec![
+        text_item(
+            "HAS OBS CONTEXT",
+            code("112039", "DCM", "Tracking Identifier"),
+            tracking_identifier,
+        ),
+        uid_item(
+            "HAS OBS CONTEXT",
+            code("112040", "DCM", "Tracking Unique Identifier"),
+            &new_uid(),
+        ),
+        code_item(
+            "CONTAINS",
+            code("121071", "DCM", "Finding"),
+            code("52988006", "SCT", "Lesion"),
+        ),
+    ]
+}
+
 fn lesion_group(
     lesion: &Lesion,
     content: &ReportContent<'_>,
@@ -150,22 +171,8 @@ fn lesion_group(
         Change::New => "new lesion",
         Change::Enlarging => "enlarging lesion",
     };
-    let mut children = vec![
-        text_item(
-            "HAS OBS CONTEXT",
-            code("112039", "DCM", "Tracking Identifier"),
-            &format!("Lesion {}", lesion.id),
-        ),
-        uid_item(
-            "HAS OBS CONTEXT",
-            code("112040", "DCM", "Tracking Unique Identifier"),
-            &new_uid(),
-        ),
-        code_item(
-            "CONTAINS",
-            code("121071", "DCM", "Finding"),
-            code("52988006", "SCT", "Lesion"),
-        ),
+    let mut children = group_opening(&format!("Lesion {}", lesion.id));
+    children.extend([
         code_item(
             "HAS CONCEPT MOD",
             code("363698007", "SCT", "Finding Site"),
@@ -184,7 +191,7 @@ fn lesion_group(
             &source.series_instance_uid,
         ),
         num_item(code("118565006", "SCT", "Volume"), lesion.volume_mm3, mm3()),
-    ];
+    ]);
     children.push(text_item(
         "CONTAINS",
         code("121106", "DCM", "Comment"),
@@ -314,22 +321,8 @@ pub fn write_report(
         .filter(|l| l.change == Change::New)
         .count();
     let enlarging = content.lesions.len() - new;
-    let mut summary_children = vec![
-        text_item(
-            "HAS OBS CONTEXT",
-            code("112039", "DCM", "Tracking Identifier"),
-            "Summary",
-        ),
-        uid_item(
-            "HAS OBS CONTEXT",
-            code("112040", "DCM", "Tracking Unique Identifier"),
-            &new_uid(),
-        ),
-        code_item(
-            "CONTAINS",
-            code("121071", "DCM", "Finding"),
-            code("52988006", "SCT", "Lesion"),
-        ),
+    let mut summary_children = group_opening("Summary");
+    summary_children.extend([
         num_item(
             code("246205007", "SCT", "Quantity"),
             content.lesions.len() as f64,
@@ -344,7 +337,7 @@ pub fn write_report(
                 content.lesions.len()
             ),
         ),
-    ];
+    ]);
     for note in &content.notes {
         summary_children.push(text_item(
             "CONTAINS",
