@@ -149,6 +149,15 @@ fn bounding_box(mask: &Array3<bool>) -> Option<([usize; 3], [usize; 3])> {
     (lo[0] != usize::MAX).then_some((lo, hi))
 }
 
+/// Plain z-score inside a mask, no clipping: for the difference channel and the prior's z-map.
+fn zscore_in_mask() -> crate::infer::card::Normalization {
+    crate::infer::card::Normalization {
+        scheme: "zscore".into(),
+        use_mask: true,
+        clip_percentiles: None,
+    }
+}
+
 /// The model's input channels on the model grid, cropped to the nonzero mask, and where the crop sits.
 struct ModelInput {
     channels: Array4<f32>,
@@ -184,11 +193,7 @@ fn model_input(
     };
     let (prior_data, current_data) = (strip(&prior_model), strip(&current_model));
     let mask = nonzero_mask(&[&prior_data, &current_data])?;
-    let plain = crate::infer::card::Normalization {
-        scheme: "zscore".into(),
-        use_mask: true,
-        clip_percentiles: None,
-    };
+    let plain = zscore_in_mask();
     let difference =
         normalize(&current_data, &mask, &plain)? - normalize(&prior_data, &mask, &plain)?;
     let raw = [prior_data, current_data, difference];
@@ -284,15 +289,7 @@ pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError
         Interpolation::Linear,
     )?;
     let brain = brain_mask(&current.volume, &head_mask(&current.volume)?)?;
-    let prior_z = normalize(
-        &prior_current.data,
-        &brain,
-        &crate::infer::card::Normalization {
-            scheme: "zscore".into(),
-            use_mask: true,
-            clip_percentiles: None,
-        },
-    )?;
+    let prior_z = normalize(&prior_current.data, &brain, &zscore_in_mask())?;
     let threshold = request.threshold.unwrap_or(model.card.default_threshold);
     let min_volume = request
         .min_lesion_volume_mm3
