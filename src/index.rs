@@ -1,7 +1,7 @@
 //! The SQLite index: patients, studies, series and instances, and an audit trail of associations.
 //!
-//! Writes run in one transaction per instance with `synchronous = FULL`: once `record_instance`
-//! returns, the row survives a crash or a power cut.
+//! An instance is recorded in one statement (one transaction) with `synchronous = FULL`: once
+//! `record_instance` returns, the row survives a crash or a power cut.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -123,6 +123,8 @@ impl Index {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file cannot go away under us: skip the ping round trip on every acquire.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|source| IndexError::Open {
@@ -143,101 +145,52 @@ impl Index {
         self.pool.close().await;
     }
 
-    /// Insert or update the instance and its patient, study and series in one transaction.
-    /// Returns the file path the instance had before when it was stored under another path.
+    /// Insert or update the instance and its patient, study and series in one transaction
+    /// (one statement: see `migrations/0002_instance_arrivals.sql`). Returns the file path the
+    /// instance had before when it was stored under another path.
     pub async fn record_instance(
         &self,
         rec: &InstanceRecord,
     ) -> Result<Option<String>, IndexError> {
-        let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
-        let patient: i64 = sqlx::query(
-            "INSERT INTO patients (patient_id, issuer) VALUES (?1, ?2)
-             ON CONFLICT (patient_id, issuer) DO UPDATE SET patient_id = excluded.patient_id
-             RETURNING id",
+        // Both statements go to SQLite's thread in one request; the first yields the old path.
+        let previous_paths: Vec<String> = sqlx::query_scalar(
+            "SELECT file_path FROM instances WHERE sop_instance_uid = ?13;
+             INSERT INTO instance_arrivals (
+                 patient_id, issuer, study_instance_uid, study_date, study_time, accession_number,
+                 study_description, series_instance_uid, modality, series_number, series_description,
+                 frame_of_reference_uid, sop_instance_uid, sop_class_uid, instance_number,
+                 transfer_syntax_uid, file_path, file_size, calling_ae, association, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                     ?19, ?20, ?21)",
         )
         .bind(&rec.patient_id)
         .bind(&rec.issuer_of_patient_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        let study: i64 = sqlx::query(
-            "INSERT INTO studies (study_instance_uid, patient, study_date, study_time, accession_number, study_description)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (study_instance_uid) DO UPDATE SET
-                patient = excluded.patient,
-                study_date = COALESCE(excluded.study_date, study_date),
-                study_time = COALESCE(excluded.study_time, study_time),
-                accession_number = COALESCE(excluded.accession_number, accession_number),
-                study_description = COALESCE(excluded.study_description, study_description)
-             RETURNING id",
-        )
         .bind(&rec.study_instance_uid)
-        .bind(patient)
         .bind(&rec.study_date)
         .bind(&rec.study_time)
         .bind(&rec.accession_number)
         .bind(&rec.study_description)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        let series: i64 = sqlx::query(
-            "INSERT INTO series (series_instance_uid, study, modality, series_number, series_description,
-                                 frame_of_reference_uid, last_received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (series_instance_uid) DO UPDATE SET
-                study = excluded.study,
-                modality = COALESCE(excluded.modality, modality),
-                series_number = COALESCE(excluded.series_number, series_number),
-                series_description = COALESCE(excluded.series_description, series_description),
-                frame_of_reference_uid = COALESCE(excluded.frame_of_reference_uid, frame_of_reference_uid),
-                last_received_at = excluded.last_received_at
-             RETURNING id",
-        )
         .bind(&rec.series_instance_uid)
-        .bind(study)
         .bind(&rec.modality)
         .bind(rec.series_number)
         .bind(&rec.series_description)
         .bind(&rec.frame_of_reference_uid)
-        .bind(&now)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        let previous_path: Option<String> =
-            sqlx::query_scalar("SELECT file_path FROM instances WHERE sop_instance_uid = ?1")
-                .bind(&rec.sop_instance_uid)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO instances (sop_instance_uid, sop_class_uid, series, instance_number, transfer_syntax_uid,
-                                    file_path, file_size, calling_ae, association, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (sop_instance_uid) DO UPDATE SET
-                sop_class_uid = excluded.sop_class_uid,
-                series = excluded.series,
-                instance_number = excluded.instance_number,
-                transfer_syntax_uid = excluded.transfer_syntax_uid,
-                file_path = excluded.file_path,
-                file_size = excluded.file_size,
-                calling_ae = excluded.calling_ae,
-                association = excluded.association,
-                received_at = excluded.received_at",
-        )
         .bind(&rec.sop_instance_uid)
         .bind(&rec.sop_class_uid)
-        .bind(series)
         .bind(rec.instance_number)
         .bind(&rec.transfer_syntax_uid)
         .bind(&rec.file_path)
         .bind(rec.file_size as i64)
         .bind(&rec.calling_ae)
         .bind(rec.association)
-        .bind(&now)
-        .execute(&mut *tx)
+        .bind(now_rfc3339())
+        // fetch_all, not fetch_optional: the stream must be run to its end for the INSERT to run.
+        .fetch_all(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(previous_path.filter(|p| *p != rec.file_path))
+        Ok(previous_paths
+            .into_iter()
+            .next()
+            .filter(|p| *p != rec.file_path))
     }
 
     /// Start an audit row for an association; returns its id.
@@ -409,6 +362,42 @@ mod tests {
         assert_eq!(moved.as_deref(), Some("a"));
         let counts = index.counts().await.unwrap();
         assert_eq!((counts.series, counts.instances), (2, 2));
+        let moved = index
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.sop_instance_uid == "1.1")
+            .unwrap();
+        assert_eq!(
+            (moved.file_path.as_str(), moved.series_instance_uid.as_str()),
+            ("c", "1.2.3.5")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_instance_without_an_attribute_keeps_what_an_earlier_one_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite")).await.unwrap();
+        let mut first = record("1.1", "1.2.3.4", "a");
+        first.study_description = Some("MS follow-up".into());
+        first.series_description = Some("FLAIR".into());
+        index.record_instance(&first).await.unwrap();
+        index
+            .record_instance(&record("1.2", "1.2.3.4", "b"))
+            .await
+            .unwrap();
+        let (study, series): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT st.study_description, se.series_description
+             FROM series se JOIN studies st ON st.id = se.study",
+        )
+        .fetch_one(&index.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (study.as_deref(), series.as_deref()),
+            (Some("MS follow-up"), Some("FLAIR"))
+        );
     }
 
     #[tokio::test]

@@ -265,6 +265,40 @@ fn a_malformed_instance_is_refused_and_the_association_goes_on() {
 }
 
 #[test]
+fn instances_too_big_to_hold_in_memory_stream_to_disk_and_are_checked_all_the_same() {
+    // 2560 x 2560 x 16 bit = 13 MB: past the 8 MiB that msnode holds in memory per instance.
+    let node = Node::start("");
+    let work = tempfile::tempdir().unwrap();
+    let series = synthetic_series(&work.path().join("big"), 2, 2560, 7);
+    assert!(std::fs::metadata(&series[0]).unwrap().len() > 9 << 20);
+    // Cut inside the pixel data, far past the first 8 MiB: only the spilled file shows the damage.
+    let cut = work.path().join("cut.dcm");
+    let bytes = std::fs::read(&series[1]).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let report = node.pynetdicom_store(&[series[0].clone(), cut], None);
+    let statuses: Vec<i64> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![0, 0xC000], "{report}");
+    assert!(
+        report[1]["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed data set: "),
+        "{report}"
+    );
+    assert_eq!(node.indexed().len(), 1);
+    assert_stored_as_sent(&node, &series[..1]);
+    let leftovers: Vec<_> = std::fs::read_dir(node.data_dir().join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
 fn an_instance_over_the_size_limit_is_refused_while_smaller_ones_are_stored() {
     // 0.1 MiB: the 215 KB Siemens mosaic is too big, the 25 KB GE slices are not.
     let node = Node::start("max_instance_mb = 0.1");

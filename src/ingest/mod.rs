@@ -1,14 +1,19 @@
 //! Receiving one instance: stream its data set to a part file behind a file meta group, check it,
 //! place it durably and index it. Independent of the network, so the SCP only feeds it bytes.
 //!
+//! Instances under a few MiB are held in memory until complete and then checked, written, fsynced
+//! and renamed into place in one blocking step; larger ones stream to a part file as they arrive.
+//!
 //! The data set is stored exactly as received (no re-encoding): the file is preamble + "DICM" +
 //! group 0002 naming the negotiated transfer syntax + the received bytes.
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use tokio::io::AsyncWriteExt;
@@ -50,13 +55,24 @@ pub struct StoreRequest {
     pub association: Option<i64>,
 }
 
+/// Instances up to this size are held in memory until complete, so that checking, writing,
+/// syncing and placing each one is a single blocking step. Larger ones stream to their part file.
+/// Memory in the worst case: this times the number of concurrent associations.
+const IN_MEMORY_LIMIT: usize = 8 << 20;
+
+/// Where the bytes of an incoming instance go, file meta group first.
+enum Sink {
+    Memory(Vec<u8>),
+    File(tokio::io::BufWriter<tokio::fs::File>),
+}
+
 /// An instance whose data set is streaming in.
 pub struct IncomingInstance {
     request: StoreRequest,
     part_path: PathBuf,
     /// `None` once the instance was refused: further bytes are discarded.
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    /// Where the data set starts in the part file (after preamble and file meta group).
+    sink: Option<Sink>,
+    /// Where the data set starts (after preamble and file meta group).
     data_offset: u64,
     received: u64,
     refusal: Option<Refusal>,
@@ -77,6 +93,13 @@ pub struct Stored {
     pub size: u64,
 }
 
+fn write_refusal(e: std::io::Error) -> Refusal {
+    Refusal::new(
+        Status::OutOfResources,
+        format!("cannot write to the data directory: {e}"),
+    )
+}
+
 impl Ingest {
     pub fn new(store: Store, index: Index, max_instance_bytes: u64) -> Arc<Ingest> {
         Arc::new(Ingest {
@@ -91,8 +114,8 @@ impl Ingest {
         &self.index
     }
 
-    /// Open the part file and write the file meta group for the announced instance.
-    pub async fn begin(&self, request: StoreRequest) -> IncomingInstance {
+    /// Start an instance: its file meta group, built from the C-STORE request.
+    pub fn begin(&self, request: StoreRequest) -> IncomingInstance {
         let n = self.next_part.fetch_add(1, Ordering::Relaxed);
         let part_path = self
             .store
@@ -100,61 +123,19 @@ impl Ingest {
         let mut incoming = IncomingInstance {
             request,
             part_path,
-            file: None,
+            sink: None,
             data_offset: 0,
             received: 0,
             refusal: None,
         };
-        match self.open_part(&incoming.request, &incoming.part_path).await {
-            Ok((file, data_offset)) => {
-                incoming.file = Some(file);
-                incoming.data_offset = data_offset;
+        match file_header(&incoming.request) {
+            Ok(header) => {
+                incoming.data_offset = header.len() as u64;
+                incoming.sink = Some(Sink::Memory(header));
             }
             Err(refusal) => incoming.refusal = Some(refusal),
         }
         incoming
-    }
-
-    async fn open_part(
-        &self,
-        request: &StoreRequest,
-        part_path: &Path,
-    ) -> Result<(tokio::io::BufWriter<tokio::fs::File>, u64), Refusal> {
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(request.sop_class_uid.as_str())
-            .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
-            .transfer_syntax(request.transfer_syntax_uid.as_str())
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-            .source_application_entity_title(request.calling_ae.as_str())
-            .build()
-            .map_err(|e| {
-                Refusal::new(
-                    Status::CannotUnderstand,
-                    format!("cannot build file meta: {e}"),
-                )
-            })?;
-        let mut header = Vec::with_capacity(512);
-        header.extend_from_slice(&[0u8; 128]);
-        header.extend_from_slice(b"DICM");
-        meta.write(&mut header).map_err(|e| {
-            Refusal::new(
-                Status::CannotUnderstand,
-                format!("cannot write file meta: {e}"),
-            )
-        })?;
-        let out_of_space = |e: std::io::Error| {
-            Refusal::new(
-                Status::OutOfResources,
-                format!("cannot write to the data directory: {e}"),
-            )
-        };
-        let file = tokio::fs::File::create(part_path)
-            .await
-            .map_err(out_of_space)?;
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        file.write_all(&header).await.map_err(out_of_space)?;
-        Ok((file, header.len() as u64))
     }
 
     /// Append received data set bytes. Past the size limit the instance is refused and the rest
@@ -174,15 +155,23 @@ impl Ingest {
             .await;
             return;
         }
-        if let Some(file) = incoming.file.as_mut()
-            && let Err(e) = file.write_all(bytes).await
-        {
-            self.reject(
-                incoming,
-                Status::OutOfResources,
-                format!("cannot write to the data directory: {e}"),
-            )
-            .await;
+        let written = match incoming.sink.take() {
+            Some(Sink::Memory(mut buffer)) if buffer.len() + bytes.len() <= IN_MEMORY_LIMIT => {
+                buffer.extend_from_slice(bytes);
+                Ok(Sink::Memory(buffer))
+            }
+            Some(Sink::Memory(buffer)) => spill(&incoming.part_path, &buffer, bytes)
+                .await
+                .map(Sink::File),
+            Some(Sink::File(mut file)) => file.write_all(bytes).await.map(|()| Sink::File(file)),
+            None => return,
+        };
+        match written {
+            Ok(sink) => incoming.sink = Some(sink),
+            Err(e) => {
+                let refusal = write_refusal(e);
+                self.reject(incoming, refusal.status, refusal.reason).await;
+            }
         }
     }
 
@@ -194,64 +183,47 @@ impl Ingest {
         reason: impl Into<String>,
     ) {
         incoming.refusal = Some(Refusal::new(status, reason));
-        incoming.file = None;
-        let _ = tokio::fs::remove_file(&incoming.part_path).await;
+        discard(incoming).await;
     }
 
     /// Drop an instance whose transfer was interrupted.
-    pub async fn abandon(&self, incoming: IncomingInstance) {
-        drop(incoming.file);
-        let _ = tokio::fs::remove_file(&incoming.part_path).await;
+    pub async fn abandon(&self, mut incoming: IncomingInstance) {
+        discard(&mut incoming).await;
     }
 
-    /// The data set is complete: make it durable, check it, place it and index it.
+    /// The data set is complete: check it, make it durable, place it and index it.
     /// Only an `Ok` may be answered with Success.
     pub async fn finish(&self, mut incoming: IncomingInstance) -> Result<Stored, Refusal> {
         if let Some(refusal) = incoming.refusal.take() {
             return Err(refusal);
         }
-        let Some(mut file) = incoming.file.take() else {
-            return Err(Refusal::new(Status::ProcessingFailure, "no part file"));
+        let complete = match incoming.sink.take() {
+            Some(Sink::Memory(bytes)) => Complete::Memory(bytes),
+            Some(Sink::File(mut file)) => match file.flush().await {
+                Ok(()) => Complete::File(file.into_inner().into_std().await),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&incoming.part_path).await;
+                    return Err(write_refusal(e));
+                }
+            },
+            None => return Err(Refusal::new(Status::ProcessingFailure, "no data set")),
         };
-        let io_refusal = |e: std::io::Error| {
-            Refusal::new(
-                Status::OutOfResources,
-                format!("cannot write to the data directory: {e}"),
-            )
-        };
-        let flushed = file.flush().await;
-        let std_file = file.into_inner().into_std().await;
-        let part_path = incoming.part_path.clone();
-        let request = incoming.request.clone();
         let store = self.store.clone();
         let size = incoming.received;
         let data_offset = incoming.data_offset;
-        let placed = match flushed {
-            Err(e) => Err(io_refusal(e)),
-            Ok(()) => tokio::task::spawn_blocking(move || {
-                std_file.sync_all().map_err(io_refusal)?;
-                drop(std_file);
-                let record = read_record(&part_path, &request, data_offset, size)?;
-                store
-                    .place(&part_path, Path::new(&record.file_path))
-                    .map_err(|e| Refusal::new(Status::OutOfResources, e.to_string()))?;
-                Ok(record)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(Refusal::new(
-                    Status::ProcessingFailure,
-                    format!("storage task failed: {e}"),
-                ))
-            }),
-        };
-        let record = match placed {
-            Ok(record) => record,
-            Err(refusal) => {
-                let _ = tokio::fs::remove_file(&incoming.part_path).await;
-                return Err(refusal);
-            }
-        };
+        let IncomingInstance {
+            request, part_path, ..
+        } = incoming;
+        let record = tokio::task::spawn_blocking(move || {
+            place_durably(&store, complete, &part_path, &request, data_offset, size)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(Refusal::new(
+                Status::ProcessingFailure,
+                format!("storage task failed: {e}"),
+            ))
+        })?;
         let previous = self.index.record_instance(&record).await.map_err(|e| {
             Refusal::new(
                 Status::OutOfResources,
@@ -270,6 +242,111 @@ impl Ingest {
     }
 }
 
+/// Preamble, "DICM" and the file meta group for the announced instance.
+fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(request.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
+        .transfer_syntax(request.transfer_syntax_uid.as_str())
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(request.calling_ae.as_str())
+        .build()
+        .map_err(|e| {
+            Refusal::new(
+                Status::CannotUnderstand,
+                format!("cannot build file meta: {e}"),
+            )
+        })?;
+    let mut header = Vec::with_capacity(512);
+    header.extend_from_slice(&[0u8; 128]);
+    header.extend_from_slice(b"DICM");
+    meta.write(&mut header).map_err(|e| {
+        Refusal::new(
+            Status::CannotUnderstand,
+            format!("cannot write file meta: {e}"),
+        )
+    })?;
+    Ok(header)
+}
+
+/// The instance outgrew memory: move what was buffered to its part file and go on there.
+async fn spill(
+    part_path: &Path,
+    buffered: &[u8],
+    bytes: &[u8],
+) -> std::io::Result<tokio::io::BufWriter<tokio::fs::File>> {
+    let file = tokio::fs::File::create(part_path).await?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    file.write_all(buffered).await?;
+    file.write_all(bytes).await?;
+    Ok(file)
+}
+
+/// Drop what was received of a refused or interrupted instance.
+async fn discard(incoming: &mut IncomingInstance) {
+    if let Some(Sink::File(file)) = incoming.sink.take() {
+        drop(file);
+        let _ = tokio::fs::remove_file(&incoming.part_path).await;
+    }
+}
+
+/// A fully received instance.
+enum Complete {
+    Memory(Vec<u8>),
+    /// Written to the part file, not yet synced.
+    File(std::fs::File),
+}
+
+/// Check the instance, write and fsync its part file, and rename it into place durably.
+/// Blocking; whatever fails leaves no part file behind.
+fn place_durably(
+    store: &Store,
+    complete: Complete,
+    part_path: &Path,
+    request: &StoreRequest,
+    data_offset: u64,
+    data_set_size: u64,
+) -> Result<InstanceRecord, Refusal> {
+    let placed = match complete {
+        Complete::Memory(bytes) => {
+            // Checked before it touches the disk: a malformed instance is never written.
+            read_record(
+                std::io::Cursor::new(&bytes[..]),
+                request,
+                data_offset,
+                data_set_size,
+            )
+            .and_then(|record| {
+                write_synced(part_path, &bytes).map_err(write_refusal)?;
+                Ok(record)
+            })
+        }
+        Complete::File(file) => file.sync_all().map_err(write_refusal).and_then(|()| {
+            drop(file);
+            let file = std::fs::File::open(part_path)
+                .map_err(|e| Refusal::new(Status::ProcessingFailure, e.to_string()))?;
+            read_record(file, request, data_offset, data_set_size)
+        }),
+    }
+    .and_then(|record| {
+        store
+            .place(part_path, Path::new(&record.file_path))
+            .map_err(|e| Refusal::new(Status::OutOfResources, e.to_string()))?;
+        Ok(record)
+    });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(part_path);
+    }
+    placed
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
     obj.element_opt(tag)
         .ok()
@@ -286,10 +363,10 @@ fn integer(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
         .and_then(|e| e.to_int::<i64>().ok())
 }
 
-/// Parse the written part file and build its index record, refusing what is malformed or
-/// contradicts the C-STORE request.
-fn read_record(
-    part_path: &Path,
+/// Parse a received instance (preamble, file meta group, data set) and build its index record,
+/// refusing what is malformed or contradicts the C-STORE request.
+fn read_record<R: Read + Seek>(
+    mut source: R,
     request: &StoreRequest,
     data_offset: u64,
     data_set_size: u64,
@@ -301,9 +378,8 @@ fn read_record(
         // A deflated stream cannot be walked without inflating it: parse it whole instead.
         OpenFileOptions::new()
     } else {
-        let file = std::fs::File::open(part_path).map_err(|e| malformed(e.to_string()))?;
         structure::check_data_set(
-            file,
+            &mut source,
             data_offset,
             request.transfer_syntax_uid != IMPLICIT_VR_LE,
         )
@@ -311,8 +387,12 @@ fn read_record(
         // The structure is sound: attributes before the pixel data are all the index needs.
         OpenFileOptions::new().read_until(tags::PIXEL_DATA)
     };
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| malformed(e.to_string()))?;
     let obj = options
-        .open_file(part_path)
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(source)
         .map_err(|e| malformed(e.to_string()))?;
     let mismatch = |what: &str| Refusal::new(Status::DataSetDoesNotMatchSopClass, what.to_string());
     let sop_instance =

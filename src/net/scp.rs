@@ -385,7 +385,7 @@ impl AssociationHandler<'_> {
                     calling_ae: self.calling_ae.clone(),
                     association: self.audit_id,
                 };
-                let mut incoming = self.ingest.begin(request).await;
+                let mut incoming = self.ingest.begin(request);
                 if sop_class_uid != abstract_syntax
                     || !syntaxes::is_storage_sop_class(&sop_class_uid)
                 {
