@@ -12,7 +12,7 @@ use ndarray::Array3;
 use msnode::register::itk::read_itk_transform;
 use msnode::register::metric::masked_correlation;
 use msnode::register::{
-    Grid, Interpolation, RegisterOptions, Transform, brain_mask, head_mask, mask_points,
+    Grid, Interpolation, Model, RegisterOptions, Transform, brain_mask, head_mask, mask_points,
     nonzero_mask, normalize, register, resample,
 };
 use msnode::volume::{Volume, read_nifti};
@@ -123,7 +123,11 @@ fn known_rigid_motions_are_recovered() {
 fn lesjak_pairs_agree_with_the_reference_mapping() {
     for n in [1, 3] {
         let (prior, current) = (visit(n, 1), visit(n, 2));
-        // The dataset's own mapping: current -> common space -> prior.
+        // The dataset's own mapping: current -> common space -> prior. Both of its transforms are
+        // affine, and so is their composition: the singular values of its matrix are 0.995-1.001
+        // (patient 1) and 0.990-1.000 (patient 3), a scaling no rigid transform can follow.
+        // Best rigid correlation found by a direct search on this very criterion: 0.9113 and
+        // 0.6964, below the reference's 0.9114 and 0.7076; so the comparison is made affine.
         let reference = current
             .from_common
             .inverse()
@@ -131,40 +135,53 @@ fn lesjak_pairs_agree_with_the_reference_mapping() {
             .then(&prior.from_common);
         let expert = expert_brain(n, &current);
         let points = mask_points(&current.flair, &expert, 7);
-        let started = std::time::Instant::now();
-        let result = register(&current.flair, &prior.flair, &RegisterOptions::default()).unwrap();
-        let seconds = started.elapsed().as_secs_f64();
-        let error = result.transform.mean_displacement(&reference, &points);
+        // Both mappings judged alike: the expert brain on the current grid, the prior read with
+        // trilinear interpolation, Pearson correlation.
         let correlation = |t: &Transform| {
             masked_correlation(&current.flair, &prior.flair, t, &expert)
                 .unwrap()
                 .0
         };
-        let (ours, theirs) = (correlation(&result.transform), correlation(&reference));
-        if n == 1 {
-            // Deterministic whatever the number of threads.
-            let single = rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .build()
-                .unwrap()
-                .install(|| register(&current.flair, &prior.flair, &RegisterOptions::default()))
-                .unwrap();
-            assert_eq!(single.transform, result.transform);
+        let theirs = correlation(&reference);
+        for model in [Model::Rigid, Model::Affine] {
+            let options = RegisterOptions {
+                model,
+                ..RegisterOptions::default()
+            };
+            let started = std::time::Instant::now();
+            let result = register(&current.flair, &prior.flair, &options).unwrap();
+            let seconds = started.elapsed().as_secs_f64();
+            let error = result.transform.mean_displacement(&reference, &points);
+            let ours = correlation(&result.transform);
+            if n == 1 {
+                // Deterministic whatever the number of threads.
+                let single = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap()
+                    .install(|| register(&current.flair, &prior.flair, &options))
+                    .unwrap();
+                assert_eq!(single.transform, result.transform);
+            }
+            println!(
+                "patient {n} {model:?}: {error:.3} mm from the reference, brain r {ours:.4} (reference {theirs:.4}), quality {:?}, start {:?}, {seconds:.1} s",
+                result.quality, result.start
+            );
+            assert!(
+                error < 1.0,
+                "patient {n} {model:?}: {error} mm from the reference"
+            );
+            // The reported quality is high for a true pairing (see below for a false one).
+            assert!(result.quality.metric > 0.5 && result.quality.overlap > 0.99);
+            if model == Model::Affine {
+                // With the reference's own degrees of freedom, the aligned images correlate inside
+                // the brain at least as well as with the reference mapping.
+                assert!(
+                    ours >= theirs,
+                    "patient {n}: aligned images correlate {ours} inside the brain, the reference {theirs}"
+                );
+            }
         }
-        println!(
-            "patient {n}: {error:.3} mm from the reference, brain r {ours:.4} (reference {theirs:.4}), quality {:?}, start {:?}, {seconds:.1} s",
-            result.quality, result.start
-        );
-        assert!(error < 1.0, "patient {n}: {error} mm from the reference");
-        // The reported quality is high for a true pairing (see below for a false one).
-        assert!(result.quality.metric > 0.5 && result.quality.overlap > 0.99);
-        // Within 0.02 of the reference's correlation, not at least equal: the reference is affine
-        // (patient 3: 1 % scaling between visits) where this registration is rigid.
-        assert!(
-            ours >= theirs - 0.02,
-            "patient {n}: aligned images correlate {ours} inside the brain, the reference {theirs}"
-        );
-        assert!(result.quality.overlap > 0.99);
     }
 }
 

@@ -18,11 +18,11 @@ pub(crate) const MAX_PARAMETERS: usize = 12;
 /// How well a registration worked, for reports and for flagging a weak pairing.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Quality {
-    /// The optimised metric at convergence: NCC of the fixed samples with the aligned moving
-    /// image at the finest pyramid level (1 is a perfect linear relation).
+    /// The optimised metric at convergence: NCC of the fixed samples (the brain grown by 1.5 mm)
+    /// with the aligned moving image at the finest pyramid level (1 is a perfect linear relation).
     pub metric: f64,
-    /// Pearson correlation of the fixed image and the aligned moving image inside the fixed
-    /// brain mask, at the fixed image's own resolution.
+    /// Pearson correlation of the fixed image and the aligned moving image (trilinear) inside
+    /// the fixed brain mask less its outer 3 mm, at the fixed image's own resolution.
     pub brain_correlation: f64,
     /// Share of the brain-mask voxels that the transform maps inside the moving image.
     pub overlap: f64,

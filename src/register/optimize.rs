@@ -1,11 +1,13 @@
 //! Multi-resolution registration of a moving (prior) volume to a fixed (current) one.
 //!
 //! Pyramid levels have the same physical voxel size in both images (integer shrink factors
-//! towards `levels_mm`, so 3-5 mm slices are only shrunk in-plane); samples are the fixed brain
-//! mask's voxels on a regular stride (deterministic); the moving image is read with trilinear
-//! interpolation and its analytic gradient; BFGS with a backtracking line search maximises NCC over
-//! scaled parameters (rotations as arc length at `radius_mm`). Start: the DICOM geometry (both
-//! images in patient coordinates) or the centres of mass, whichever correlates better.
+//! towards `levels_mm`, so 3-5 mm slices are only shrunk in-plane; the default ends on the
+//! images' own voxels, which is where the result is judged); samples are the voxels of the fixed
+//! brain mask grown by 1.5 mm (the whole brain and its surface against the CSF) on a
+//! regular stride (deterministic); the moving image is read with trilinear interpolation and its
+//! analytic gradient; BFGS with a backtracking line search maximises NCC over scaled parameters
+//! (rotations as arc length at `radius_mm`). Start: the DICOM geometry (both images in patient
+//! coordinates) or the centres of mass, whichever correlates better.
 
 use ndarray::Array3;
 use rayon::prelude::*;
@@ -22,16 +24,19 @@ use crate::volume::{Volume, invert};
 pub enum Model {
     /// 3 rotations and 3 translations.
     Rigid,
-    /// Rigid first, then a full affine (12) refinement at the two finest levels.
+    /// Rigid first, then a full affine (12) refinement at the two finest levels: follows the
+    /// scale differences between scanners or visits (about 1 % on the Lesjak pairs).
     Affine,
 }
 
 #[derive(Debug, Clone)]
 pub struct RegisterOptions {
     pub model: Model,
-    /// Voxel size (mm) aimed at by each pyramid level, coarse to fine.
+    /// Voxel size (mm) aimed at by each pyramid level, coarse to fine. The default's last level
+    /// (0.75 mm) keeps the in-plane resolution of clinical FLAIRs (0.5-1 mm) as it is.
     pub levels_mm: Vec<f64>,
-    /// Samples per level at most (taken on a regular stride over the fixed brain mask).
+    /// Samples per level at most (taken on a regular stride over the fixed brain mask, grown by
+    /// 1.5 mm).
     pub max_samples: usize,
     /// Optimiser iterations per level at most.
     pub max_iterations: usize,
@@ -41,7 +46,7 @@ impl Default for RegisterOptions {
     fn default() -> Self {
         RegisterOptions {
             model: Model::Rigid,
-            levels_mm: vec![6.0, 3.0, 1.5],
+            levels_mm: vec![6.0, 3.0, 1.5, 0.75],
             max_samples: 50_000,
             max_iterations: 100,
         }
@@ -75,8 +80,12 @@ pub struct Registration {
 
 /// Rotation arm: one radian of rotation weighs as much as this many mm of translation.
 const RADIUS_MM: f64 = 80.0;
-/// Width of the brain's rim left out of the samples.
+/// Voxel size (mm) the head and brain masks are made at, or the finest level's if coarser.
+const MASK_MM: f64 = 1.5;
+/// Width of the brain's rim left out of the quality figure.
 const RIM_MM: f64 = 3.0;
+/// How far the sampled region reaches beyond the brain mask.
+const MARGIN_MM: f64 = 1.5;
 /// Fewer than this share of samples inside the moving image means the images do not overlap.
 const MIN_OVERLAP: f64 = 0.25;
 
@@ -110,34 +119,56 @@ pub fn register(
     }
     let factors =
         |v: &Volume, level: f64| v.spacing().map(|s| ((level / s).round() as usize).max(1));
-    let finest = *options.levels_mm.last().unwrap_or(&1.0);
-    let fixed_finest = shrink(fixed, factors(fixed, finest))?;
-    let moving_finest = shrink(moving, factors(moving, finest))?;
-    let fixed_head = head_mask(&fixed_finest)?;
-    // Samples keep off the brain's outer rim, where dura, vessels and CSF change between visits.
-    let brain = brain_mask(&fixed_finest, &fixed_head)?;
-    let fixed_brain = super::mask::erode(&brain, fixed_finest.spacing(), RIM_MM);
-    let moving_head = head_mask(&moving_finest)?;
-    let centre = centre_of_mass(&fixed_finest, &fixed_brain);
-
-    // Coarser levels are shrunk from the next finer one: cheaper than from the originals.
-    let mut images = vec![(fixed_finest.clone(), moving_finest.clone())];
-    for &level in options.levels_mm.iter().rev().skip(1) {
-        let (f, m) = images.last().expect("the finest level is there");
-        let coarser = (shrink(f, factors(f, level))?, shrink(m, factors(m, level))?);
-        images.push(coarser);
+    let level_of = |v: &Volume, level: f64| -> Result<Volume, RegisterError> {
+        let f = factors(v, level);
+        if f == [1, 1, 1] {
+            Ok(v.clone())
+        } else {
+            shrink(v, f)
+        }
+    };
+    // The pyramid, coarse to fine: the finest level from the originals, each coarser one from
+    // the next finer (cheaper).
+    let mut images = Vec::with_capacity(options.levels_mm.len());
+    for &level in options.levels_mm.iter().rev() {
+        let (f, m) = match images.last() {
+            Some((f, m)) => (f, m),
+            None => (fixed, moving),
+        };
+        let next = (level_of(f, level)?, level_of(m, level)?);
+        images.push(next);
     }
+    images.reverse();
+    // Masks are made on the finest level at least MASK_MM coarse (the finest level if none is).
+    let on = options
+        .levels_mm
+        .iter()
+        .rposition(|l| *l >= MASK_MM)
+        .unwrap_or(images.len() - 1);
+    let (fixed_small, moving_small) = &images[on];
+    let fixed_head = head_mask(fixed_small)?;
+    let brain = brain_mask(fixed_small, &fixed_head)?;
+    // The samples cover the whole brain and its surface against the CSF, which pins down scale
+    // and position best (the brain mask stops at the surface).
+    let region = super::mask::dilate(&brain, fixed_small.spacing(), MARGIN_MM);
+    let moving_head = head_mask(moving_small)?;
+    // The quality figure looks at the brain's interior, off the surface where CSF and dura
+    // change between visits, so that it stays comparable between pairs.
+    let interior = super::mask::erode(&brain, fixed_small.spacing(), RIM_MM);
+    let centre = centre_of_mass(fixed_small, &brain);
+    let shift = {
+        let a = centre_of_mass(fixed_small, &fixed_head);
+        let b = centre_of_mass(moving_small, &moving_head);
+        [b[0] - a[0], b[1] - a[1], b[2] - a[2]]
+    };
+    let mask_affine = fixed_small.affine;
+
     let mut levels = Vec::new();
-    for (f, m) in images.into_iter().rev() {
-        let mask = mask_on(&fixed_brain, &fixed_finest, &Grid::of(&f))?;
+    for (f, m) in images {
+        let mask = mask_on(&region, mask_affine, &Grid::of(&f))?;
         levels.push(Level::new(f, m, &mask, centre, options.max_samples)?);
     }
     // Start: patient coordinates as they are, or the head centres of mass brought together.
-    let shift = {
-        let a = centre_of_mass(&fixed_finest, &fixed_head);
-        let b = centre_of_mass(&moving_finest, &moving_head);
-        [b[0] - a[0], b[1] - a[1], b[2] - a[2]]
-    };
     let coarsest = &levels[0];
     let geometry = coarsest.ncc(Model::Rigid, &[0.0; 6]).map(|(v, _)| v);
     let com = coarsest
@@ -180,7 +211,7 @@ pub fn register(
     }
     let transform = to_transform(model, &parameters, centre);
     let metric = reports.last().map(|r| r.metric).unwrap_or(0.0);
-    let brain_full = mask_on(&fixed_brain, &fixed_finest, &Grid::of(fixed))?;
+    let brain_full = mask_on(&interior, mask_affine, &Grid::of(fixed))?;
     let (brain_correlation, overlap) = masked_correlation(fixed, moving, &transform, &brain_full)?;
     Ok(Registration {
         transform,
@@ -194,15 +225,15 @@ pub fn register(
     })
 }
 
-/// The fixed image's brain mask (as made at the finest level) on another grid of the same image.
+/// A mask of the fixed image (voxel -> LPS `affine`) on another grid of the same image.
 pub(crate) fn mask_on(
     mask: &Array3<bool>,
-    on: &Volume,
+    affine: crate::volume::Affine,
     grid: &Grid,
 ) -> Result<Array3<bool>, RegisterError> {
     let as_volume = Volume {
         data: mask.mapv(|m| if m { 1.0 } else { 0.0 }),
-        affine: on.affine,
+        affine,
         slices: Vec::new(),
     };
     Ok(resample(
