@@ -217,6 +217,16 @@ fn unknown_calling_and_wrong_called_ae_titles_are_rejected() {
 }
 
 /// A copy of `source` whose data set is cut short in the middle of its header.
+/// The DIMSE status of each C-STORE in a `dicom_peer.py` report, in sending order.
+fn store_statuses(report: &serde_json::Value) -> Vec<i64> {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_i64().unwrap())
+        .collect()
+}
+
 fn truncated_copy(source: &PathBuf, out: &PathBuf) {
     let bytes = std::fs::read(source).unwrap();
     let group_length = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
@@ -236,12 +246,7 @@ fn a_malformed_instance_is_refused_and_the_association_goes_on() {
     truncated_copy(&series[1], &bad);
     let files = vec![series[0].clone(), bad.clone(), series[2].clone()];
     let report = node.pynetdicom_store(&files, None);
-    let statuses: Vec<i64> = report
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_i64().unwrap())
-        .collect();
+    let statuses = store_statuses(&report);
     assert_eq!(statuses, vec![0, 0xC000, 0], "{report}");
     let comment = report[1]["comment"].as_str().unwrap();
     assert!(comment.starts_with("malformed data set: "), "{report}");
@@ -276,12 +281,7 @@ fn instances_too_big_to_hold_in_memory_stream_to_disk_and_are_checked_all_the_sa
     let bytes = std::fs::read(&series[1]).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
     let report = node.pynetdicom_store(&[series[0].clone(), cut], None);
-    let statuses: Vec<i64> = report
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_i64().unwrap())
-        .collect();
+    let statuses = store_statuses(&report);
     assert_eq!(statuses, vec![0, 0xC000], "{report}");
     assert!(
         report[1]["comment"]
@@ -312,12 +312,7 @@ fn an_instance_over_the_size_limit_is_refused_while_smaller_ones_are_stored() {
     let small = ge_series(7);
     let files = vec![small[0].clone(), big_files[0].clone(), small[1].clone()];
     let report = node.pynetdicom_store(&files, None);
-    let statuses: Vec<i64> = report
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_i64().unwrap())
-        .collect();
+    let statuses = store_statuses(&report);
     assert_eq!(statuses, vec![0, 0xA700, 0], "{report}");
     assert!(
         report[1]["comment"]
