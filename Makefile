@@ -7,8 +7,9 @@ DEMO_DIR := target/demo
 DEMO_PAIR := tests/data/lesjak-longitudinal/patient01
 # The Series Instance UID of the first file in a folder: the demo analyses series as the store holds them.
 series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True).SeriesInstanceUID)" $$(ls $(1)/* | head -1)
-# ONNX Runtime from the onnxruntime==1.31.1 wheel in the venv (no download at build time).
-export ORT_DYLIB_PATH ?= $(abspath $(VENV))/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1
+# ONNX Runtime from the onnxruntime==1.31.1 wheel in the venv (no download at build time), whatever
+# Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
+export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
 .PHONY: setup system-deps venv build test demo bench-ingest lint
 

@@ -11,15 +11,8 @@ use common::*;
 
 fn msnode() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_msnode"));
-    let library = repo_root()
-        .join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
-    assert!(
-        library.is_file(),
-        "{} is missing: run `make setup`",
-        library.display()
-    );
     command
-        .env("ORT_DYLIB_PATH", library)
+        .env("ORT_DYLIB_PATH", onnxruntime_library())
         .env("RUST_LOG", "warn");
     command
 }

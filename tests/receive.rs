@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn pydicom_test_file(name: &str) -> PathBuf {
-    let path = repo_root()
-        .join(".venv/lib/python3.11/site-packages/pydicom/data/test_files")
-        .join(name);
+    let path = site_packages().join("pydicom/data/test_files").join(name);
     assert!(
         path.is_file(),
         "{} is missing: run `make setup`",

@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{python, repo_root, run, shared_data, text, tool};
+use common::{python, repo_root, run, shared_data, site_packages, text, tool};
 use msnode::volume::{
     self, ImportOptions, LoadOptions, Volume, VolumeError, import_nifti, load_series, read_nifti,
     series_files,
@@ -407,8 +407,7 @@ fn enhanced_multiframe_loads_with_its_geometry() {
     );
 
     // pydicom-data's enhanced MR has had its functional groups stripped: no geometry to load.
-    let stripped =
-        repo_root().join(".venv/lib/python3.11/site-packages/data_store/data/emri_small.dcm");
+    let stripped = site_packages().join("data_store/data/emri_small.dcm");
     let e = load(&stripped, None).unwrap_err();
     assert!(
         e.to_string()

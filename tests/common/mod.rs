@@ -41,6 +41,27 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// The Python of the project's virtual environment, with pydicom and pynetdicom.
+/// The virtual environment's site-packages, whatever Python version `make setup` made it with.
+pub fn site_packages() -> PathBuf {
+    let lib = repo_root().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}: run `make setup`", lib.display()))
+        .map(|entry| entry.unwrap().path().join("site-packages"))
+        .find(|path| path.is_dir())
+        .unwrap_or_else(|| panic!("no site-packages under {}: run `make setup`", lib.display()))
+}
+
+/// The ONNX Runtime library shipped in the venv's onnxruntime==1.31.1 wheel.
+pub fn onnxruntime_library() -> PathBuf {
+    let library = site_packages().join("onnxruntime/capi/libonnxruntime.so.1.31.1");
+    assert!(
+        library.is_file(),
+        "{} is missing: run `make setup`",
+        library.display()
+    );
+    library
+}
+
 pub fn python() -> PathBuf {
     let python = repo_root().join(".venv/bin/python");
     assert!(
