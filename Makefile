@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest lint
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer lint
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -68,3 +68,6 @@ demo: venv build
 ## Ingest throughput against DCMTK storescp (figures in the closing notes).
 bench-ingest: venv build
 	$(PY) benches/ingest.py
+
+bench-infer: venv build
+	$(PY) benches/infer.py

@@ -12,15 +12,15 @@ use ndarray::{Array3, Array4, Axis, s};
 use serde::Serialize;
 use tracing::info;
 
-use crate::infer::{Model, Predictor, RuntimeSettings};
+use crate::infer::{Model, Predictor, Provider, RuntimeSettings};
 use crate::lesions::{Change, Lesion, LesionSummary, find_lesions};
 use crate::outputs::overlay::{render, write_overlay_series, write_png};
 use crate::outputs::seg::{CIELAB_RED, CIELAB_YELLOW, Segment, write_seg};
 use crate::outputs::sr::{Evidence, ReportContent, write_report};
 use crate::outputs::{Algorithm, SourceSeries};
 use crate::register::{
-    Grid, Interpolation, Quality, RegisterOptions, Transform, brain_mask, head_mask, nonzero_mask,
-    normalize, register, resample,
+    Grid, Interpolation, Quality, RegisterOptions, Registration, Transform, brain_mask, head_mask,
+    nonzero_mask, normalize, register, resample,
 };
 use crate::volume::{LoadOptions, Volume, load_series, read_nifti, series_files, write_nifti};
 
@@ -41,23 +41,29 @@ pub enum AnalyzeError {
     Write { path: PathBuf, message: String },
 }
 
-/// Where the inputs are and how to run.
+/// The two visits and how to run the model on them: what `analyze` and `infer` share.
 #[derive(Debug, Clone)]
-pub struct AnalyzeRequest {
+pub struct PairRequest {
     /// Series folder, DICOM file, Series Instance UID in the store, or NIfTI file.
     pub current: String,
     pub prior: String,
-    pub out_dir: PathBuf,
     /// The store's data directory, for inputs given as Series Instance UIDs.
     pub data_dir: PathBuf,
     pub model_dir: PathBuf,
     pub runtime: RuntimeSettings,
+    /// Test-time mirroring over the card's axes (8 passes for 3 axes).
+    pub mirror: bool,
+}
+
+/// Where the inputs are, how to run and where the outputs go.
+#[derive(Debug, Clone)]
+pub struct AnalyzeRequest {
+    pub pair: PairRequest,
+    pub out_dir: PathBuf,
     /// Overrides the model card's default threshold.
     pub threshold: Option<f32>,
     /// Overrides the model card's minimum lesion volume.
     pub min_lesion_volume_mm3: Option<f64>,
-    /// Test-time mirroring over the card's axes (8 passes for 3 axes).
-    pub mirror: bool,
 }
 
 /// Wall time of each stage, seconds.
@@ -93,6 +99,37 @@ pub struct AnalysisSummary {
     pub registration: RegistrationSummary,
     pub totals: LesionSummary,
     pub lesions: Vec<Lesion>,
+    pub outputs: Vec<PathBuf>,
+    pub timings: Timings,
+}
+
+/// Where `msnode infer` reads its inputs and writes the probability map.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    pub pair: PairRequest,
+    /// Overrides the model card's default threshold for the mask.
+    pub threshold: Option<f32>,
+    /// Lesion probability on the current grid (NIfTI).
+    pub probability_out: PathBuf,
+    /// The thresholded probability on the current grid (NIfTI, 0 or 1).
+    pub mask_out: Option<PathBuf>,
+    /// A folder for what the network saw: each input channel on the model grid before
+    /// normalisation, and the probability on that grid (NIfTI).
+    pub inputs_out: Option<PathBuf>,
+}
+
+/// What `msnode infer` did; printed as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct InferSummary {
+    pub model: String,
+    pub model_version: String,
+    pub execution_provider: String,
+    pub threshold: f32,
+    pub mirroring: bool,
+    pub registration_brain_correlation: f64,
+    /// Voxels at or above the threshold on the current grid, and their volume.
+    pub lesion_voxels: usize,
+    pub lesion_volume_mm3: f64,
     pub outputs: Vec<PathBuf>,
     pub timings: Timings,
 }
@@ -163,6 +200,9 @@ struct ModelInput {
     channels: Array4<f32>,
     origin: [usize; 3],
     grid: Grid,
+    /// The same channels on the whole model grid before normalisation, in the card's order: what
+    /// nnU-Net's own preprocessing (crop, z-score) starts from.
+    raw: Vec<(String, Array3<f32>)>,
 }
 
 fn model_input(
@@ -206,6 +246,7 @@ fn model_input(
         hi[1] - lo[1],
         hi[2] - lo[2],
     ));
+    let mut raw_channels = Vec::with_capacity(model.card.input_channels.len());
     for (c, name) in model.card.input_channels.iter().enumerate() {
         let index = ["prior", "current", "current_minus_prior"]
             .iter()
@@ -218,48 +259,68 @@ fn model_input(
         channels
             .index_axis_mut(Axis(0), c)
             .assign(&normalised.slice(crop));
+        raw_channels.push((name.clone(), raw[index].clone()));
     }
     Ok(ModelInput {
         channels,
         origin: lo,
         grid,
+        raw: raw_channels,
     })
 }
 
-/// Run the analysis and write every output into `request.out_dir`.
-pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError> {
-    let started = Instant::now();
-    let mut timings = Timings::default();
-    let mut lap = Instant::now();
-    let mut tick = |slot: &mut f64| {
-        *slot = lap.elapsed().as_secs_f64();
-        lap = Instant::now();
-    };
-    std::fs::create_dir_all(&request.out_dir).map_err(|e| write_error(&request.out_dir, e))?;
-    let current = load(&request.current, &request.data_dir, "current scan")?;
-    let prior = load(&request.prior, &request.data_dir, "prior scan")?;
-    tick(&mut timings.load);
+/// Seconds since the last lap.
+struct Stopwatch(Instant);
 
-    let registration = register(&current.volume, &prior.volume, &RegisterOptions::default())?;
+impl Stopwatch {
+    fn lap(&mut self) -> f64 {
+        let seconds = self.0.elapsed().as_secs_f64();
+        self.0 = Instant::now();
+        seconds
+    }
+}
+
+/// The inference half of an analysis: the prior aligned to the current scan, the model run on
+/// both, and the lesion probability. `msnode infer` stops here; `analyze` goes on to lesions and
+/// outputs.
+pub struct Prediction {
+    pub registration: Registration,
+    pub model: Model,
+    pub provider: Provider,
+    /// Lesion probability on the current scan's grid.
+    pub probability: Volume,
+    /// Lesion probability on the model grid, where the network ran.
+    pub model_probability: Volume,
+    /// The network's input channels on the model grid before normalisation, in the card's order.
+    pub model_inputs: Vec<(String, Volume)>,
+}
+
+/// Align `prior` to `current`, build the model's input and run it. Fills the register,
+/// preprocess and infer timings.
+pub fn predict(
+    current: &Volume,
+    prior: &Volume,
+    model_dir: &Path,
+    runtime: &RuntimeSettings,
+    mirror: bool,
+    timings: &mut Timings,
+) -> Result<Prediction, AnalyzeError> {
+    let mut watch = Stopwatch(Instant::now());
+    let registration = register(current, prior, &RegisterOptions::default())?;
     info!(
         correlation = registration.quality.brain_correlation,
         metric = registration.quality.metric,
         "prior aligned to the current scan"
     );
-    tick(&mut timings.register);
+    timings.register = watch.lap();
 
-    let model = Model::open(&request.model_dir)?;
-    let input = model_input(
-        &current.volume,
-        &prior.volume,
-        &registration.transform,
-        &model,
-    )?;
-    tick(&mut timings.preprocess);
+    let model = Model::open(model_dir)?;
+    let input = model_input(current, prior, &registration.transform, &model)?;
+    timings.preprocess = watch.lap();
 
-    let mut predictor = Predictor::new(model.clone(), &request.runtime)?;
-    let probabilities = predictor.predict(input.channels.view(), request.mirror, 2)?;
-    tick(&mut timings.infer);
+    let mut predictor = Predictor::new(model.clone(), runtime)?;
+    let probabilities = predictor.predict(input.channels.view(), mirror, 2)?;
+    timings.infer = watch.lap();
 
     // Lesion probability back on the model grid, then on the current FLAIR grid.
     let [nx, ny, nz] = input.grid.dims;
@@ -269,18 +330,131 @@ pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError
     on_model
         .slice_mut(s![o[0]..o[0] + cz, o[1]..o[1] + cy, o[2]..o[2] + cx])
         .assign(&probabilities.index_axis(Axis(0), 1));
-    let model_volume = Volume {
-        data: on_model,
+    let on_model_grid = |data: Array3<f32>| Volume {
+        data,
         affine: input.grid.affine,
         slices: Vec::new(),
     };
-    let current_grid = Grid::of(&current.volume);
+    let model_probability = on_model_grid(on_model);
     let probability = resample(
-        &model_volume,
+        &model_probability,
         &Transform::identity(),
-        &current_grid,
+        &Grid::of(current),
         Interpolation::Linear,
     )?;
+    Ok(Prediction {
+        registration,
+        provider: predictor.provider,
+        model,
+        probability,
+        model_probability,
+        model_inputs: input
+            .raw
+            .into_iter()
+            .map(|(name, data)| (name, on_model_grid(data)))
+            .collect(),
+    })
+}
+
+/// Load both visits and run [`predict`] on them; fills the load timing too.
+fn load_and_predict(
+    pair: &PairRequest,
+    timings: &mut Timings,
+) -> Result<(Input, Input, Prediction), AnalyzeError> {
+    let mut watch = Stopwatch(Instant::now());
+    let current = load(&pair.current, &pair.data_dir, "current scan")?;
+    let prior = load(&pair.prior, &pair.data_dir, "prior scan")?;
+    timings.load = watch.lap();
+    let prediction = predict(
+        &current.volume,
+        &prior.volume,
+        &pair.model_dir,
+        &pair.runtime,
+        pair.mirror,
+        timings,
+    )?;
+    Ok((current, prior, prediction))
+}
+
+/// Align, run the model and write the lesion probability (and on request the mask and the
+/// model-grid inputs): the inference half of [`analyze`], for inspection and parity checks.
+pub fn infer(request: &InferRequest) -> Result<InferSummary, AnalyzeError> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let (_, _, prediction) = load_and_predict(&request.pair, &mut timings)?;
+    let mut watch = Stopwatch(Instant::now());
+    let threshold = request
+        .threshold
+        .unwrap_or(prediction.model.card.default_threshold);
+    let mut outputs = Vec::new();
+    let mut save = |volume: &Volume, path: &Path| -> Result<(), AnalyzeError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| write_error(parent, e))?;
+        }
+        write_nifti(volume, path).map_err(|e| write_error(path, e))?;
+        outputs.push(path.to_owned());
+        Ok(())
+    };
+    save(&prediction.probability, &request.probability_out)?;
+    let mask = prediction
+        .probability
+        .data
+        .mapv(|p| if p >= threshold { 1.0f32 } else { 0.0 });
+    let lesion_voxels = mask.iter().filter(|v| **v > 0.0).count();
+    if let Some(path) = &request.mask_out {
+        save(
+            &Volume {
+                data: mask,
+                affine: prediction.probability.affine,
+                slices: Vec::new(),
+            },
+            path,
+        )?;
+    }
+    if let Some(dir) = &request.inputs_out {
+        for (name, channel) in &prediction.model_inputs {
+            save(channel, &dir.join(format!("{name}.nii.gz")))?;
+        }
+        save(
+            &prediction.model_probability,
+            &dir.join("probability_model_grid.nii.gz"),
+        )?;
+    }
+    timings.outputs = watch.lap();
+    timings.total = started.elapsed().as_secs_f64();
+    Ok(InferSummary {
+        model: prediction.model.card.name.clone(),
+        model_version: prediction.model.card.version.clone(),
+        execution_provider: prediction.provider.to_string(),
+        threshold,
+        mirroring: request.pair.mirror,
+        registration_brain_correlation: prediction.registration.quality.brain_correlation,
+        lesion_voxels,
+        lesion_volume_mm3: lesion_voxels as f64
+            * crate::lesions::voxel_volume(&prediction.probability.affine),
+        outputs,
+        timings,
+    })
+}
+
+/// Run the analysis and write every output into `request.out_dir`.
+pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError> {
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    std::fs::create_dir_all(&request.out_dir).map_err(|e| write_error(&request.out_dir, e))?;
+    let (
+        current,
+        prior,
+        Prediction {
+            registration,
+            model,
+            provider,
+            probability,
+            ..
+        },
+    ) = load_and_predict(&request.pair, &mut timings)?;
+    let mut watch = Stopwatch(Instant::now());
+    let current_grid = Grid::of(&current.volume);
     // The prior on the current grid, z-scored inside the brain, decides new versus enlarging.
     let prior_current = resample(
         &prior.volume,
@@ -301,7 +475,7 @@ pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError
         threshold,
         min_volume,
     );
-    tick(&mut timings.lesions);
+    timings.lesions = watch.lap();
 
     let out = &request.out_dir;
     let mut outputs = Vec::new();
@@ -433,7 +607,7 @@ pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError
             ),
             format!(
                 "Model {} {} on {}",
-                model.card.name, model.card.version, predictor.provider
+                model.card.name, model.card.version, provider
             ),
         ];
         notes.push(format!(
@@ -459,16 +633,16 @@ pub fn analyze(request: &AnalyzeRequest) -> Result<AnalysisSummary, AnalyzeError
         )?;
         outputs.extend(overlay_files);
     }
-    tick(&mut timings.outputs);
+    timings.outputs = watch.lap();
     timings.total = started.elapsed().as_secs_f64();
 
     let analysis = AnalysisSummary {
         model: model.card.name.clone(),
         model_version: model.card.version.clone(),
-        execution_provider: predictor.provider.to_string(),
+        execution_provider: provider.to_string(),
         threshold,
         min_lesion_volume_mm3: min_volume,
-        mirroring: request.mirror,
+        mirroring: request.pair.mirror,
         registration: RegistrationSummary {
             quality: registration.quality,
             transform: registration.transform.affine,

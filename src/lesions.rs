@@ -82,7 +82,8 @@ impl LesionMap {
     }
 }
 
-fn voxel_volume(affine: &Affine) -> f64 {
+/// Volume of one voxel, mm3, from a voxel -> LPS affine.
+pub fn voxel_volume(affine: &Affine) -> f64 {
     let m = |r: usize, c: usize| affine[r][c];
     (m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1))
         - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0))

@@ -90,24 +90,66 @@ enum Command {
     /// and summary.json in OUT, from the current and prior FLAIR (series folders, stored Series
     /// Instance UIDs, or NIfTI files).
     Analyze {
-        #[arg(long)]
-        current: String,
-        #[arg(long)]
-        prior: String,
+        #[command(flatten)]
+        pair: PairArgs,
         #[arg(long)]
         out: PathBuf,
-        /// Lesion probability threshold (default: the configuration, else the model card).
+    },
+    /// The inference half of `analyze`, for inspection: align the prior, run the model, write the
+    /// lesion probability on the current grid (NIfTI) and print a JSON summary.
+    Infer {
+        #[command(flatten)]
+        pair: PairArgs,
+        /// Lesion probability (NIfTI).
         #[arg(long)]
-        threshold: Option<f32>,
-        /// Test-time mirroring over the model card's axes (8 passes for 3 axes).
+        out: PathBuf,
+        /// The probability thresholded (NIfTI, 0 or 1).
         #[arg(long)]
-        mirror: bool,
+        mask_out: Option<PathBuf>,
+        /// A folder for the network's input channels on the model grid, before normalisation, and
+        /// the probability on that grid (NIfTI): what nnU-Net's own predictor can be given.
+        #[arg(long)]
+        inputs_out: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// The two visits and the model settings `analyze` and `infer` share.
+#[derive(clap::Args)]
+struct PairArgs {
+    /// Current scan: series folder or file, stored Series Instance UID, or NIfTI.
+    #[arg(long)]
+    current: String,
+    /// Prior scan, as --current.
+    #[arg(long)]
+    prior: String,
+    /// Lesion probability threshold (default: the configuration, else the model card).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Test-time mirroring over the model card's axes (8 passes for 3 axes).
+    #[arg(long)]
+    mirror: bool,
+}
+
+impl PairArgs {
+    fn request(self, config: &Config) -> msnode::analyze::PairRequest {
+        msnode::analyze::PairRequest {
+            current: self.current,
+            prior: self.prior,
+            data_dir: config.node.data_dir.clone(),
+            model_dir: config.model.dir.clone(),
+            runtime: msnode::infer::RuntimeSettings {
+                library: config.model.onnxruntime_library.clone(),
+                provider: config.model.execution_provider,
+                intra_threads: config.model.intra_threads,
+            },
+            mirror: self.mirror,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -368,31 +410,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Analyze {
-            current,
-            prior,
-            out,
-            threshold,
-            mirror,
-        } => {
+        Command::Analyze { pair, out } => {
             let request = msnode::analyze::AnalyzeRequest {
-                current,
-                prior,
                 out_dir: out,
-                data_dir: config.node.data_dir.clone(),
-                model_dir: config.model.dir.clone(),
-                runtime: msnode::infer::RuntimeSettings {
-                    library: config.model.onnxruntime_library.clone(),
-                    provider: config.model.execution_provider,
-                    intra_threads: config.model.intra_threads,
-                },
-                threshold: threshold.or(config.analysis.probability_threshold),
+                threshold: pair.threshold.or(config.analysis.probability_threshold),
                 min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
-                mirror,
+                pair: pair.request(&config),
             };
             let summary =
                 tokio::task::spawn_blocking(move || msnode::analyze::analyze(&request)).await??;
             print_analysis(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Infer {
+            pair,
+            out,
+            mask_out,
+            inputs_out,
+        } => {
+            let request = msnode::analyze::InferRequest {
+                threshold: pair.threshold.or(config.analysis.probability_threshold),
+                pair: pair.request(&config),
+                probability_out: out,
+                mask_out,
+                inputs_out,
+            };
+            let summary =
+                tokio::task::spawn_blocking(move || msnode::analyze::infer(&request)).await??;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

@@ -4,23 +4,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use msnode::config::ExecutionProvider;
 use msnode::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
 use ndarray::Array4;
 
 use common::*;
-
-fn onnxruntime_library() -> PathBuf {
-    let lib = repo_root()
-        .join(".venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1");
-    assert!(
-        lib.is_file(),
-        "{} is missing: run `make setup`",
-        lib.display()
-    );
-    lib
-}
 
 fn settings(provider: ExecutionProvider) -> RuntimeSettings {
     RuntimeSettings {
@@ -119,5 +109,93 @@ fn auto_falls_back_to_cpu_and_cuda_fails_clearly_without_a_gpu() {
     assert!(
         why.contains("CUDA execution provider did not register"),
         "{why}"
+    );
+}
+
+fn probability(path: &Path) -> ndarray::Array3<f32> {
+    msnode::volume::read_nifti(path)
+        .and_then(|n| n.volume(0))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .data
+}
+
+/// Parity with nnU-Net itself: `msnode infer` on a real Lesjak pair, and nnU-Net v2's own
+/// `nnUNetPredictor` (its cropping, z-scoring, sliding window and Gaussian weighting) on the
+/// channels msnode fed the network, with the checkpoint the ONNX file was exported from.
+#[test]
+fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("msnode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\n[model]\ndir = {:?}\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
+            work.path().join("data"),
+            tiny_model_dir()
+        ),
+    )
+    .unwrap();
+    let pair = repo_root().join("tests/data/lesjak-longitudinal/patient01");
+    let inputs = work.path().join("inputs");
+    let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
+        .env("ORT_DYLIB_PATH", onnxruntime_library())
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(&config)
+        .arg("infer")
+        .arg("--current")
+        .arg(pair.join("study2_FLAIR.nii.gz"))
+        .arg("--prior")
+        .arg(pair.join("study1_FLAIR.nii.gz"))
+        .arg("--out")
+        .arg(work.path().join("probability.nii.gz"))
+        .arg("--inputs-out")
+        .arg(&inputs));
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["execution_provider"], "CPU", "{summary}");
+    let peer = work.path().join("nnunet.nii.gz");
+    let output = run(Command::new(python())
+        .env("OMP_NUM_THREADS", "2")
+        .arg(repo_root().join("tests/tools/nnunet_predict.py"))
+        .arg("--model-dir")
+        .arg(tiny_model_dir())
+        .arg("--inputs")
+        .arg(&inputs)
+        .arg("--out")
+        .arg(&peer));
+    assert!(output.status.success(), "{}", text(&output));
+
+    let ours = probability(&inputs.join("probability_model_grid.nii.gz"));
+    let theirs = probability(&peer);
+    assert_eq!(ours.dim(), theirs.dim());
+    let threshold = Model::open(&tiny_model_dir())
+        .unwrap()
+        .card
+        .default_threshold;
+    let (mut both, mut ours_on, mut theirs_on) = (0usize, 0usize, 0usize);
+    let mut max_difference = 0f32;
+    for (&a, &b) in ours.iter().zip(theirs.iter()) {
+        let (a_on, b_on) = (a >= threshold, b >= threshold);
+        both += usize::from(a_on && b_on);
+        ours_on += usize::from(a_on);
+        theirs_on += usize::from(b_on);
+        max_difference = max_difference.max((a - b).abs());
+    }
+    let dice = 2.0 * both as f64 / (ours_on + theirs_on) as f64;
+    let volume_ratio = ours_on as f64 / theirs_on as f64;
+    eprintln!(
+        "parity: Dice {dice:.4}, lesion volume {ours_on} vs {theirs_on} voxels, max |p - p_nnunet| {max_difference:.4}"
+    );
+    // A model that marks nothing would make the comparison empty.
+    assert!(theirs_on > 100, "nnU-Net marks only {theirs_on} voxels");
+    assert!(dice >= 0.99, "Dice {dice}");
+    assert!(
+        (volume_ratio - 1.0).abs() <= 0.01,
+        "volume ratio {volume_ratio}"
+    );
+    assert!(
+        max_difference < 0.05,
+        "probabilities differ by {max_difference}"
     );
 }
