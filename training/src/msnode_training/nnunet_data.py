@@ -161,8 +161,12 @@ def plan_and_preprocess(dataset_id: int, size: NetworkSize) -> str:
     return identifier
 
 
-def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int, identifier: str) -> None:
-    """Plans transfer for fine-tuning: the target is preprocessed with the pretraining plans (same network)."""
+def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int, identifier: str,
+                                  fingerprint: bool = True) -> None:
+    """Plans transfer for fine-tuning: the target is preprocessed with the pretraining plans (same network).
+    `fingerprint=False` only checks the dataset's integrity: nnU-Net's fingerprint needs labelled foreground, which
+    unlabeled (inpainting) datasets lack, and neither the transfer nor z-score preprocessing reads it; the
+    source's fingerprint is copied instead (the trainer keeps a copy with its results)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
         preprocess_dataset,
@@ -171,8 +175,17 @@ def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int
         move_plans_between_datasets,
     )
 
-    extract_fingerprints([target_dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False,
-                         show_progress_bar=False)
+    if fingerprint:
+        extract_fingerprints([target_dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False,
+                             show_progress_bar=False)
+    else:
+        from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+        verify_dataset_integrity(str(Path(os.environ["nnUNet_raw"]) / preprocessed_dir(target_dataset_id).name), 1)
+        preprocessed_dir(target_dataset_id).mkdir(parents=True, exist_ok=True)
+        # nnU-Net's trainer copies the fingerprint next to its results: use the one the plans were made from.
+        shutil.copyfile(preprocessed_dir(source_dataset_id) / "dataset_fingerprint.json",
+                        preprocessed_dir(target_dataset_id) / "dataset_fingerprint.json")
     move_plans_between_datasets(source_dataset_id, target_dataset_id, identifier, identifier)
     # nnU-Net's planner copies dataset.json next to the plans; a transfer skips the planner, so copy it here.
     target = preprocessed_dir(target_dataset_id)

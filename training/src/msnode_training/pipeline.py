@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -119,6 +119,66 @@ def probability_for(case: LongitudinalCase, model, spacing_mm: float) -> Validat
     return ValidationCase(case.case_id, probability, case.label, case.geometry.spacing_zyx)
 
 
+def finetune_and_keep(dataset_id: int, identifier: str, settings: TrainingSettings,
+                      pretrained_checkpoint: Path | None, kept: Path) -> tuple[MsnodeTrainer, Path]:
+    """One fine-tuning run (fold 0 of `dataset_id`); its best checkpoint is copied to `kept`, since the next run on
+    the same dataset writes to the same nnU-Net output folder."""
+    trainer = train(dataset_id, identifier, "segmentation", settings, pretrained_checkpoint)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best_checkpoint(trainer), kept)
+    return trainer, kept
+
+
+def evaluate_cases(model, cases: Iterable[LongitudinalCase], spacing_mm: float, threshold: float,
+                   min_lesion_volume_mm3: float) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """MSSEG-2 scores of `model` with the given post-processing: the summary and the scores per case id."""
+    scores = []
+    per_case = {}
+    for case in cases:
+        scored = probability_for(case, model, spacing_mm)
+        prediction = lesion_mask(scored.probability, scored.spacing_zyx, threshold, min_lesion_volume_mm3)
+        scores.append(score_case(scored.truth, prediction, scored.spacing_zyx))
+        per_case[case.case_id] = scores[-1].as_dict()
+    return summarize(scores), per_case
+
+
+# Pretraining strategies as ordered stages (synthetic scenario, objective); "both" chains context inpainting on
+# unlabeled pairs and then another pathology, each stage starting from the previous stage's weights.
+PRETRAIN_UNLABELED_DATASET_ID = 503
+PRETRAINING_STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "none": (),
+    "other_pathology": (("other_pathology", "segmentation"),),
+    "inpainting": (("unlabeled", "inpainting"),),
+    "both": (("unlabeled", "inpainting"), ("other_pathology", "segmentation")),
+}
+PRETRAIN_DATASETS = {"other_pathology": PRETRAIN_DATASET_ID, "unlabeled": PRETRAIN_UNLABELED_DATASET_ID}
+
+
+def prepare_pretraining_dataset(scenario: str, seed: int, n_cases: int, spacing_mm: float,
+                                plans_source_dataset_id: int, identifier: str) -> list[str]:
+    """Synthetic pretraining cases of `scenario` as their nnU-Net dataset, preprocessed with the plans of
+    `plans_source_dataset_id` (plans transfer, so that every model shares one network and spacing), with the
+    last case as the (unused for F1) validation split. Returns the case ids."""
+    dataset_id = PRETRAIN_DATASETS[scenario]
+    cases = list(synthetic_cases(scenario, seed, range(n_cases), spacing_mm))
+    ids = [c.case_id for c in cases]
+    write_raw_dataset(cases, dataset_id, f"msnodePretrain_{scenario}", (spacing_mm,) * 3,
+                      f"pretraining: {scenario}")
+    transfer_plans_and_preprocess(plans_source_dataset_id, dataset_id, identifier,
+                                  fingerprint=scenario != "unlabeled")
+    write_split(dataset_id, ids[:-1], ids[-1:])
+    return ids
+
+
+def run_pretraining_stage(scenario: str, objective: str, identifier: str, settings: TrainingSettings,
+                          pretrained_checkpoint: Path | None, kept: Path) -> tuple[MsnodeTrainer, Path]:
+    """Train one pretraining stage on its prepared dataset; the final checkpoint is copied to `kept`."""
+    trainer = train(PRETRAIN_DATASETS[scenario], identifier, objective, settings, pretrained_checkpoint)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(trainer.output_folder) / "checkpoint_final.pth", kept)
+    return trainer, kept
+
+
 class StageTimer:
     """Wall-clock seconds per pipeline stage, kept in the model card's provenance."""
 
@@ -187,11 +247,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
     def finetune(learning_rate: float) -> tuple[MsnodeTrainer, Path]:
         settings = replace(config.finetune_settings, initial_lr=learning_rate, seed=config.seed)
-        trainer = train(FINETUNE_DATASET_ID, identifier, "segmentation", settings, pretrained_checkpoint)
-        kept = runs_dir / f"lr_{learning_rate:g}" / "checkpoint.pth"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(best_checkpoint(trainer), kept)
-        return trainer, kept
+        return finetune_and_keep(FINETUNE_DATASET_ID, identifier, settings, pretrained_checkpoint,
+                                 runs_dir / f"lr_{learning_rate:g}" / "checkpoint.pth")
 
     runs: dict[float, tuple[MsnodeTrainer, Path]] = {}
     learning_rates = config.learning_rates or (config.finetune_settings.initial_lr,)
@@ -213,14 +270,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     validation_probabilities = [probability_for(c, model, config.spacing_mm) for c in validation]
     choice = search_postprocessing(validation_probabilities, config.thresholds, config.min_volumes_mm3)
     timer.mark("postprocessing_search")
-    test_scores = []
-    per_case = {}
-    for case in lesjak_cases(config.real_test_patients):
-        scored = probability_for(case, model, config.spacing_mm)
-        prediction = lesion_mask(scored.probability, scored.spacing_zyx, choice.threshold,
-                                 choice.min_lesion_volume_mm3)
-        test_scores.append(score_case(scored.truth, prediction, scored.spacing_zyx))
-        per_case[case.case_id] = test_scores[-1].as_dict()
+    test_summary, per_case = evaluate_cases(model, lesjak_cases(config.real_test_patients), config.spacing_mm,
+                                            choice.threshold, choice.min_lesion_volume_mm3)
 
     timer.mark("test_evaluation")
     # Export, parity on a real input, model card.
@@ -235,7 +286,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
         "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
                  "components of 3 mm3 or less ignored; 6-neighbour connectivity",
         "test_time_mirroring": False,
-        "lesjak_longitudinal_test": summarize(test_scores),
+        "lesjak_longitudinal_test": test_summary,
         "lesjak_longitudinal_test_per_case": per_case,
         "synthetic_validation_tuning_set": choice.summary,
         "postprocessing_search": [{k: row[k] for k in ("threshold", "min_lesion_volume_mm3", "mean_f1",

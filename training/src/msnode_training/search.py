@@ -4,7 +4,7 @@ the fine-tuning learning rate by validation F1."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -58,6 +58,12 @@ def search_postprocessing(cases: Sequence[ValidationCase], thresholds: Sequence[
 def search_learning_rate(learning_rates: Sequence[float],
                          train_and_score: Callable[[float], float]) -> tuple[float, dict[float, float]]:
     """Train once per learning rate; `train_and_score` returns the validation F1. Ties keep the first rate."""
-    scores = {lr: train_and_score(lr) for lr in learning_rates}
-    best = max(learning_rates, key=lambda lr: scores[lr])
+    return search_best(learning_rates, train_and_score)
+
+
+def search_best(candidates: Sequence[Hashable], train_and_score: Callable[[Any], float]) -> tuple[Any, dict]:
+    """Train once per candidate (a learning rate, or a tuple such as (learning rate, fine-tuning strategy));
+    `train_and_score` returns the validation F1. Ties keep the first candidate."""
+    scores = {candidate: train_and_score(candidate) for candidate in candidates}
+    best = max(candidates, key=lambda candidate: scores[candidate])
     return best, scores
