@@ -133,7 +133,7 @@ impl Default for Config {
                 stable_series_timeout: Duration::from_secs(60),
             },
             model: ModelConfig {
-                dir: PathBuf::from("models/tiny"),
+                dir: PathBuf::from("models/compact"),
                 execution_provider: ExecutionProvider::Auto,
                 onnxruntime_library: None,
                 intra_threads: 0,

@@ -1,5 +1,5 @@
 //! The infer stage against real ONNX Runtime (the library from the onnxruntime==1.31.1 wheel in
-//! .venv) and the tiny model the training pipeline exported into models/tiny.
+//! .venv) and the shipped model the training pipeline exported into models/compact.
 
 mod common;
 
@@ -20,17 +20,21 @@ fn settings(provider: ExecutionProvider) -> RuntimeSettings {
     }
 }
 
-fn tiny_model_dir() -> PathBuf {
-    repo_root().join("models/tiny")
+fn shipped_model_dir() -> PathBuf {
+    repo_root().join("models/compact")
 }
 
-/// A copy of the tiny model whose card is edited by `edit`.
+/// A copy of the shipped model whose card is edited by `edit`.
 fn edited_model(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let out = dir.join("model");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::copy(tiny_model_dir().join("model.onnx"), out.join("model.onnx")).unwrap();
+    std::fs::copy(
+        shipped_model_dir().join("model.onnx"),
+        out.join("model.onnx"),
+    )
+    .unwrap();
     let mut card: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tiny_model_dir().join("model_card.json")).unwrap(),
+        &std::fs::read_to_string(shipped_model_dir().join("model_card.json")).unwrap(),
     )
     .unwrap();
     edit(&mut card);
@@ -63,7 +67,7 @@ fn models_with_a_missing_or_inconsistent_card_are_refused() {
         card["onnx_sha256"] = serde_json::json!("00".repeat(32));
     });
     let why = error_text(Model::open(&tampered));
-    let real = msnode::infer::card::sha256_hex(&tiny_model_dir().join("model.onnx")).unwrap();
+    let real = msnode::infer::card::sha256_hex(&shipped_model_dir().join("model.onnx")).unwrap();
     assert!(
         why.contains(&format!(
             "sha256 of model.onnx is {real}, the card says 0000"
@@ -93,7 +97,7 @@ fn models_with_a_missing_or_inconsistent_card_are_refused() {
 
 #[test]
 fn auto_falls_back_to_cpu_and_cuda_fails_clearly_without_a_gpu() {
-    let model = Model::open(&tiny_model_dir()).unwrap();
+    let model = Model::open(&shipped_model_dir()).unwrap();
     let mut predictor = Predictor::new(model.clone(), &settings(ExecutionProvider::Auto)).unwrap();
     assert_eq!(predictor.provider, Provider::Cpu, "this machine has no GPU");
     let input = Array4::<f32>::from_shape_fn((3, 20, 40, 44), |(c, z, y, x)| {
@@ -131,7 +135,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
         format!(
             "[node]\ndata_dir = {:?}\n[model]\ndir = {:?}\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
             work.path().join("data"),
-            tiny_model_dir()
+            shipped_model_dir()
         ),
     )
     .unwrap();
@@ -159,7 +163,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
         .env("OMP_NUM_THREADS", "2")
         .arg(repo_root().join("tests/tools/nnunet_predict.py"))
         .arg("--model-dir")
-        .arg(tiny_model_dir())
+        .arg(shipped_model_dir())
         .arg("--inputs")
         .arg(&inputs)
         .arg("--out")
@@ -169,7 +173,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     let ours = probability(&inputs.join("probability_model_grid.nii.gz"));
     let theirs = probability(&peer);
     assert_eq!(ours.dim(), theirs.dim());
-    let threshold = Model::open(&tiny_model_dir())
+    let threshold = Model::open(&shipped_model_dir())
         .unwrap()
         .card
         .default_threshold;

@@ -7,7 +7,7 @@ resampling to the plans' spacing, which is the identity on the model grid), its 
 (half-tile steps, Gaussian weights) and, with --mirror, test-time mirroring over the checkpoint's
 axes. The foreground probability is written on the input grid. Prints a JSON line with timings.
 
-Usage: nnunet_predict.py --model-dir models/tiny --inputs DIR --out PROB.nii.gz [--mirror] [--threads 2]
+Usage: nnunet_predict.py --model-dir models/compact --inputs DIR --out PROB.nii.gz [--mirror] [--threads 2]
 """
 
 from __future__ import annotations

@@ -84,8 +84,11 @@ def test_result_files_have_the_schema(experiment: dict) -> None:
                 a, b = row["evaluation"][name][metric], base["evaluation"][name][metric]
                 expected = None if a is None or b is None else round(a - b, 4)
                 assert d[f"{name}.{metric}"] == expected
+    assert saved["complete"] is True
+    assert all((experiment["config"].work_dir / row["checkpoint"]).is_file() for row in saved["rows"])
     markdown = (out / "results.md").read_text()
     assert markdown.startswith("# Transfer-learning experiments: test")
+    assert "Partial" not in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     # header + 8 rows, header + 6 difference rows
     assert len(table) == 2 + len(rows) + len(diffs)
@@ -96,3 +99,14 @@ def test_cli_rejects_unknown_strategy() -> None:
         main(["--strategies", "none", "bogus"])
     with pytest.raises(ValueError):
         ExperimentConfig(work_dir=None, out_dir=None, strategies=("other_pathology",))
+
+
+def test_a_stopped_run_is_marked_partial(experiment: dict) -> None:
+    from msnode_training.experiments import results_markdown
+
+    saved = json.loads((experiment["config"].out_dir / "results.json").read_text())
+    saved["complete"] = False
+    saved["rows"] = saved["rows"][:1]
+    markdown = results_markdown(saved)
+    assert "**Partial**" in markdown
+    assert len([line for line in markdown.splitlines() if line.startswith("| none ")]) == 1

@@ -2,7 +2,7 @@ import numpy as np
 
 from msnode_training.search import (
     ValidationCase,
-    search_learning_rate,
+    search_best,
     search_postprocessing,
 )
 
@@ -24,7 +24,7 @@ def test_postprocessing_search_picks_the_threshold_and_size_that_maximise_f1() -
     assert by_setting[(0.7, 3.0)] == 2 * 0.5 * 1.0 / 1.5  # PPV 1/2, sensitivity 1
 
 
-def test_learning_rate_search_keeps_the_best_and_the_first_on_ties() -> None:
-    scores = {0.01: 0.3, 0.003: 0.5, 0.001: 0.5}
-    best, seen = search_learning_rate([0.01, 0.003, 0.001], scores.__getitem__)
-    assert best == 0.003 and seen == scores
+def test_learning_rate_and_strategy_search_keeps_the_best_and_the_first_on_ties() -> None:
+    scores = {(0.01, "full"): 0.3, (0.003, "full"): 0.5, (0.003, "lower_encoder_lr"): 0.5}
+    best, seen = search_best(list(scores), scores.__getitem__)
+    assert best == (0.003, "full") and seen == scores

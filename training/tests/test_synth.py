@@ -83,3 +83,23 @@ def test_dataset_is_written_in_the_msseg2_layout(tmp_path) -> None:
 def test_unknown_scenario_is_rejected() -> None:
     with pytest.raises(ValueError):
         SynthConfig(scenario="tumour")
+
+
+def test_parallel_generation_gives_the_same_cases_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msnode_training.pipeline import synthetic_cases
+
+    serial = synthetic_cases("ms", 5, range(3), 4.0)
+    monkeypatch.setenv("MSNODE_DATA_WORKERS", "2")
+    parallel = synthetic_cases("ms", 5, range(3), 4.0)
+    assert [c.case_id for c in parallel] == [c.case_id for c in serial]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a.current, b.current)
+        np.testing.assert_array_equal(a.label, b.label)
+
+
+def test_data_workers_must_be_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msnode_training.paths import data_workers
+
+    monkeypatch.setenv("MSNODE_DATA_WORKERS", "0")
+    with pytest.raises(ValueError):
+        data_workers()

@@ -1,6 +1,7 @@
 """Trainer classes: plateau logic by hand, then the fine-tuning strategies and inpainting pretraining run for real
 on the datasets the session's tiny pipeline prepared."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,14 @@ def test_unknown_strategy_is_rejected() -> None:
         TrainingSettings(strategy="partial")
 
 
+def test_foreground_oversampling_is_a_share() -> None:
+    assert TrainingSettings().foreground_oversampling == 0.33  # nnU-Net's own default
+    with pytest.raises(ValueError):
+        TrainingSettings(foreground_oversampling=1.5)
+
+
 def pretrained_checkpoint(pipeline_run: dict) -> Path:
-    results = Path(pipeline_run["config"].work_dir) / "nnunet" / "nnUNet_results"
-    return results / "Dataset501_msnodePretrain" / "MsnodeTrainer__msnodePlans_tiny__3d_fullres" / "fold_0" / \
-        "checkpoint_final.pth"
+    return Path(pipeline_run["card"]["provenance"]["log"]["pretraining"][0]["checkpoint"])
 
 
 def short(strategy: str = "full") -> TrainingSettings:
@@ -72,8 +77,10 @@ def test_lower_encoder_learning_rate(pipeline_run: dict) -> None:
     from msnode_training.train import train
 
     use_pipeline_folders(pipeline_run)
-    trainer = train(FINETUNE_DATASET_ID, "msnodePlans_tiny", "segmentation", short("lower_encoder_lr"),
+    settings = replace(short("lower_encoder_lr"), foreground_oversampling=1.0)
+    trainer = train(FINETUNE_DATASET_ID, "msnodePlans_tiny", "segmentation", settings,
                     pretrained_checkpoint(pipeline_run))
+    assert trainer.oversample_foreground_percent == 1.0  # every patch centred on a lesion voxel
     rest, encoder = trainer.optimizer.param_groups
     assert encoder["lr"] == pytest.approx(0.1 * rest["lr"]) and rest["lr"] > 0
 

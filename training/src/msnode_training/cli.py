@@ -197,51 +197,81 @@ def parity_main(argv: list[str] | None = None) -> None:
 def pipeline_main(argv: list[str] | None = None) -> None:
     """Generate data, pretrain, fine-tune, tune post-processing, evaluate, export with model card."""
     from msnode_training.paths import work_dir
-    from msnode_training.pipeline import (
-        PRETRAINING_CHOICES,
-        PipelineConfig,
-        run_pipeline,
-    )
+    from msnode_training.pipeline import PRETRAINING_STAGES, PipelineConfig, run_pipeline
     from msnode_training.trainers import STRATEGIES, TrainingSettings
 
     parser = argparse.ArgumentParser(description=pipeline_main.__doc__)
     parser.add_argument("--work", type=Path, default=work_dir() / "pipeline")
-    parser.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/tiny")
+    parser.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/compact")
     parser.add_argument("--name", default="msnode-tiny")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--spacing", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretraining", choices=PRETRAINING_CHOICES, default="other_pathology")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="full")
+    parser.add_argument("--pretraining", choices=sorted(PRETRAINING_STAGES), default="other_pathology")
+    parser.add_argument("--strategies", choices=STRATEGIES, nargs="+", default=["full"],
+                        help="fine-tuning strategies, searched with the learning rates on validation F1")
     parser.add_argument("--pretrain-cases", type=int, default=4)
     parser.add_argument("--ms-cases", type=int, default=4)
     parser.add_argument("--semi-synthetic-cases", type=int, default=2)
     parser.add_argument("--validation-cases", type=int, default=2)
+    parser.add_argument("--test-cases", type=int, default=4, help="held-out synthetic pairs scored after export")
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-2])
     parser.add_argument("--f1-every", type=int, default=1, help="epochs between validation F1 evaluations")
+    parser.add_argument("--f1-threshold", type=float, default=0.5, help="probability cut of the validation F1")
+    parser.add_argument("--foreground-oversampling", type=float, default=0.33, help="share of patches on a lesion")
     parser.add_argument("--early-stopping-patience", type=int, default=5, help="F1 validations")
     parser.add_argument("--lr-reduce-patience", type=int, default=2, help="F1 validations")
     parser.add_argument("--msseg2", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--training-scale", default="", help="a sentence for the model card, e.g. reduced CPU run")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7],
+                        help="probability thresholds for the post-processing search on validation")
+    parser.add_argument("--min-volumes", type=float, nargs="+", default=[3.0, 10.0, 30.0],
+                        help="minimum lesion volumes (mm3) for the post-processing search on validation")
     args = parser.parse_args(argv)
     limit_threads(args.threads)
     config = PipelineConfig(
         work_dir=args.work, export_dir=args.out, seed=args.seed, spacing_mm=args.spacing, network_size=args.size,
         pretraining=args.pretraining, pretrain_cases=args.pretrain_cases, finetune_ms_cases=args.ms_cases,
         finetune_semi_synthetic_cases=args.semi_synthetic_cases, validation_cases=args.validation_cases,
-        msseg2_root=args.msseg2, learning_rates=tuple(args.learning_rates), model_name=args.name,
+        synthetic_test_cases=args.test_cases, msseg2_root=args.msseg2, learning_rates=tuple(args.learning_rates),
+        finetune_strategies=tuple(args.strategies), training_scale=args.training_scale,
+        thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes), model_name=args.name,
         model_version=args.version,
         pretrain_settings=TrainingSettings(epochs=args.pretrain_epochs, iterations_per_epoch=args.iterations,
-                                           val_iterations_per_epoch=1),
+                                           val_iterations_per_epoch=1,
+                                           foreground_oversampling=args.foreground_oversampling),
         finetune_settings=TrainingSettings(epochs=args.finetune_epochs, iterations_per_epoch=args.iterations,
                                            val_iterations_per_epoch=1, f1_every_epochs=args.f1_every,
-                                           strategy=args.strategy,
+                                           f1_threshold=args.f1_threshold,
+                                           foreground_oversampling=args.foreground_oversampling,
                                            early_stopping_patience=args.early_stopping_patience,
                                            lr_reduce_patience=args.lr_reduce_patience))
     result = run_pipeline(config)
+    evaluation = result["card"]["evaluation"]
     print(json.dumps({"export_dir": result["export_dir"], "seconds": result["seconds"],
-                      "evaluation": result["card"]["evaluation"]["lesjak_longitudinal_test"]}, indent=2))
+                      "lesjak_longitudinal_test": evaluation["lesjak_longitudinal_test"],
+                      "synthetic_test": evaluation.get("synthetic_test")}, indent=2))
+
+
+def held_out_main(argv: list[str] | None = None) -> None:
+    """Score an exported model on held-out synthetic pairs through ONNX Runtime and write the figures into its
+    model card (for a model exported before the pipeline did this itself)."""
+    from msnode_training.held_out import record_synthetic_test, synthetic_test_seed
+    from msnode_training.pipeline import synthetic_cases
+
+    parser = argparse.ArgumentParser(description=held_out_main.__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.onnx and model_card.json")
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--pipeline-seed", type=int, required=True,
+                        help="the seed the model was trained with (its test stream is disjoint from its training)")
+    args = parser.parse_args(argv)
+    card = json.loads((args.model_dir / "model_card.json").read_text())
+    seed = synthetic_test_seed(args.pipeline_seed)
+    cases = synthetic_cases("ms", seed, range(args.cases), float(card["spacing_mm"][0]))
+    result = record_synthetic_test(args.model_dir, cases, seed)
+    print(json.dumps({k: result[k] for k in ("summary", "onnx_cpu_seconds_per_case")}, indent=2))

@@ -25,7 +25,7 @@ import torch
 
 from msnode_training.export import load_trained_model
 from msnode_training.nnunet_data import NETWORK_SIZES, plan_and_preprocess, write_raw_dataset, write_split
-from msnode_training.paths import set_nnunet_environment, work_dir
+from msnode_training.paths import data_workers, set_nnunet_environment, work_dir
 from msnode_training.pipeline import (
     FINETUNE_DATASET_ID,
     PRETRAINING_STAGES,
@@ -90,7 +90,9 @@ class ExperimentConfig:
 def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": str(default_device()),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "data_workers": data_workers(), "augmentation_workers": os.environ.get("nnUNet_n_proc_DA")}
 
 
 def metric_block(summary: dict[str, Any]) -> dict[str, Any]:
@@ -168,13 +170,44 @@ def run_experiments(config: ExperimentConfig) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     searches: dict[str, Any] = {}
-    for strategy in config.strategies:
-        checkpoint = pretrained[strategy]["checkpoint"]
-        ft_strategies = config.finetune_strategies if strategy != "none" else ("full",)
-        defaults = (config.finetune_settings.initial_lr, config.finetune_settings.strategy)
-        chosen = defaults
-        for n in sorted(config.sizes, reverse=True):
-            write_split(FINETUNE_DATASET_ID, pool_ids[:n], validation_ids)
+    chosen: dict[str, tuple[float, str]] = {}
+    device = default_device()
+
+    def assemble(complete: bool) -> dict[str, Any]:
+        order = {s: i for i, s in enumerate(config.strategies)}
+        ordered = sorted(rows, key=lambda r: (r["n_finetune_cases"], order[r["pretraining"]]))
+        return {
+            "label": config.label,
+            "complete": complete,
+            "date": started.isoformat(timespec="seconds"),
+            "total_seconds": round(time.monotonic() - t0, 1),
+            "machine": machine(),
+            "settings": config.as_dict(),
+            "plans_identifier": identifier,
+            "seeds": {"global": config.seed, "finetune_pool": pool_seed, "validation": validation_seed,
+                      "synthetic_test": test_seed, "pretraining": pretrain_seed},
+            "data": {"finetune_pool": pool_ids, "validation": validation_ids,
+                     "synthetic_test": [c.case_id for c in test], "real_test": [c.case_id for c in real],
+                     "pretraining": pretrain_case_ids, "real_pairs_in_finetuning": False},
+            "evaluations": evaluations,
+            "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
+                     "components of 3 mm3 or less ignored; 6-neighbour connectivity; synthetic_test is the mean "
+                     "over test cases with new lesions",
+            "pretraining": {s: {"seconds": v["seconds"], "stages": v["stages"]} for s, v in pretrained.items()},
+            "hyperparameter_search": searches or None,
+            "stage_seconds": stage_seconds,
+            "rows": ordered,
+            "differences_vs_de_novo": differences(ordered, evaluations),
+            "package_versions": package_versions(),
+        }
+
+    # Sizes outer, strategies inner: the results are rewritten after every model, so a run stopped early still
+    # holds complete comparisons at the sizes it finished (largest first, where the search runs).
+    for n in sorted(config.sizes, reverse=True):
+        write_split(FINETUNE_DATASET_ID, pool_ids[:n], validation_ids)
+        for strategy in config.strategies:
+            checkpoint = pretrained[strategy]["checkpoint"]
+            ft_strategies = config.finetune_strategies if strategy != "none" else ("full",)
             runs: dict[tuple[float, str], tuple[Any, Path, float]] = {}
 
             def train_and_score(candidate: tuple[float, str]) -> float:
@@ -189,13 +222,16 @@ def run_experiments(config: ExperimentConfig) -> dict[str, Any]:
             if config.search and n == max(config.sizes):
                 # The search runs once per strategy, at the largest size, on validation F1 only.
                 candidates = [(lr, s) for lr in config.learning_rates for s in ft_strategies]
-                chosen, scores = search_best(candidates, train_and_score)
+                chosen[strategy], scores = search_best(candidates, train_and_score)
                 searches[strategy] = {"at_n": n, "validation_f1": {f"lr={lr:g},{s}": v for (lr, s), v in scores.items()},
-                                      "chosen_learning_rate": chosen[0], "chosen_finetune_strategy": chosen[1]}
+                                      "chosen_learning_rate": chosen[strategy][0],
+                                      "chosen_finetune_strategy": chosen[strategy][1]}
             else:
-                train_and_score(chosen)
-            trainer, kept, finetune_seconds = runs[chosen]
+                chosen.setdefault(strategy, (config.finetune_settings.initial_lr, config.finetune_settings.strategy))
+                train_and_score(chosen[strategy])
+            trainer, kept, finetune_seconds = runs[chosen[strategy]]
             model = load_trained_model(Path(trainer.output_folder_base), kept)
+            model.network.to(device)
             choice = search_postprocessing([probability_for(c, model, config.spacing_mm) for c in validation],
                                            config.thresholds, config.min_volumes_mm3)
             evaluation = {"synthetic_test": metric_block(evaluate_cases(
@@ -205,38 +241,15 @@ def run_experiments(config: ExperimentConfig) -> dict[str, Any]:
                     model, [case], config.spacing_mm, choice.threshold, choice.min_lesion_volume_mm3)[0])
             rows.append({
                 "pretraining": strategy, "n_finetune_cases": n, "finetune_cases": pool_ids[:n],
-                "seed": config.seed, "learning_rate": chosen[0], "finetune_strategy": chosen[1],
+                "seed": config.seed, "learning_rate": chosen[strategy][0], "finetune_strategy": chosen[strategy][1],
                 "threshold": choice.threshold, "min_lesion_volume_mm3": choice.min_lesion_volume_mm3,
                 "validation_f1_best_epoch": trainer.best_f1, "validation_f1_postprocessed": choice.summary["mean_f1"],
                 "epochs_run": trainer.current_epoch, "stopped_early": trainer.stop_early,
                 "pretrain_seconds": pretrained[strategy]["seconds"], "finetune_seconds": finetune_seconds,
-                "evaluation": evaluation,
+                "checkpoint": str(kept.relative_to(config.work_dir)), "evaluation": evaluation,
             })
-    order = {s: i for i, s in enumerate(config.strategies)}
-    rows.sort(key=lambda r: (r["n_finetune_cases"], order[r["pretraining"]]))
-    result = {
-        "label": config.label,
-        "date": started.isoformat(timespec="seconds"),
-        "total_seconds": round(time.monotonic() - t0, 1),
-        "machine": machine(),
-        "settings": config.as_dict(),
-        "plans_identifier": identifier,
-        "seeds": {"global": config.seed, "finetune_pool": pool_seed, "validation": validation_seed,
-                  "synthetic_test": test_seed, "pretraining": pretrain_seed},
-        "data": {"finetune_pool": pool_ids, "validation": validation_ids, "synthetic_test": [c.case_id for c in test],
-                 "real_test": [c.case_id for c in real], "pretraining": pretrain_case_ids,
-                 "real_pairs_in_finetuning": False},
-        "evaluations": evaluations,
-        "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
-                 "components of 3 mm3 or less ignored; 6-neighbour connectivity; synthetic_test is the mean over "
-                 "test cases with new lesions",
-        "pretraining": {s: {"seconds": v["seconds"], "stages": v["stages"]} for s, v in pretrained.items()},
-        "hyperparameter_search": searches or None,
-        "stage_seconds": stage_seconds,
-        "rows": rows,
-        "differences_vs_de_novo": differences(rows, evaluations),
-        "package_versions": package_versions(),
-    }
+            write_results(assemble(complete=False), config.out_dir)
+    result = assemble(complete=True)
     write_results(result, config.out_dir)
     return result
 
@@ -253,8 +266,12 @@ def results_markdown(result: dict[str, Any]) -> str:
     settings, m = result["settings"], result["machine"]
     evals = result["evaluations"]
     lines = [f"# Transfer-learning experiments{': ' + result['label'] if result['label'] else ''}", "",
+             *([] if result.get("complete", True) else
+               ["**Partial**: the run stopped before every model was trained; the rows below are the finished ones.",
+                ""]),
              f"Date {result['date']}; total wall time {result['total_seconds']:.0f} s. Machine: {m['platform']}, "
-             f"{m['cpu_count']} CPUs, torch threads {m['torch_threads']}, device {m['device']}.", "",
+             f"{m['cpu_count']} CPUs, torch threads {m['torch_threads']}, device {m['device']}"
+             f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}.", "",
              f"Network `{settings['network_size']}` ({result['plans_identifier']}), spacing {settings['spacing_mm']} mm; "
              f"pretraining {settings['pretrain_cases']} cases x {settings['pretrain_settings']['epochs']} epochs x "
              f"{settings['pretrain_settings']['iterations_per_epoch']} iterations per stage; fine-tuning "
@@ -312,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--iterations", type=int, default=10, help="iterations per epoch")
     p.add_argument("--f1-every", type=int, default=2)
+    p.add_argument("--f1-threshold", type=float, default=0.5, help="probability cut of the validation F1 in training")
+    p.add_argument("--foreground-oversampling", type=float, default=0.33, help="share of patches on a lesion")
     p.add_argument("--learning-rate", type=float, default=1e-2, help="used when --search is off")
     p.add_argument("--finetune-strategy", default="full", choices=list(STRATEGIES), help="used when --search is off")
     p.add_argument("--search", action="store_true", help="learning rate x fine-tuning strategy search")
@@ -330,9 +349,12 @@ def main(argv: list[str] | None = None) -> None:
         pretrain_cases=a.pretrain_cases, validation_cases=a.validation_cases, test_cases=a.test_cases,
         real_test_patients=tuple(a.real_test_patients),
         pretrain_settings=TrainingSettings(epochs=a.pretrain_epochs, iterations_per_epoch=a.iterations,
-                                           val_iterations_per_epoch=1),
+                                           val_iterations_per_epoch=1,
+                                           foreground_oversampling=a.foreground_oversampling),
         finetune_settings=TrainingSettings(epochs=a.finetune_epochs, iterations_per_epoch=a.iterations,
                                            val_iterations_per_epoch=1, f1_every_epochs=a.f1_every,
+                                           f1_threshold=a.f1_threshold,
+                                           foreground_oversampling=a.foreground_oversampling,
                                            early_stopping_patience=10, initial_lr=a.learning_rate,
                                            strategy=a.finetune_strategy),
         search=a.search, learning_rates=tuple(a.learning_rates), finetune_strategies=tuple(a.finetune_strategies),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from msnode_training.inference import (
 from msnode_training.metrics import voxel_dice
 from msnode_training.nnunet_data import CONFIGURATION, LABELS, total_stride
 from msnode_training.readers import LongitudinalCase
-from msnode_training.train import prefer_native_cpu_convolutions
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -54,7 +54,6 @@ class TrainedModel:
 def load_trained_model(results_folder: Path, checkpoint: Path) -> TrainedModel:
     """The network of an nnU-Net results folder (plans.json, dataset.json) with deep supervision off."""
     plans = json.loads((results_folder / "plans.json").read_text())
-    prefer_native_cpu_convolutions(plans)
     dataset_json = json.loads((results_folder / "dataset.json").read_text())
     manager = PlansManager(plans)
     configuration = manager.get_configuration(CONFIGURATION)
@@ -82,6 +81,30 @@ def export_onnx(model: TrainedModel, onnx_path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(onnx_path)))
 
 
+NNUNET_README = """# nnU-Net checkpoint of {name}
+
+The weights `model.onnx` was exported from, in nnU-Net v2's layout, so that nnU-Net's own `nnUNetPredictor` can
+run the same model: `plans.json` and `dataset.json` from the training run's results folder, and
+`fold_0/checkpoint_final.pth` (network weights, trainer name and mirroring axes only; optimizer state dropped).
+The trainer class is msnode's own (`MsnodeTrainer`, in `training/`), so the predictor is built with
+`manual_initialization` rather than from the folder: see `tests/tools/nnunet_predict.py`.
+
+Used by the parity test (`tests/infer.rs`: `msnode infer` against `nnUNetPredictor`) and by `benches/infer.py`.
+Same licence as the model (MIT OR Apache-2.0).
+"""
+
+
+def export_nnunet_checkpoint(results_folder: Path, checkpoint: Path, out: Path, name: str) -> None:
+    """`out` = plans.json, dataset.json and fold_0/checkpoint_final.pth with what nnU-Net's predictor reads."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    (out / "fold_0").mkdir(parents=True, exist_ok=True)
+    for file in ("plans.json", "dataset.json"):
+        (out / file).write_text((results_folder / file).read_text())
+    torch.save({key: saved[key] for key in ("network_weights", "trainer_name", "inference_allowed_mirroring_axes")},
+               out / "fold_0" / "checkpoint_final.pth")
+    (out / "README.md").write_text(NNUNET_README.format(name=name))
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -101,13 +124,19 @@ def parity_check(model: TrainedModel, onnx_path: Path, case: LongitudinalCase, t
     geometry = model.geometry()
     probability_torch = foreground_probability(case.prior, case.current, case.geometry, geometry,
                                                torch_runner(model.network))
+    session = onnx_session(onnx_path)
+    started = time.monotonic()
     probability_onnx = foreground_probability(case.prior, case.current, case.geometry, geometry,
-                                              onnx_runner(onnx_session(onnx_path)))
+                                              onnx_runner(session))
+    onnx_seconds = time.monotonic() - started
     spacing = case.geometry.spacing_zyx
     inside = (case.prior > 0) | (case.current > 0)
     percentile_threshold = float(np.percentile(probability_torch[inside], 99.5))
     largest_difference = float(np.abs(probability_torch - probability_onnx).max())
-    report: dict[str, Any] = {"case": case.case_id, "max_abs_probability_difference": largest_difference}
+    report: dict[str, Any] = {"case": case.case_id, "max_abs_probability_difference": largest_difference,
+                              # The whole Python inference path (resampling, channels, sliding window, no mirroring)
+                              # with ONNX Runtime on 2 CPU threads: the CPU cost of one case.
+                              "onnx_cpu_seconds_2_threads": round(onnx_seconds, 2)}
     for name, cut, min_volume in (("card_threshold", threshold, min_lesion_volume_mm3),
                                   ("percentile_99_5", percentile_threshold, 0.0)):
         mask_torch = lesion_mask(probability_torch, spacing, cut, min_volume) if min_volume else \
@@ -241,7 +270,8 @@ def method_summary(provenance: dict[str, Any]) -> str:
         f"{iterations.get('finetune_epochs_run')} epochs of {iterations.get('finetune_iterations_per_epoch')} "
         f"iterations, with validation F1 on {finetune.get('validation_synthetic_ms')} held-out synthetic pairs "
         "driving learning-rate reduction and early stopping. Threshold and minimum lesion volume were chosen on "
-        "those validation pairs, so their figures below are optimistic; the Lesjak test figures are not tuned on."
+        "those validation pairs, so their figures below are optimistic; the Lesjak and synthetic test figures are "
+        "not tuned on."
     )
 
 
@@ -252,6 +282,11 @@ def write_model_card_markdown(card: dict[str, Any], path: Path) -> None:
                "mean_false_positive_volume_mm3")
     rows = "\n".join(f"| {name} | {' | '.join(format_figure(figures.get(k)) for k in columns)} |"
                      for name, figures in evaluation.items() if isinstance(figures, dict) and "mean_f1" in figures)
+    held_out = evaluation.get("synthetic_test_provenance")
+    held_out_note = "" if held_out is None else (
+        f"\n`synthetic_test`: {evaluation['synthetic_test'].get('cases')} held-out synthetic pairs (seed "
+        f"{held_out['seed']}), {held_out['runtime']}; ONNX Runtime CPU seconds per case "
+        f"{json.dumps(held_out['onnx_cpu_seconds_per_case'])}.\n")
     channels = "\n".join(f"{i}. `{c}`: {card['input_channel_descriptions'].get(c, '')}"
                          for i, c in enumerate(card["input_channels"]))
     text = f"""# Model card: {card['name']} {card['version']}
@@ -276,7 +311,7 @@ minimum lesion volume {card['min_lesion_volume_mm3']} mm3, test-time mirroring a
 
 ## Data and method
 {method_summary(provenance)}
-
+{chr(10) + "**Training scale**: " + provenance["training_scale"] + chr(10) if provenance.get("training_scale") else ""}
 ```json
 {json.dumps({k: v for k, v in provenance.items() if k != "log"}, indent=2)}
 ```
@@ -287,7 +322,7 @@ The full training log (case lists, learning-rate search, validation F1 per epoch
 | set | F1 | sensitivity | PPV | Dice | nFP | VFP mm3 |
 |---|---|---|---|---|---|---|
 {rows}
-
+{held_out_note}
 Parity ONNX Runtime vs PyTorch: {json.dumps(evaluation.get('onnx_parity', {}))}
 
 ## Limits

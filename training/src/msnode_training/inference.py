@@ -85,13 +85,14 @@ def torch_runner(network: "torch.nn.Module") -> PatchRunner:  # noqa: F821
     import torch
 
     network.eval()
+    device = next(network.parameters()).device  # tiles go where the weights are (CPU, or the training GPU)
 
     def run(tile: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            output = network(torch.from_numpy(np.ascontiguousarray(tile)))
+            output = network(torch.from_numpy(np.ascontiguousarray(tile)).to(device))
             if isinstance(output, (list, tuple)):  # deep supervision: full resolution first
                 output = output[0]
-            return output.numpy()
+            return output.float().cpu().numpy()
 
     return run
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable
 
@@ -17,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from msnode_training.channels import INPUT_CHANNELS, raw_input_channels
+from msnode_training.paths import data_workers, worker_pool
 from msnode_training.readers import LongitudinalCase
 from msnode_training.volumes import resample_array, write_volume
 
@@ -42,12 +44,17 @@ def resample_case(case: LongitudinalCase, spacing_zyx: tuple[float, float, float
     return LongitudinalCase(case.case_id, images[0], images[1], label, target)
 
 
-def write_raw_case(case: LongitudinalCase, dataset_dir: Path) -> None:
+def write_raw_case(case: LongitudinalCase, dataset_dir: Path,
+                   spacing_zyx: tuple[float, float, float] | None = None) -> str:
+    """One case's three channels and label, resampled to `spacing_zyx` first when given; returns its id."""
+    if spacing_zyx is not None:
+        case = resample_case(case, spacing_zyx)
     channels = raw_input_channels(case.prior, case.current)
     for index, channel in enumerate(channels):
         write_volume(dataset_dir / "imagesTr" / f"{case.case_id}_{index:04d}.nii.gz", channel, case.geometry)
     label = case.label if case.label is not None else np.zeros(case.prior.shape, dtype=np.uint8)
     write_volume(dataset_dir / "labelsTr" / f"{case.case_id}.nii.gz", label.astype(np.uint8), case.geometry)
+    return case.case_id
 
 
 def write_raw_dataset(cases: Iterable[LongitudinalCase], dataset_id: int, name: str,
@@ -58,12 +65,8 @@ def write_raw_dataset(cases: Iterable[LongitudinalCase], dataset_id: int, name: 
     # A dataset id is rewritten whole: leftovers of an earlier run would otherwise join the planning.
     for stale in (dataset_dir, Path(os.environ["nnUNet_preprocessed"]) / dataset_dir.name):
         shutil.rmtree(stale, ignore_errors=True)
-    case_ids = []
-    for case in cases:
-        if spacing_zyx is not None:
-            case = resample_case(case, spacing_zyx)
-        write_raw_case(case, dataset_dir)
-        case_ids.append(case.case_id)
+    with worker_pool() as pool:  # one worker streams the cases, so a large real dataset is never all in memory
+        case_ids = pool.map(write_raw_case, cases, repeat(dataset_dir), repeat(spacing_zyx))
     if len(set(case_ids)) != len(case_ids):
         raise ValueError("case ids must be unique within a dataset")
     dataset_json = {
@@ -95,6 +98,8 @@ class NetworkSize:
 
 NETWORK_SIZES = {
     "tiny": NetworkSize("tiny", (4, 8, 16, 32), (32, 48, 48), 2),
+    # The CPU model: 1.4 M parameters, about 0.35 s per training iteration and 4 s per 2 mm case on 2 cores.
+    "compact": NetworkSize("compact", (16, 32, 64, 128), (32, 48, 48), 2),
     "small": NetworkSize("small", (16, 32, 64, 128, 256), (64, 96, 96), 2),
     "nnunet_default": NetworkSize("nnunet_default", (), (0, 0, 0), 0),  # the planner's own network, unchanged
 }
@@ -150,14 +155,14 @@ def plan_and_preprocess(dataset_id: int, size: NetworkSize) -> str:
         preprocess_dataset,
     )
 
-    extract_fingerprints([dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False,
+    extract_fingerprints([dataset_id], num_processes=data_workers(), check_dataset_integrity=True, verbose=False,
                          show_progress_bar=False)
     plan_experiments([dataset_id])
     folder = preprocessed_dir(dataset_id)
     planned = json.loads((folder / "nnUNetPlans.json").read_text())
     identifier = plans_identifier(size)
     (folder / f"{identifier}.json").write_text(json.dumps(sized_plans(planned, size), indent=2))
-    preprocess_dataset(dataset_id, identifier, (CONFIGURATION,), (1,), verbose=False, show_progress_bar=False)
+    preprocess_dataset(dataset_id, identifier, (CONFIGURATION,), (data_workers(),), verbose=False, show_progress_bar=False)
     return identifier
 
 
@@ -176,12 +181,13 @@ def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int
     )
 
     if fingerprint:
-        extract_fingerprints([target_dataset_id], num_processes=1, check_dataset_integrity=True, verbose=False,
+        extract_fingerprints([target_dataset_id], num_processes=data_workers(), check_dataset_integrity=True, verbose=False,
                              show_progress_bar=False)
     else:
         from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-        verify_dataset_integrity(str(Path(os.environ["nnUNet_raw"]) / preprocessed_dir(target_dataset_id).name), 1)
+        verify_dataset_integrity(str(Path(os.environ["nnUNet_raw"]) / preprocessed_dir(target_dataset_id).name),
+                                 data_workers())
         preprocessed_dir(target_dataset_id).mkdir(parents=True, exist_ok=True)
         # nnU-Net's trainer copies the fingerprint next to its results: use the one the plans were made from.
         shutil.copyfile(preprocessed_dir(source_dataset_id) / "dataset_fingerprint.json",
@@ -191,7 +197,7 @@ def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int
     target = preprocessed_dir(target_dataset_id)
     raw = Path(os.environ["nnUNet_raw"]) / target.name / "dataset.json"
     (target / "dataset.json").write_text(raw.read_text())
-    preprocess_dataset(target_dataset_id, identifier, (CONFIGURATION,), (1,), verbose=False,
+    preprocess_dataset(target_dataset_id, identifier, (CONFIGURATION,), (data_workers(),), verbose=False,
                        show_progress_bar=False)
 
 

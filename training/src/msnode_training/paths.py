@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 TRAINING_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = TRAINING_DIR.parent
@@ -12,6 +17,41 @@ REPO_ROOT = TRAINING_DIR.parent
 def shared_data_dir() -> Path:
     """Real data shipped beside the repository (CI clones the repo next to shared/)."""
     return Path(os.environ.get("MSNODE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def data_workers() -> int:
+    """Processes for data generation, NIfTI writing and nnU-Net's fingerprint and preprocessing
+    (`MSNODE_DATA_WORKERS`, default 1: two CPU cores are already busy with training and augmentation)."""
+    workers = int(os.environ.get("MSNODE_DATA_WORKERS", "1"))
+    if workers < 1:
+        raise ValueError(f"MSNODE_DATA_WORKERS must be at least 1, got {workers}")
+    return workers
+
+
+class WorkerPool:
+    """`map` in order, in this process (one worker) or in `data_workers()` spawned processes; errors propagate."""
+
+    def __init__(self, workers: int) -> None:
+        self.executor = None
+        if workers > 1:
+            # Spawned, not forked: a forked child of a process that has touched CUDA or OpenMP can hang.
+            self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def map(self, function: Callable[..., T], *iterables: Iterable[Any]) -> list[T]:
+        if self.executor is None:
+            return list(map(function, *iterables))
+        return list(self.executor.map(function, *iterables))
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
+
+
+def worker_pool() -> WorkerPool:
+    return WorkerPool(data_workers())
 
 
 def lesjak_longitudinal_dir() -> Path:

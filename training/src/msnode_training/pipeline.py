@@ -16,12 +16,14 @@ import torch
 
 from msnode_training.export import (
     build_model_card,
+    export_nnunet_checkpoint,
     export_onnx,
     load_trained_model,
     parity_check,
     validate_model_card,
     write_model_card_markdown,
 )
+from msnode_training.held_out import record_synthetic_test, synthetic_test_seed
 from msnode_training.inference import foreground_probability, lesion_mask, torch_runner
 from msnode_training.metrics import score_case, summarize
 from msnode_training.nnunet_data import (
@@ -31,7 +33,7 @@ from msnode_training.nnunet_data import (
     write_raw_dataset,
     write_split,
 )
-from msnode_training.paths import lesjak_longitudinal_dir, set_nnunet_environment
+from msnode_training.paths import lesjak_longitudinal_dir, set_nnunet_environment, worker_pool
 from msnode_training.readers import (
     LongitudinalCase,
     list_msseg2_cases,
@@ -40,14 +42,13 @@ from msnode_training.readers import (
 )
 from msnode_training.search import (
     ValidationCase,
-    search_learning_rate,
+    search_best,
     search_postprocessing,
 )
 from msnode_training.synth import SynthConfig, generate_case
-from msnode_training.train import train
+from msnode_training.train import default_device, train
 from msnode_training.trainers import MsnodeTrainer, TrainingSettings
 
-PRETRAINING_CHOICES = ("other_pathology", "inpainting", "none")
 PRETRAIN_DATASET_ID = 501
 FINETUNE_DATASET_ID = 502
 
@@ -64,6 +65,7 @@ class PipelineConfig:
     finetune_ms_cases: int = 4
     finetune_semi_synthetic_cases: int = 2
     validation_cases: int = 2
+    synthetic_test_cases: int = 2  # held out from everything, scored through ONNX Runtime after export
     real_train_patients: tuple[str, ...] = ("patient01",)
     real_test_patients: tuple[str, ...] = ("patient03",)
     parity_patient: str = "patient01"
@@ -73,14 +75,17 @@ class PipelineConfig:
     finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
         epochs=3, iterations_per_epoch=5, val_iterations_per_epoch=1, f1_every_epochs=1, strategy="full"))
     learning_rates: tuple[float, ...] = ()
+    finetune_strategies: tuple[str, ...] = ()  # searched with the learning rates; default: finetune_settings'
     thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
     min_volumes_mm3: tuple[float, ...] = (3.0, 10.0, 30.0)
+    # How this run relates to a full training (e.g. "reduced CPU configuration"); shown in the model card.
+    training_scale: str = ""
     model_name: str = "msnode-tiny"
     model_version: str = "0.1.0"
 
     def __post_init__(self) -> None:
-        if self.pretraining not in PRETRAINING_CHOICES:
-            raise ValueError(f"pretraining must be one of {PRETRAINING_CHOICES}")
+        if self.pretraining not in PRETRAINING_STAGES:
+            raise ValueError(f"pretraining must be one of {sorted(PRETRAINING_STAGES)}")
         if self.network_size not in NETWORK_SIZES:
             raise ValueError(f"network_size must be one of {sorted(NETWORK_SIZES)}")
 
@@ -94,9 +99,12 @@ def package_versions() -> dict[str, str]:
     return {n: metadata.version(n) for n in names}
 
 
-def synthetic_cases(scenario: str, seed: int, indices: range, spacing_mm: float) -> Iterator[LongitudinalCase]:
+def synthetic_cases(scenario: str, seed: int, indices: range, spacing_mm: float) -> list[LongitudinalCase]:
+    """Cases are independent and deterministic per (seed, index), so they are made in parallel when
+    `MSNODE_DATA_WORKERS` allows, with the same result."""
     config = SynthConfig(scenario=scenario, spacing_mm=spacing_mm)
-    return (generate_case(seed, i, config) for i in indices)
+    with worker_pool() as pool:
+        return pool.map(generate_case, [seed] * len(indices), list(indices), [config] * len(indices))
 
 
 def lesjak_cases(patients: tuple[str, ...]) -> Iterator[LongitudinalCase]:
@@ -218,53 +226,53 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     validation_ids = [c.case_id for c in validation]
     del train_cases
 
-    # Pretraining: another pathology (supervised) or context inpainting (self-supervised), then plans transfer.
+    # One plans file, made on the fine-tuning data and transferred to each pretraining dataset (as the experiments
+    # do), then the pretraining stages in order: another pathology (supervised), context inpainting
+    # (self-supervised), or both chained.
+    identifier = plan_and_preprocess(FINETUNE_DATASET_ID, size)
+    timer.mark("plan_and_preprocess")
     pretrained_checkpoint = None
-    if config.pretraining == "none":
-        identifier = plan_and_preprocess(FINETUNE_DATASET_ID, size)
-    else:
-        scenario = "other_pathology" if config.pretraining == "other_pathology" else "unlabeled"
-        cases = list(synthetic_cases(scenario, config.seed * 10 + 4, range(config.pretrain_cases), config.spacing_mm))
-        pretrain_ids = [c.case_id for c in cases]
-        write_raw_dataset(cases, PRETRAIN_DATASET_ID, "msnodePretrain", spacing, f"pretraining: {scenario}")
-        timer.mark("pretrain_data")
-        identifier = plan_and_preprocess(PRETRAIN_DATASET_ID, size)
-        timer.mark("plan_and_preprocess")
-        write_split(PRETRAIN_DATASET_ID, pretrain_ids[:-1], pretrain_ids[-1:])
-        objective = "segmentation" if config.pretraining == "other_pathology" else "inpainting"
-        pretrainer = train(PRETRAIN_DATASET_ID, identifier, objective, replace(config.pretrain_settings,
-                                                                                 seed=config.seed))
-        pretrained_checkpoint = Path(pretrainer.output_folder) / "checkpoint_final.pth"
-        timer.mark("pretraining")
-        log["pretraining"] = {"objective": objective, "cases": pretrain_ids,
-                              "epochs_run": pretrainer.current_epoch}
-        transfer_plans_and_preprocess(PRETRAIN_DATASET_ID, FINETUNE_DATASET_ID, identifier)
-        timer.mark("plans_transfer_and_preprocess")
+    pretraining_log = []
+    for k, (scenario, objective) in enumerate(PRETRAINING_STAGES[config.pretraining]):
+        pretrain_ids = prepare_pretraining_dataset(scenario, config.seed * 10 + 4, config.pretrain_cases,
+                                                   config.spacing_mm, FINETUNE_DATASET_ID, identifier)
+        kept = config.work_dir / "pretrained" / f"stage{k}_{scenario}_{objective}" / "checkpoint.pth"
+        pretrainer, pretrained_checkpoint = run_pretraining_stage(
+            scenario, objective, identifier, replace(config.pretrain_settings, seed=config.seed),
+            pretrained_checkpoint, kept)
+        pretraining_log.append({"scenario": scenario, "objective": objective, "cases": pretrain_ids,
+                                "epochs_run": pretrainer.current_epoch, "checkpoint": str(kept)})
+    timer.mark("pretraining")
+    log["pretraining"] = pretraining_log
     write_split(FINETUNE_DATASET_ID, train_ids, validation_ids)
 
-    # Fine-tuning, with a learning-rate search when asked; each run's best checkpoint is kept aside.
+    # Fine-tuning: learning rate x fine-tuning strategy on validation F1; each run's best checkpoint is kept aside.
     runs_dir = config.work_dir / "finetune_runs"
-
-    def finetune(learning_rate: float) -> tuple[MsnodeTrainer, Path]:
-        settings = replace(config.finetune_settings, initial_lr=learning_rate, seed=config.seed)
-        return finetune_and_keep(FINETUNE_DATASET_ID, identifier, settings, pretrained_checkpoint,
-                                 runs_dir / f"lr_{learning_rate:g}" / "checkpoint.pth")
-
-    runs: dict[float, tuple[MsnodeTrainer, Path]] = {}
+    runs: dict[tuple[float, str], tuple[MsnodeTrainer, Path]] = {}
     learning_rates = config.learning_rates or (config.finetune_settings.initial_lr,)
+    strategies = config.finetune_strategies or (config.finetune_settings.strategy,)
+    if pretrained_checkpoint is None:
+        strategies = ("full",)  # nothing pretrained to freeze or to slow down
 
-    def train_and_score(learning_rate: float) -> float:
-        runs[learning_rate] = finetune(learning_rate)
-        return float(runs[learning_rate][0].best_f1 if runs[learning_rate][0].best_f1 is not None else 0.0)
+    def train_and_score(candidate: tuple[float, str]) -> float:
+        learning_rate, strategy = candidate
+        settings = replace(config.finetune_settings, initial_lr=learning_rate, strategy=strategy, seed=config.seed)
+        runs[candidate] = finetune_and_keep(FINETUNE_DATASET_ID, identifier, settings, pretrained_checkpoint,
+                                            runs_dir / f"lr_{learning_rate:g}_{strategy}" / "checkpoint.pth")
+        best_f1 = runs[candidate][0].best_f1
+        return float(best_f1 if best_f1 is not None else 0.0)
 
-    chosen_lr, lr_scores = search_learning_rate(learning_rates, train_and_score)
-    trainer, checkpoint = runs[chosen_lr]
+    (chosen_lr, chosen_strategy), scores = search_best(
+        [(lr, strategy) for lr in learning_rates for strategy in strategies], train_and_score)
+    trainer, checkpoint = runs[(chosen_lr, chosen_strategy)]
     timer.mark("finetuning")
-    log["finetuning"] = {"strategy": config.finetune_settings.strategy, "learning_rate_scores": lr_scores,
-                         "chosen_learning_rate": chosen_lr, "epochs_run": trainer.current_epoch,
+    log["finetuning"] = {"search_validation_f1": {f"lr={lr:g},{st}": v for (lr, st), v in scores.items()},
+                         "chosen_learning_rate": chosen_lr, "chosen_strategy": chosen_strategy,
+                         "checkpoint": str(checkpoint), "epochs_run": trainer.current_epoch,
                          "f1_history": trainer.f1_history, "stopped_early": trainer.stop_early,
                          "train_cases": train_ids, "validation_cases": validation_ids}
     model = load_trained_model(Path(trainer.output_folder_base), checkpoint)
+    model.network.to(default_device())  # evaluation on the training GPU where there is one
 
     # Post-processing search on the synthetic validation cases, then evaluation on real held-out patients.
     validation_probabilities = [probability_for(c, model, config.spacing_mm) for c in validation]
@@ -277,6 +285,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     # Export, parity on a real input, model card.
     config.export_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = config.export_dir / "model.onnx"
+    model.network.cpu()  # export and the parity check against ONNX Runtime run on CPU
     export_onnx(model, onnx_path)
     parity_case = next(lesjak_cases((config.parity_patient,)))
     parity = parity_check(model, onnx_path, parity_case, choice.threshold, choice.min_lesion_volume_mm3)
@@ -300,14 +309,16 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
                          "lesjak_longitudinal": list(config.real_train_patients),
                          "msseg2_root": str(config.msseg2_root) if config.msseg2_root else None,
                          "validation_synthetic_ms": config.validation_cases},
-            "pretraining": {"strategy": config.pretraining, "cases": config.pretrain_cases},
+            "pretraining": {"strategy": config.pretraining, "cases": config.pretrain_cases,
+                            "stages": [list(stage) for stage in PRETRAINING_STAGES[config.pretraining]]},
             "anatomy": "MNI152 2009 template and tissue maps (nilearn wheel); Lesjak cross-sectional FLAIRs (CC-BY)",
         },
+        "training_scale": config.training_scale,
         "engine": "nnU-Net v2 (planner, augmentation, Dice+CE loss, deep supervision) with msnode trainer classes",
         "network": {"size": config.network_size, "features_per_stage": list(size.features_per_stage),
                     "plans_identifier": identifier},
         "pretraining_strategy": config.pretraining,
-        "finetuning_strategy": config.finetune_settings.strategy,
+        "finetuning_strategy": chosen_strategy,
         "iterations": {"pretrain": config.pretrain_settings.epochs * config.pretrain_settings.iterations_per_epoch
                        if config.pretraining != "none" else 0,
                        "finetune_epochs_run": trainer.current_epoch,
@@ -325,7 +336,14 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     if problems:
         raise ValueError(f"model card invalid: {problems}")
     (config.export_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    export_nnunet_checkpoint(Path(trainer.output_folder_base), checkpoint, config.export_dir / "nnunet",
+                             config.model_name)
     write_model_card_markdown(card, config.export_dir / "MODEL_CARD.md")
+    if config.synthetic_test_cases:
+        test_seed = synthetic_test_seed(config.seed)
+        record_synthetic_test(config.export_dir, synthetic_cases("ms", test_seed, range(config.synthetic_test_cases),
+                                                                 config.spacing_mm), test_seed)
+        card = json.loads((config.export_dir / "model_card.json").read_text())
     result = {"card": card, "export_dir": str(config.export_dir), "checkpoint": str(checkpoint),
               "results_folder": str(trainer.output_folder_base),
               "seconds": (datetime.now(timezone.utc) - started).total_seconds()}

@@ -1,5 +1,5 @@
 """Small hyperparameter search: post-processing (threshold, minimum lesion size) on validation probabilities, and
-the fine-tuning learning rate by validation F1."""
+the fine-tuning learning rate and strategy by validation F1."""
 
 from __future__ import annotations
 
@@ -53,12 +53,6 @@ def search_postprocessing(cases: Sequence[ValidationCase], thresholds: Sequence[
     assert best is not None, "empty search grid"
     best.table = table
     return best
-
-
-def search_learning_rate(learning_rates: Sequence[float],
-                         train_and_score: Callable[[float], float]) -> tuple[float, dict[float, float]]:
-    """Train once per learning rate; `train_and_score` returns the validation F1. Ties keep the first rate."""
-    return search_best(learning_rates, train_and_score)
 
 
 def search_best(candidates: Sequence[Hashable], train_and_score: Callable[[Any], float]) -> tuple[Any, dict]:

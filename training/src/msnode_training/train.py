@@ -22,14 +22,6 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def prefer_native_cpu_convolutions(plans: dict) -> None:
-    """oneDNN's 3D convolutions are several times slower than PyTorch's native CPU kernels for networks with very
-    few features (measured 3x on the tiny network, inference and training); keep oneDNN for wider networks."""
-    features = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]["features_per_stage"]
-    if min(features) < 16:
-        torch.backends.mkldnn.enabled = False
-
-
 def train(dataset_id: int, plans_identifier: str, objective: str, settings: TrainingSettings,
           pretrained_checkpoint: Path | None = None, fold: int = 0,
           device: torch.device | None = None) -> MsnodeTrainer:
@@ -40,8 +32,6 @@ def train(dataset_id: int, plans_identifier: str, objective: str, settings: Trai
     plans["continue_training"] = False
     dataset_json = json.loads((preprocessed_dir(dataset_id) / "dataset.json").read_text())
     device = device or default_device()
-    if device.type == "cpu":
-        prefer_native_cpu_convolutions(plans)
     trainer = TRAINERS[objective](plans, CONFIGURATION, fold, dataset_json, device)
     trainer.apply_settings(settings)
     trainer.initialize()

@@ -42,11 +42,16 @@ class TrainingSettings:
     early_stopping_patience: int = 5  # F1 validations without improvement before stopping
     lr_reduce_patience: int = 2  # F1 validations without improvement before the learning rate is reduced
     lr_reduce_factor: float = 0.5
+    # Share of each batch centred on a labelled voxel. nnU-Net's 0.33 suits large structures; new lesions fill a
+    # few hundred voxels of a brain, and short CPU schedules need every patch to show some.
+    foreground_oversampling: float = 0.33
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        if not 0.0 <= self.foreground_oversampling <= 1.0:
+            raise ValueError(f"foreground_oversampling must lie in [0, 1], got {self.foreground_oversampling}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +105,7 @@ class MsnodeTrainer(nnUNetTrainer):
         self.num_val_iterations_per_epoch = settings.val_iterations_per_epoch
         self.initial_lr = settings.initial_lr
         self.save_every = max(settings.epochs, 1)
+        self.oversample_foreground_percent = settings.foreground_oversampling
         self.plateau = PlateauTracker(settings.lr_reduce_patience, settings.early_stopping_patience)
 
     @property
@@ -164,7 +170,9 @@ class MsnodeTrainer(nnUNetTrainer):
             self.f1_history.append((self.current_epoch, f1))
             self.print_to_log_file(f"validation F1 {f1:.4f}")
             is_best, reduce, stop = self.plateau.update(f1)
-            if is_best:
+            # A tie keeps the later checkpoint: the same validation F1 after more training (early on, F1 is often
+            # 0 for several validations, and the first of them is the least trained network).
+            if is_best or f1 == self.plateau.best:
                 self.save_checkpoint(f"{self.output_folder}/checkpoint_best_f1.pth")
             if reduce:
                 self.lr_scale *= self.settings.lr_reduce_factor
