@@ -42,7 +42,7 @@ def test_shipped_model_runs_on_a_real_lesjak_input(lesjak_patient01) -> None:
 def test_the_cards_held_out_figures_come_from_the_shipped_onnx() -> None:
     """The synthetic test set is deterministic per (seed, index): re-scoring its first two pairs with the shipped
     ONNX file gives the per-case figures the card reports."""
-    from msnode_training.held_out import evaluate_onnx_model
+    from msnode_training.held_out import evaluate_with_card
     from msnode_training.pipeline import synthetic_cases
 
     card = json.loads((SHIPPED / "model_card.json").read_text())
@@ -51,11 +51,11 @@ def test_the_cards_held_out_figures_come_from_the_shipped_onnx() -> None:
     assert evaluation["synthetic_test"]["mean_f1"] > 0.5  # the reduced CPU model still finds most synthetic lesions
     seed = evaluation["synthetic_test_provenance"]["seed"]
     cases = synthetic_cases("ms", seed, range(2), card["spacing_mm"][0])
-    result = evaluate_onnx_model(SHIPPED, cases)
+    result = evaluate_with_card(SHIPPED, cases)
     assert list(result["per_case"]) == list(evaluation["synthetic_test_per_case"])[:2]
     for case_id, scores in result["per_case"].items():
         reported = evaluation["synthetic_test_per_case"][case_id]
-        # Lesion counts exactly; volumes and Dice to a few voxels, since another CPU may round a border voxel apart.
+        # Lesion counts exactly; the predicted volume to a few voxels, since another CPU may round a border voxel apart.
         assert {k: scores[k] for k in COUNTS} == {k: reported[k] for k in COUNTS}
         assert scores["predicted_volume_mm3"] == pytest.approx(reported["predicted_volume_mm3"], abs=5 * VOXEL_MM3)
     assert 0 < result["onnx_cpu_seconds_per_case"]["max"] < 60

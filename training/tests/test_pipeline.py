@@ -49,8 +49,9 @@ def test_the_card_reports_held_out_synthetic_pairs_through_onnx(pipeline_run: di
     evaluation = pipeline_run["card"]["evaluation"]
     assert evaluation["synthetic_test"]["cases"] == 2  # PipelineConfig's default
     assert len(evaluation["synthetic_test_per_case"]) == 2
-    assert not set(evaluation["synthetic_test_per_case"]) & set(pipeline_run["card"]["provenance"]["log"]
-                                                                ["finetuning"]["validation_cases"])
+    finetuning = pipeline_run["card"]["provenance"]["log"]["finetuning"]
+    assert not set(evaluation["synthetic_test_per_case"]) & set(finetuning["train_cases"] +
+                                                                finetuning["validation_cases"])
     assert evaluation["synthetic_test_provenance"]["onnx_cpu_seconds_per_case"]["mean"] > 0
     markdown = (Path(pipeline_run["export_dir"]) / "MODEL_CARD.md").read_text()
     assert "| synthetic_test |" in markdown

@@ -261,8 +261,9 @@ def pipeline_main(argv: list[str] | None = None) -> None:
 def held_out_main(argv: list[str] | None = None) -> None:
     """Score an exported model on held-out synthetic pairs through ONNX Runtime and write the figures into its
     model card (for a model exported before the pipeline did this itself)."""
-    from msnode_training.held_out import record_synthetic_test, synthetic_test_seed
+    from msnode_training.held_out import record_synthetic_test
     from msnode_training.pipeline import synthetic_cases
+    from msnode_training.synth import stream_seed
 
     parser = argparse.ArgumentParser(description=held_out_main.__doc__)
     parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.onnx and model_card.json")
@@ -271,7 +272,7 @@ def held_out_main(argv: list[str] | None = None) -> None:
                         help="the seed the model was trained with (its test stream is disjoint from its training)")
     args = parser.parse_args(argv)
     card = json.loads((args.model_dir / "model_card.json").read_text())
-    seed = synthetic_test_seed(args.pipeline_seed)
+    seed = stream_seed(args.pipeline_seed, "synthetic_test")
     cases = synthetic_cases("ms", seed, range(args.cases), float(card["spacing_mm"][0]))
     result = record_synthetic_test(args.model_dir, cases, seed)
     print(json.dumps({k: result[k] for k in ("summary", "onnx_cpu_seconds_per_case")}, indent=2))

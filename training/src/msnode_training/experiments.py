@@ -39,6 +39,7 @@ from msnode_training.pipeline import (
     synthetic_cases,
 )
 from msnode_training.search import search_best, search_postprocessing
+from msnode_training.synth import stream_seed
 from msnode_training.train import default_device
 from msnode_training.trainers import STRATEGIES, TrainingSettings
 
@@ -128,7 +129,8 @@ def run_experiments(config: ExperimentConfig) -> dict[str, Any]:
     stage_seconds: dict[str, float] = {}
 
     # Shared data: fine-tuning pool (first N for size N), validation, synthetic test, real pairs (test only).
-    pool_seed, validation_seed, test_seed, pretrain_seed = (config.seed * 10 + k for k in (1, 2, 5, 4))
+    pool_seed, validation_seed, test_seed, pretrain_seed = (
+        stream_seed(config.seed, s) for s in ("finetune_ms", "validation", "synthetic_test", "pretraining"))
     t = time.monotonic()
     pool = list(synthetic_cases("ms", pool_seed, range(max(config.sizes)), config.spacing_mm))
     validation = list(synthetic_cases("ms", validation_seed, range(config.validation_cases), config.spacing_mm))

@@ -14,14 +14,7 @@ from msnode_training.inference import ModelGeometry, foreground_probability, les
 from msnode_training.metrics import score_case, summarize
 from msnode_training.readers import LongitudinalCase
 
-# The pipeline draws its synthetic sets from seed * 10 + 1..4 (fine-tuning MS, validation, semi-synthetic,
-# pretraining); the held-out test set takes the next stream, so it never shares a case with them.
-SYNTHETIC_TEST_SEED_OFFSET = 5
 CPU_THREADS = 2
-
-
-def synthetic_test_seed(pipeline_seed: int) -> int:
-    return pipeline_seed * 10 + SYNTHETIC_TEST_SEED_OFFSET
 
 
 def card_geometry(card: dict[str, Any]) -> ModelGeometry:
@@ -30,12 +23,11 @@ def card_geometry(card: dict[str, Any]) -> ModelGeometry:
                          len(card["output_labels"]))
 
 
-def evaluate_onnx_model(model_dir: Path, cases: Iterable[LongitudinalCase]) -> dict[str, Any]:
+def evaluate_onnx_model(onnx_path: Path, geometry: ModelGeometry, threshold: float, min_lesion_volume_mm3: float,
+                        cases: Iterable[LongitudinalCase]) -> dict[str, Any]:
     """MSSEG-2 summary, scores per case, and ONNX Runtime seconds per case on CPU_THREADS threads (the whole Python
     inference path: resampling, channels, sliding window, no mirroring)."""
-    card = json.loads((model_dir / "model_card.json").read_text())
-    geometry = card_geometry(card)
-    run_patch = onnx_runner(onnx_session(model_dir / card["onnx_file"], CPU_THREADS))
+    run_patch = onnx_runner(onnx_session(onnx_path, CPU_THREADS))
     scores, per_case, seconds = [], {}, []
     for case in cases:
         if case.label is None:
@@ -44,7 +36,7 @@ def evaluate_onnx_model(model_dir: Path, cases: Iterable[LongitudinalCase]) -> d
         probability = foreground_probability(case.prior, case.current, case.geometry, geometry, run_patch)
         seconds.append(time.monotonic() - started)
         spacing = case.geometry.spacing_zyx
-        prediction = lesion_mask(probability, spacing, card["default_threshold"], card["min_lesion_volume_mm3"])
+        prediction = lesion_mask(probability, spacing, threshold, min_lesion_volume_mm3)
         scores.append(score_case(case.label, prediction, spacing))
         per_case[case.case_id] = scores[-1].as_dict()
     if not scores:
@@ -54,18 +46,28 @@ def evaluate_onnx_model(model_dir: Path, cases: Iterable[LongitudinalCase]) -> d
                                           "max": round(max(seconds), 2)}}
 
 
+def evaluate_with_card(model_dir: Path, cases: Iterable[LongitudinalCase]) -> dict[str, Any]:
+    """`evaluate_onnx_model` with the geometry and post-processing of the model card in `model_dir`."""
+    card = json.loads((model_dir / "model_card.json").read_text())
+    return evaluate_onnx_model(model_dir / card["onnx_file"], card_geometry(card), card["default_threshold"],
+                               card["min_lesion_volume_mm3"], cases)
+
+
+def synthetic_test_entries(result: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The model card's `evaluation` entries for a held-out synthetic test drawn with `seed`."""
+    return {"synthetic_test": result["summary"], "synthetic_test_per_case": result["per_case"],
+            "synthetic_test_provenance": {
+                "seed": seed, "runtime": "ONNX Runtime CPU, card threshold and minimum lesion volume, no mirroring",
+                "onnx_cpu_seconds_per_case": result["onnx_cpu_seconds_per_case"]}}
+
+
 def record_synthetic_test(model_dir: Path, cases: Iterable[LongitudinalCase], seed: int) -> dict[str, Any]:
-    """Evaluate the exported model on held-out synthetic pairs and write the figures into model_card.json and
-    MODEL_CARD.md (as `synthetic_test`, next to the sets the pipeline scored with PyTorch)."""
-    result = evaluate_onnx_model(model_dir, cases)
+    """Evaluate an already exported model on held-out synthetic pairs and add the figures to its model_card.json and
+    MODEL_CARD.md (the pipeline puts them in the card when it writes it)."""
+    result = evaluate_with_card(model_dir, cases)
     card_path = model_dir / "model_card.json"
     card = json.loads(card_path.read_text())
-    evaluation = card["evaluation"]
-    evaluation["synthetic_test"] = result["summary"]
-    evaluation["synthetic_test_per_case"] = result["per_case"]
-    evaluation["synthetic_test_provenance"] = {
-        "seed": seed, "runtime": "ONNX Runtime CPU, card threshold and minimum lesion volume, no mirroring",
-        "onnx_cpu_seconds_per_case": result["onnx_cpu_seconds_per_case"]}
+    card["evaluation"].update(synthetic_test_entries(result, seed))
     problems = validate_model_card(card, model_dir)
     if problems:
         raise ValueError(f"model card invalid: {problems}")

@@ -23,7 +23,7 @@ from msnode_training.export import (
     validate_model_card,
     write_model_card_markdown,
 )
-from msnode_training.held_out import record_synthetic_test, synthetic_test_seed
+from msnode_training.held_out import evaluate_onnx_model, synthetic_test_entries
 from msnode_training.inference import foreground_probability, lesion_mask, torch_runner
 from msnode_training.metrics import score_case, summarize
 from msnode_training.nnunet_data import (
@@ -45,7 +45,7 @@ from msnode_training.search import (
     search_best,
     search_postprocessing,
 )
-from msnode_training.synth import SynthConfig, generate_case
+from msnode_training.synth import SynthConfig, generate_case, stream_seed
 from msnode_training.train import default_device, train
 from msnode_training.trainers import MsnodeTrainer, TrainingSettings
 
@@ -210,7 +210,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     log: dict[str, Any] = {"config": config.as_dict()}
 
     # Fine-tuning data: synthetic MS pairs, semi-synthetic pairs from real lesions, real two-visit cases.
-    ms_seed, validation_seed, semi_seed = config.seed * 10 + 1, config.seed * 10 + 2, config.seed * 10 + 3
+    ms_seed, validation_seed, semi_seed = (stream_seed(config.seed, s)
+                                           for s in ("finetune_ms", "validation", "semi_synthetic"))
     validation = list(synthetic_cases("ms", validation_seed, range(config.validation_cases), config.spacing_mm))
     train_cases: list[LongitudinalCase] = []
     train_cases += synthetic_cases("ms", ms_seed, range(config.finetune_ms_cases), config.spacing_mm)
@@ -234,8 +235,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     pretrained_checkpoint = None
     pretraining_log = []
     for k, (scenario, objective) in enumerate(PRETRAINING_STAGES[config.pretraining]):
-        pretrain_ids = prepare_pretraining_dataset(scenario, config.seed * 10 + 4, config.pretrain_cases,
-                                                   config.spacing_mm, FINETUNE_DATASET_ID, identifier)
+        pretrain_ids = prepare_pretraining_dataset(scenario, stream_seed(config.seed, "pretraining"),
+                                                   config.pretrain_cases, config.spacing_mm, FINETUNE_DATASET_ID,
+                                                   identifier)
         kept = config.work_dir / "pretrained" / f"stage{k}_{scenario}_{objective}" / "checkpoint.pth"
         pretrainer, pretrained_checkpoint = run_pretraining_stage(
             scenario, objective, identifier, replace(config.pretrain_settings, seed=config.seed),
@@ -290,6 +292,13 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     parity_case = next(lesjak_cases((config.parity_patient,)))
     parity = parity_check(model, onnx_path, parity_case, choice.threshold, choice.min_lesion_volume_mm3)
     timer.mark("export_and_parity")
+    held_out = {}
+    if config.synthetic_test_cases:
+        test_seed = stream_seed(config.seed, "synthetic_test")
+        test_cases = synthetic_cases("ms", test_seed, range(config.synthetic_test_cases), config.spacing_mm)
+        held_out = synthetic_test_entries(evaluate_onnx_model(onnx_path, model.geometry(), choice.threshold,
+                                                              choice.min_lesion_volume_mm3, test_cases), test_seed)
+        timer.mark("synthetic_test")
     log["stage_seconds"] = timer.seconds
     evaluation = {
         "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
@@ -301,6 +310,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
         "postprocessing_search": [{k: row[k] for k in ("threshold", "min_lesion_volume_mm3", "mean_f1",
                                                         "mean_n_false_positives")} for row in choice.table],
         "onnx_parity": parity,
+        **held_out,
     }
     provenance = {
         "training_data": {
@@ -320,7 +330,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
         "pretraining_strategy": config.pretraining,
         "finetuning_strategy": chosen_strategy,
         "iterations": {"pretrain": config.pretrain_settings.epochs * config.pretrain_settings.iterations_per_epoch
-                       if config.pretraining != "none" else 0,
+                       * len(PRETRAINING_STAGES[config.pretraining]),
                        "finetune_epochs_run": trainer.current_epoch,
                        "finetune_iterations_per_epoch": config.finetune_settings.iterations_per_epoch},
         "seed": config.seed,
@@ -339,11 +349,6 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     export_nnunet_checkpoint(Path(trainer.output_folder_base), checkpoint, config.export_dir / "nnunet",
                              config.model_name)
     write_model_card_markdown(card, config.export_dir / "MODEL_CARD.md")
-    if config.synthetic_test_cases:
-        test_seed = synthetic_test_seed(config.seed)
-        record_synthetic_test(config.export_dir, synthetic_cases("ms", test_seed, range(config.synthetic_test_cases),
-                                                                 config.spacing_mm), test_seed)
-        card = json.loads((config.export_dir / "model_card.json").read_text())
     result = {"card": card, "export_dir": str(config.export_dir), "checkpoint": str(checkpoint),
               "results_folder": str(trainer.output_folder_base),
               "seconds": (datetime.now(timezone.utc) - started).total_seconds()}

@@ -298,6 +298,15 @@ def simulate_acquisition(image: np.ndarray, brain: np.ndarray, config: SynthConf
     return (noisy * brain * rng.uniform(200, 800) / max(reference, 1e-6)).astype(np.float32)
 
 
+# A run draws each synthetic set from its own stream of one run seed, so no two sets share a case (the case id
+# carries the stream seed).
+SEED_STREAMS = {"finetune_ms": 1, "validation": 2, "semi_synthetic": 3, "pretraining": 4, "synthetic_test": 5}
+
+
+def stream_seed(run_seed: int, stream: str) -> int:
+    return run_seed * 10 + SEED_STREAMS[stream]
+
+
 def case_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, index]))
 

@@ -169,10 +169,10 @@ class MsnodeTrainer(nnUNetTrainer):
             f1 = self.validation_f1()
             self.f1_history.append((self.current_epoch, f1))
             self.print_to_log_file(f"validation F1 {f1:.4f}")
-            is_best, reduce, stop = self.plateau.update(f1)
-            # A tie keeps the later checkpoint: the same validation F1 after more training (early on, F1 is often
-            # 0 for several validations, and the first of them is the least trained network).
-            if is_best or f1 == self.plateau.best:
+            _, reduce, stop = self.plateau.update(f1)
+            # A new best or a tie with it: a tie keeps the later checkpoint, the same validation F1 after more
+            # training (early on, F1 is often 0 for several validations, and the first is the least trained network).
+            if f1 == self.plateau.best:
                 self.save_checkpoint(f"{self.output_folder}/checkpoint_best_f1.pth")
             if reduce:
                 self.lr_scale *= self.settings.lr_reduce_factor
