@@ -55,7 +55,7 @@ fn analyze_patient(patient: &str) {
         &config,
         format!(
             "[model]\ndir = {:?}\nexecution_provider = \"cpu\"\n",
-            repo_root().join("models/compact")
+            shipped_model_dir()
         ),
     )
     .unwrap();

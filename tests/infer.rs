@@ -20,10 +20,6 @@ fn settings(provider: ExecutionProvider) -> RuntimeSettings {
     }
 }
 
-fn shipped_model_dir() -> PathBuf {
-    repo_root().join("models/compact")
-}
-
 /// A copy of the shipped model whose card is edited by `edit`.
 fn edited_model(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let out = dir.join("model");

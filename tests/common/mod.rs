@@ -15,6 +15,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The model the node runs by default (the configuration's `[model] dir`), from the repository root.
+pub fn shipped_model_dir() -> PathBuf {
+    repo_root().join(msnode::config::Config::default().model.dir)
+}
+
 /// `../shared/data` beside the repository (CI clones main next to shared/).
 pub fn shared_data() -> PathBuf {
     let dir = repo_root().join("../shared/data");
