@@ -16,14 +16,14 @@ use time::format_description::well_known::Rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("cannot open the index database {path}: {source}")]
+    #[error("cannot open the index database {path}")]
     Open { path: PathBuf, source: sqlx::Error },
-    #[error("cannot bring the index database {path} up to date: {source}")]
+    #[error("cannot bring the index database {path} up to date")]
     Migrate {
         path: PathBuf,
         source: sqlx::migrate::MigrateError,
     },
-    #[error("index database error: {0}")]
+    #[error("index database error")]
     Query(#[from] sqlx::Error),
 }
 
@@ -87,6 +87,17 @@ pub struct AssociationRow {
     pub instances_stored: i64,
     pub instances_refused: i64,
     pub outcome: String,
+}
+
+/// One series as the index holds it.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct SeriesRow {
+    pub series_instance_uid: String,
+    pub modality: Option<String>,
+    pub series_number: Option<i64>,
+    pub series_description: Option<String>,
+    pub instances: i64,
+    pub last_received_at: String,
 }
 
 #[derive(Clone)]
@@ -288,6 +299,41 @@ impl Index {
         .await?)
     }
 
+    /// The files of a series, relative to the data directory, in Instance Number order (then
+    /// SOP Instance UID); empty when the index holds no such series.
+    pub async fn series_files(
+        &self,
+        series_instance_uid: &str,
+    ) -> Result<Vec<PathBuf>, IndexError> {
+        let paths: Vec<String> = sqlx::query_scalar(
+            "SELECT i.file_path FROM instances i JOIN series se ON se.id = i.series
+             WHERE se.series_instance_uid = ?1
+             ORDER BY i.instance_number IS NULL, i.instance_number, i.sop_instance_uid",
+        )
+        .bind(series_instance_uid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(paths.into_iter().map(PathBuf::from).collect())
+    }
+
+    /// The series of a study, in Series Number order.
+    pub async fn study_series(
+        &self,
+        study_instance_uid: &str,
+    ) -> Result<Vec<SeriesRow>, IndexError> {
+        Ok(sqlx::query_as::<_, SeriesRow>(
+            "SELECT se.series_instance_uid, se.modality, se.series_number, se.series_description,
+                    (SELECT COUNT(*) FROM instances i WHERE i.series = se.id) AS instances,
+                    se.last_received_at
+             FROM series se JOIN studies st ON st.id = se.study
+             WHERE st.study_instance_uid = ?1
+             ORDER BY se.series_number IS NULL, se.series_number, se.series_instance_uid",
+        )
+        .bind(study_instance_uid)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn instances(&self) -> Result<Vec<StoredInstance>, IndexError> {
         Ok(sqlx::query_as::<_, StoredInstance>(
             "SELECT i.sop_instance_uid, i.sop_class_uid, se.series_instance_uid, st.study_instance_uid,
@@ -317,6 +363,37 @@ mod tests {
             calling_ae: "PACS".into(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn series_files_and_study_series_come_from_the_rows_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite")).await.unwrap();
+        for (sop, series, number, instance) in [
+            ("1.3", "1.2.3.4", 4, Some(3)),
+            ("1.1", "1.2.3.4", 4, Some(1)),
+            ("1.9", "1.2.3.4", 4, None),
+            ("1.2", "1.2.3.4", 4, Some(2)),
+            ("2.1", "1.2.3.5", 2, Some(1)),
+        ] {
+            let mut rec = record(sop, series, &format!("dicom/s/{series}/{sop}.dcm"));
+            rec.series_number = Some(number);
+            rec.instance_number = instance;
+            index.record_instance(&rec).await.unwrap();
+        }
+        let files = index.series_files("1.2.3.4").await.unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["1.1.dcm", "1.2.dcm", "1.3.dcm", "1.9.dcm"]);
+        assert!(index.series_files("9.9").await.unwrap().is_empty());
+        let series = index.study_series("1.2.3").await.unwrap();
+        let listed: Vec<(&str, Option<i64>, i64)> = series
+            .iter()
+            .map(|s| (s.series_instance_uid.as_str(), s.series_number, s.instances))
+            .collect();
+        assert_eq!(listed, [("1.2.3.5", Some(2), 1), ("1.2.3.4", Some(4), 4)]);
     }
 
     #[tokio::test]

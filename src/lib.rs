@@ -12,6 +12,8 @@ pub mod logging;
 pub mod net;
 pub mod node;
 pub mod outputs;
+pub mod prepare;
 pub mod register;
+pub mod settings;
 pub mod store;
 pub mod volume;

@@ -3,21 +3,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::index::Index;
+use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
 use crate::net::scp::Scp;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot open the store")]
+    Store(#[from] StoreError),
+    #[error("cannot open the index")]
+    Index(#[from] IndexError),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How long running associations may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Open the store and the index as configured.
-pub async fn open_storage(config: &Config) -> anyhow::Result<(Store, Index)> {
+pub async fn open_storage(config: &Config) -> Result<(Store, Index), NodeError> {
     let (store, removed) = Store::open(&config.node.data_dir)?;
     if removed > 0 {
         warn!(
@@ -30,13 +43,16 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(Store, Index)> {
 }
 
 /// Run the DICOM listener until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let (store, index) = open_storage(&config).await?;
     let address = format!("{}:{}", config.node.bind, config.node.port);
     let listener = TcpListener::bind(&address)
         .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+        .map_err(|source| NodeError::Listen {
+            address: address.clone(),
+            source,
+        })?;
     if !config.peers.iter().any(|p| p.store_to_us) {
         warn!("no peer has store_to_us = true: every association will be rejected");
     }

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot prepare the data directory {path}: {source}")]
+    #[error("cannot prepare the data directory {path}")]
     Prepare { path: PathBuf, source: io::Error },
     #[error("{what} {uid:?} is not a valid UID (digits and dots, at most 64 characters)")]
     InvalidUid { what: &'static str, uid: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: io::Error },
 }
 

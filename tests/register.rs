@@ -9,11 +9,12 @@ use std::path::PathBuf;
 
 use ndarray::Array3;
 
+use msnode::prepare::{Normalization, nonzero_mask, normalize};
 use msnode::register::itk::read_itk_transform;
 use msnode::register::metric::masked_correlation;
 use msnode::register::{
     Grid, Interpolation, Model, RegisterOptions, Transform, brain_mask, head_mask, mask_points,
-    nonzero_mask, normalize, register, resample,
+    register, resample,
 };
 use msnode::volume::{Volume, read_nifti};
 
@@ -340,12 +341,7 @@ fn normalisation_matches_the_training_pipeline() {
     assert!(output.status.success(), "{}", common::text(&output));
     let reference = load(out);
     let mask = nonzero_mask(&[&current.data, &other.data]).unwrap();
-    let spec = msnode::infer::card::Normalization {
-        scheme: "zscore".into(),
-        use_mask: true,
-        clip_percentiles: None,
-    };
-    let ours = normalize(&current.data, &mask, &spec).unwrap();
+    let ours = normalize(&current.data, &mask, &Normalization::ZSCORE_IN_MASK).unwrap();
     let worst = (&ours - &reference.data).fold(0.0f32, |m, d| m.max(d.abs()));
     assert!(
         worst < 1e-4,

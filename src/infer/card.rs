@@ -10,22 +10,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::InferError;
+use crate::prepare::{Channel, Normalization, Preprocessing};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Softmax,
     Sigmoid,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Normalization {
-    /// Only "zscore" is known.
-    pub scheme: String,
-    /// z-score inside the foreground (non-zero) mask rather than over the whole image.
-    pub use_mask: bool,
-    /// Clip to these percentiles (computed inside the mask) before the z-score.
-    pub clip_percentiles: Option<[f32; 2]>,
 }
 
 /// What the node needs to know to run a model; extra keys (provenance, evaluation) are kept as JSON.
@@ -38,7 +29,7 @@ pub struct ModelCard {
     pub input_name: String,
     pub output_name: String,
     /// Channel order of the input tensor, e.g. ["prior", "current", "current_minus_prior"].
-    pub input_channels: Vec<String>,
+    pub input_channels: Vec<Channel>,
     /// Voxel spacing of the model's working grid, in mm, axis order (z, y, x).
     pub spacing_mm: [f64; 3],
     /// Tile size of the sliding window, axis order (z, y, x).
@@ -98,15 +89,6 @@ impl ModelCard {
         if self.input_channels.is_empty() {
             return Err(invalid(dir, "input_channels is empty"));
         }
-        if self.normalization.scheme != "zscore" {
-            return Err(invalid(
-                dir,
-                format!(
-                    "normalization scheme {:?} is not supported (only \"zscore\")",
-                    self.normalization.scheme
-                ),
-            ));
-        }
         if self.patch_size.contains(&0) || self.spacing_mm.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(invalid(dir, "patch_size and spacing_mm must be positive"));
         }
@@ -141,24 +123,38 @@ impl ModelCard {
     pub fn output_channels(&self) -> usize {
         self.output_labels.len()
     }
+
+    /// What the prepare stage must make of the two visits for this model.
+    pub fn preprocessing(&self) -> Preprocessing {
+        Preprocessing {
+            spacing_mm: self.spacing_mm,
+            channels: self.input_channels.clone(),
+            normalization: self.normalization.clone(),
+        }
+    }
 }
 
 impl Model {
     /// Read `dir/model_card.json`, check it, and verify the ONNX file's sha256.
     pub fn open(dir: &Path) -> Result<Model, InferError> {
+        let unreadable = |path: &Path| {
+            let path = path.to_owned();
+            move |source| InferError::UnreadableModel {
+                dir: dir.to_owned(),
+                path,
+                source,
+            }
+        };
         let card_path = dir.join("model_card.json");
-        let text = std::fs::read_to_string(&card_path)
-            .map_err(|e| invalid(dir, format!("cannot read {}: {e}", card_path.display())))?;
-        let card: ModelCard = serde_json::from_str(&text).map_err(|e| {
-            invalid(
-                dir,
-                format!("model_card.json is not a valid model card: {e}"),
-            )
-        })?;
+        let text = std::fs::read_to_string(&card_path).map_err(unreadable(&card_path))?;
+        let card: ModelCard =
+            serde_json::from_str(&text).map_err(|source| InferError::InvalidCard {
+                dir: dir.to_owned(),
+                source,
+            })?;
         card.check(dir)?;
         let onnx_path = dir.join(&card.onnx_file);
-        let actual = sha256_hex(&onnx_path)
-            .map_err(|e| invalid(dir, format!("cannot read {}: {e}", onnx_path.display())))?;
+        let actual = sha256_hex(&onnx_path).map_err(unreadable(&onnx_path))?;
         if !actual.eq_ignore_ascii_case(&card.onnx_sha256) {
             return Err(invalid(
                 dir,

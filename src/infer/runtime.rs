@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ndarray::{Array4, Array5, ArrayView4, Ix5};
 use ort::environment::Environment;
@@ -43,31 +43,38 @@ pub struct RuntimeSettings {
     pub intra_threads: usize,
 }
 
-static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static ENVIRONMENT_INIT: Mutex<()> = Mutex::new(());
 
-/// Load ONNX Runtime once per process, from `library` or `ORT_DYLIB_PATH`.
+/// Load ONNX Runtime once per process, from `library` or `ORT_DYLIB_PATH`. A failed load is
+/// not remembered: the next call tries again (after the admin fixed the path, say).
 fn environment(library: Option<&Path>) -> Result<&'static Environment, InferError> {
-    let result = ENVIRONMENT.get_or_init(|| {
-        let path = library
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .ok_or_else(|| {
-                "no ONNX Runtime library: set [model] onnxruntime_library or ORT_DYLIB_PATH to \
-                 libonnxruntime.so.1.31.1 (`make setup` installs it in .venv from the onnxruntime==1.31.1 wheel)"
-                    .to_string()
-            })?;
-        if !path.is_file() {
-            return Err(format!("ONNX Runtime library {} does not exist", path.display()));
-        }
-        ort::init_from(&path)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e} (msnode needs version 1.31.x)", path.display()))?
-            .with_name("msnode")
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
-    });
-    result
-        .as_ref()
-        .map_err(|why| InferError::Runtime(why.clone()))
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let _one_at_a_time = ENVIRONMENT_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = library
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .ok_or(InferError::NoLibrary)?;
+    if !path.is_file() {
+        return Err(InferError::LibraryMissing(path));
+    }
+    let env = ort::init_from(&path)
+        .map_err(|source| InferError::LoadLibrary {
+            path: path.clone(),
+            source,
+        })?
+        .with_name("msnode")
+        .build()
+        .map_err(|source| InferError::StartRuntime {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
 /// A model ready to run: its session, the provider it got, and its card.
@@ -125,11 +132,8 @@ impl Predictor {
             },
         };
         let session = session.map_err(|e| match provider {
-            Provider::Cuda => InferError::Runtime(format!(
-                "the CUDA execution provider did not register ({e}); use execution_provider = \"auto\" or \"cpu\" \
-                 to run without a GPU"
-            )),
-            Provider::Cpu => InferError::Runtime(format!("cannot create an ONNX Runtime session: {e}")),
+            Provider::Cuda => InferError::CudaUnavailable(e),
+            Provider::Cpu => InferError::Session(e),
         })?;
         let predictor = Predictor {
             session,
@@ -139,6 +143,11 @@ impl Predictor {
         predictor.check_signature()?;
         info!(model = %predictor.model.card.name, version = %predictor.model.card.version, provider = %provider, "model loaded");
         Ok(predictor)
+    }
+
+    /// The verified model this predictor runs.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The ONNX graph must take and give what the card says.
@@ -217,7 +226,11 @@ impl Predictor {
                 "{} input channels given, the model takes {} ({})",
                 input.dim().0,
                 card.input_channels.len(),
-                card.input_channels.join(", ")
+                card.input_channels
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let settings = WindowSettings {
@@ -244,7 +257,7 @@ impl Predictor {
                 })
             },
         )
-        .map_err(|e| InferError::Runtime(format!("inference failed: {e}")))?;
+        .map_err(InferError::Run)?;
         if self.provider == Provider::Cpu && mirror && !card.mirror_axes.is_empty() {
             warn!(
                 "test-time mirroring on CPU multiplies the run time by {}",

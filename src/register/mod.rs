@@ -1,5 +1,5 @@
-//! Align the prior to the current scan and prepare model inputs: rigid (or affine) registration,
-//! resampling, head and brain masks, intensity normalisation.
+//! Align the prior to the current scan: rigid (or affine) registration, and the resampling and
+//! head and brain masks it needs (the prepare stage uses them too).
 //!
 //! A [`Transform`] follows the ITK convention: it maps a point of the *fixed* (current) image to
 //! the corresponding point of the *moving* (prior) image, both in patient coordinates (LPS, mm).
@@ -9,17 +9,13 @@
 pub mod itk;
 pub mod mask;
 pub mod metric;
-pub mod normalize;
 pub mod optimize;
 pub mod resample;
 
-use std::path::Path;
-
-use crate::volume::{Affine, LoadOptions, Volume, VolumeError, apply, invert};
+use crate::volume::{Affine, Volume, apply, invert};
 
 pub use mask::{brain_mask, head_mask};
 pub use metric::Quality;
-pub use normalize::{nonzero_mask, normalize};
 pub use optimize::{Model, RegisterOptions, Registration, register};
 pub use resample::{Grid, Interpolation, resample};
 
@@ -160,17 +156,6 @@ pub(crate) fn matmul(a: &Affine, b: &Affine) -> Affine {
         }
     }
     out
-}
-
-/// A volume to register: a NIfTI file (`.nii`, `.nii.gz`; its first volume), or a series as
-/// `export-nifti` takes it (folder, file or Series Instance UID held in `data_dir`).
-pub fn load_image(what: &str, data_dir: &Path) -> Result<Volume, VolumeError> {
-    let lower = what.to_ascii_lowercase();
-    if lower.ends_with(".nii") || lower.ends_with(".nii.gz") {
-        return crate::volume::read_nifti(Path::new(what))?.volume(0);
-    }
-    let files = crate::volume::series_files(what, data_dir)?;
-    crate::volume::load_series(&files, &LoadOptions::default())
 }
 
 /// Patient coordinates of the voxels where `mask` is set, every `step`-th one (in memory order).

@@ -74,6 +74,15 @@ impl Grid {
         self.with_spacing([spacing_zyx[2], spacing_zyx[1], spacing_zyx[0]])
     }
 
+    /// A volume with `data` ([slice, row, column]) on this grid.
+    pub fn volume(&self, data: Array3<f32>) -> Volume {
+        Volume {
+            data,
+            affine: self.affine,
+            slices: Vec::new(),
+        }
+    }
+
     pub(crate) fn voxels(&self) -> usize {
         self.dims.iter().product()
     }

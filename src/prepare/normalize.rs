@@ -3,22 +3,48 @@
 //! numpy's (linear), z-score in double precision with the population standard deviation.
 
 use ndarray::Array3;
+use serde::Deserialize;
 
-use super::RegisterError;
-use super::mask::fill_holes;
-use crate::infer::card::Normalization;
+use super::PrepareError;
+use crate::register::mask::fill_holes;
+
+/// The intensity normalisation schemes msnode implements; a card naming another is refused when
+/// it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Scheme {
+    #[serde(rename = "zscore")]
+    ZScore,
+}
+
+/// How each input channel is normalised (the model card's `normalization`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Normalization {
+    pub scheme: Scheme,
+    /// z-score inside the foreground (non-zero) mask rather than over the whole image.
+    pub use_mask: bool,
+    /// Clip to these percentiles (computed inside the mask) before the z-score.
+    pub clip_percentiles: Option<[f32; 2]>,
+}
+
+impl Normalization {
+    /// Plain z-score inside a mask, no clipping: for the difference channel and the prior's
+    /// z-map, whatever the model's own normalisation.
+    pub const ZSCORE_IN_MASK: Normalization = Normalization {
+        scheme: Scheme::ZScore,
+        use_mask: true,
+        clip_percentiles: None,
+    };
+}
 
 /// nnU-Net's crop and normalisation mask: voxels where any channel is nonzero, holes filled.
-pub fn nonzero_mask(channels: &[&Array3<f32>]) -> Result<Array3<bool>, RegisterError> {
-    let first = channels
-        .first()
-        .ok_or_else(|| RegisterError::Input("no channel to build a mask from".into()))?;
+pub fn nonzero_mask(channels: &[&Array3<f32>]) -> Result<Array3<bool>, PrepareError> {
+    let first = channels.first().ok_or(PrepareError::NoChannel)?;
     if let Some(other) = channels.iter().find(|c| c.dim() != first.dim()) {
-        return Err(RegisterError::Input(format!(
-            "channels differ in size: {:?} and {:?}",
-            first.dim(),
-            other.dim()
-        )));
+        return Err(PrepareError::SizeMismatch {
+            what: "channels",
+            a: first.dim(),
+            b: other.dim(),
+        });
     }
     let mut any = Array3::from_elem(first.dim(), false);
     for c in channels {
@@ -36,19 +62,14 @@ pub fn normalize(
     image: &Array3<f32>,
     mask: &Array3<bool>,
     spec: &Normalization,
-) -> Result<Array3<f32>, RegisterError> {
-    if spec.scheme != "zscore" {
-        return Err(RegisterError::Input(format!(
-            "normalisation scheme {:?} is unknown (only \"zscore\" is implemented): update msnode for this model",
-            spec.scheme
-        )));
-    }
+) -> Result<Array3<f32>, PrepareError> {
+    let Scheme::ZScore = spec.scheme;
     if mask.dim() != image.dim() {
-        return Err(RegisterError::Input(format!(
-            "mask {:?} and image {:?} differ in size",
-            mask.dim(),
-            image.dim()
-        )));
+        return Err(PrepareError::SizeMismatch {
+            what: "mask and image",
+            a: mask.dim(),
+            b: image.dim(),
+        });
     }
     let selected = |m: bool| !spec.use_mask || m;
     let mut values: Vec<f64> = image
@@ -64,9 +85,7 @@ pub fn normalize(
     let (lo, hi) = match spec.clip_percentiles {
         Some([a, b]) => {
             if !(0.0..=100.0).contains(&a) || !(0.0..=100.0).contains(&b) || a > b {
-                return Err(RegisterError::Input(format!(
-                    "clip percentiles {a} and {b} must lie between 0 and 100, the lower first"
-                )));
+                return Err(PrepareError::Percentiles { lower: a, upper: b });
             }
             values.sort_unstable_by(f64::total_cmp);
             (
@@ -110,7 +129,7 @@ mod tests {
 
     fn spec(use_mask: bool, clip: Option<[f32; 2]>) -> Normalization {
         Normalization {
-            scheme: "zscore".into(),
+            scheme: Scheme::ZScore,
             use_mask,
             clip_percentiles: clip,
         }
@@ -140,15 +159,20 @@ mod tests {
         // Clipped values 1,1,2..8,9,9: mean 5.
         assert!(out[[0, 0, 0]] == out[[0, 0, 1]] && out[[0, 0, 5]].abs() < 1e-6);
         assert!(out[[0, 0, 10]] == out[[0, 0, 9]] && out[[0, 0, 10]] > 0.0);
-        assert!(normalize(&image, &mask, &spec(true, Some([90.0, 10.0]))).is_err());
-        let mut other = spec(true, None);
-        other.scheme = "minmax".into();
-        assert!(
-            normalize(&image, &mask, &other)
-                .unwrap_err()
-                .to_string()
-                .contains("minmax")
-        );
+        assert!(matches!(
+            normalize(&image, &mask, &spec(true, Some([90.0, 10.0]))),
+            Err(PrepareError::Percentiles { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_refused_by_name() {
+        let why = serde_json::from_str::<Normalization>(
+            r#"{"scheme": "minmax", "use_mask": true, "clip_percentiles": null}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(why.contains("minmax"), "{why}");
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! The configuration turned into the settings each stage takes, in one place (as ripgrep turns
+//! its flags into `HiArgs`): the command line and the daemon build their stages from these, so
+//! nothing outside the library decides what a configuration key means.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::analyze::AnalysisSettings;
+use crate::config::{Config, Peer};
+use crate::infer::RuntimeSettings;
+use crate::net::scu::Remote;
+use crate::register::RegisterOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0:?} is neither a configured peer nor AE@host:port")]
+    UnknownPeer(String),
+}
+
+/// What the node's stages run with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The store's data directory.
+    pub data_dir: PathBuf,
+    /// The SQLite index.
+    pub database: PathBuf,
+    pub analysis: AnalysisSettings,
+    /// Our AE title, the calling AE title of every association we open.
+    pub ae_title: String,
+    max_pdu: u32,
+    association_timeout: Duration,
+    peers: Vec<Peer>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            data_dir: config.node.data_dir.clone(),
+            database: config.database_path(),
+            analysis: AnalysisSettings {
+                model_dir: config.model.dir.clone(),
+                runtime: RuntimeSettings {
+                    library: config.model.onnxruntime_library.clone(),
+                    provider: config.model.execution_provider,
+                    intra_threads: config.model.intra_threads,
+                },
+                mirror: false,
+                threshold: config.analysis.probability_threshold,
+                min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
+                registration: RegisterOptions::default(),
+            },
+            ae_title: config.node.ae_title.clone(),
+            max_pdu: config.network.max_pdu,
+            association_timeout: config.network.association_timeout,
+            peers: config.peers.clone(),
+        }
+    }
+
+    /// A peer named by its AE title (from the configuration) or given as AE@host:port.
+    pub fn remote(&self, peer: &str) -> Result<Remote, SettingsError> {
+        let (called_ae, address) = match self.peers.iter().find(|p| p.ae_title == peer) {
+            Some(p) => (p.ae_title.clone(), format!("{}:{}", p.host, p.port)),
+            None => match peer.split_once('@') {
+                Some((ae, address)) if address.contains(':') => {
+                    (ae.to_string(), address.to_string())
+                }
+                _ => return Err(SettingsError::UnknownPeer(peer.to_string())),
+            },
+        };
+        Ok(Remote {
+            calling_ae: self.ae_title.clone(),
+            called_ae,
+            address,
+            max_pdu: self.max_pdu,
+            timeout: self.association_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_settings_follow_the_configuration() {
+        let config = Config::parse(
+            "[node]\nae_title = \"NODE_A\"\ndata_dir = \"/srv/msnode\"\n\
+             [[peers]]\nae_title = \"PACS\"\nhost = \"10.0.0.5\"\nport = 104\n\
+             [analysis]\nprobability_threshold = 0.4\nmin_lesion_volume_mm3 = 12.0\n\
+             [model]\ndir = \"/opt/model\"\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
+        )
+        .unwrap();
+        let settings = Settings::from_config(&config);
+        assert_eq!(
+            settings.database,
+            PathBuf::from("/srv/msnode/msnode.sqlite")
+        );
+        assert_eq!(settings.analysis.model_dir, PathBuf::from("/opt/model"));
+        assert_eq!(settings.analysis.threshold, Some(0.4));
+        assert_eq!(settings.analysis.min_lesion_volume_mm3, Some(12.0));
+        assert_eq!(settings.analysis.runtime.intra_threads, 2);
+        assert_eq!(
+            settings.analysis.runtime.provider,
+            crate::config::ExecutionProvider::Cpu
+        );
+
+        let pacs = settings.remote("PACS").unwrap();
+        assert_eq!(
+            (
+                pacs.calling_ae.as_str(),
+                pacs.called_ae.as_str(),
+                pacs.address.as_str()
+            ),
+            ("NODE_A", "PACS", "10.0.0.5:104")
+        );
+        let direct = settings.remote("OTHER@127.0.0.1:11113").unwrap();
+        assert_eq!(direct.address, "127.0.0.1:11113");
+        assert!(matches!(
+            settings.remote("NOWHERE"),
+            Err(SettingsError::UnknownPeer(_))
+        ));
+    }
+}
