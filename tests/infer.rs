@@ -6,8 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use msnode::analyze::{AnalysisSettings, Analyzer};
 use msnode::config::ExecutionProvider;
 use msnode::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
+use msnode::register::RegisterOptions;
 use ndarray::Array4;
 
 use common::*;
@@ -197,5 +199,55 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     assert!(
         max_difference < 0.05,
         "probabilities differ by {max_difference}"
+    );
+}
+
+/// The error and its causes, as the command line prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[test]
+fn an_analyzer_verifies_its_model_again_only_when_the_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = edited_model(dir.path(), |_| {});
+    let mut analyzer = Analyzer::open(AnalysisSettings {
+        model_dir: model_dir.clone(),
+        runtime: settings(ExecutionProvider::Cpu),
+        mirror: false,
+        threshold: None,
+        min_lesion_volume_mm3: None,
+        registration: RegisterOptions::default(),
+    })
+    .unwrap();
+    assert_eq!(analyzer.provider(), Provider::Cpu);
+    assert!(!analyzer.refresh().unwrap(), "nothing changed");
+
+    // The card written again (same content, new time): verified and loaded again.
+    let card = model_dir.join("model_card.json");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&card, std::fs::read(&card).unwrap()).unwrap();
+    assert!(analyzer.refresh().unwrap());
+    assert!(!analyzer.refresh().unwrap());
+
+    // An ONNX file changed under the node is refused, naming why.
+    let onnx = model_dir.join("model.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    bytes.push(0);
+    std::fs::write(&onnx, bytes).unwrap();
+    let error = match analyzer.refresh() {
+        Ok(reloaded) => panic!("a changed model was accepted (reloaded: {reloaded})"),
+        Err(e) => chain(&e),
+    };
+    assert!(
+        error.contains("cannot open the model") && error.contains("sha256 of model.onnx is"),
+        "{error}"
     );
 }
