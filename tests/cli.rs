@@ -77,3 +77,49 @@ fn logs_carry_no_patient_names() {
     assert!(log.contains("association ended"), "{log}");
     assert!(!log.contains(&name), "the patient name reached the log");
 }
+
+/// A stored series named by its Series Instance UID is found through the index, whatever folder
+/// the store keeps it in; an unknown UID is refused naming the index it was looked up in.
+#[test]
+fn a_stored_series_is_found_by_its_uid_through_the_index() {
+    let node = Node::start("");
+    let files = ge_series(4);
+    let store = node.storescu("STORESCU", &files);
+    assert!(store.status.success(), "{}", text(&store));
+    node.ended_associations(1);
+    let series_uid = dicom_object::open_file(&files[0])
+        .unwrap()
+        .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("series.nii.gz");
+    let output = run(node
+        .cli()
+        .arg("export-nifti")
+        .arg(&series_uid)
+        .arg(&exported)
+        .args(["--volume", "0"]));
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains(" x 15 voxels"), "{report}");
+    assert!(
+        report.contains(&format!("from {} file(s)", files.len())),
+        "{report}"
+    );
+    assert!(exported.is_file());
+
+    let output = run(node
+        .cli()
+        .args(["export-nifti", "1.2.3.999"])
+        .arg(&exported));
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("1.2.3.999 is neither a file, a folder nor a series in the index"),
+        "{}",
+        text(&output)
+    );
+}
