@@ -22,9 +22,10 @@ positions (`render_occupancy`): small lesions lose contrast as in a real 2D acqu
 A pair: new lesions (label 1), enlarging lesions (a real lesion grown, or an inserted lesion that grows; the grown
 part is label 1), unchanged lesions in both visits (label 0, rendered at each visit's own slice positions), real
 lesions removed from the prior (they become new, label 1) or from the current (resolving, label 0); some pairs have no
-new lesion. Visit differences: residual rigid misalignment of the prior of at most `max_misalignment_mm` anywhere in
-the brain (through-plane included), resampling from shifted slice positions, bias field, gamma, Rician noise and
-intensity scale per visit. The truth is the new-or-enlarging mask: rendered occupancy >= 0.5 on the current.
+new lesion. Visit differences: the prior lives on slices shifted by up to half a slice (its lesions rendered at those
+positions) and is resampled onto the current's grid through a residual rigid misalignment of at most
+`max_misalignment_mm` anywhere in the brain (through-plane included); bias field, gamma, Rician noise and intensity
+scale per visit. The truth is the new-or-enlarging mask: rendered occupancy >= 0.5 on the current.
 
 Deterministic from (seed, index, config); `generate_pairs` writes them in the MSSEG-2 layout under a folder named by a
 key of the parameters and reuses what is already there (a cache), with optional parallel workers.
@@ -56,7 +57,7 @@ from msnode_training.readers import (
 from msnode_training.synth import case_rng, smooth_noise
 from msnode_training.volumes import Geometry, read_volume, resample_to, write_volume
 
-FORMAT_VERSION = 1  # of the pairs; bump when the generator changes what it makes
+FORMAT_VERSION = 2  # of the pairs; bump when the generator changes what it makes
 SHAPES_VERSION = 3  # of the shape library cache
 EVALUATION_ONLY_PATIENTS = ("patient03",)
 DEFAULT_BACKGROUNDS = (
@@ -84,6 +85,7 @@ class RealPairConfig:
     resolve_real_lesion_probability: float = 0.2  # a real lesion removed from the current: darker change, label 0
     zone_weights: tuple[float, float, float] = (0.45, 0.2, 0.35)  # periventricular, juxtacortical, deep
     max_shape_volume_mm3: float = 2000.0
+    max_shape_files: int = 0  # 0: every lesion-mask file; n: the first n of each kind (small tests)
     min_growth_mm3: float = 8.0
     growth_mm: tuple[float, float] = (1.0, 3.0)
     fine_factor_zyx: tuple[int, int, int] = (6, 2, 2)
@@ -93,6 +95,7 @@ class RealPairConfig:
     bias_strength: float = 0.12
     gamma_range: tuple[float, float] = (0.85, 1.15)
     noise_fraction: tuple[float, float] = (0.0, 0.03)
+    intensity_scale: tuple[float, float] = (0.8, 1.25)
     contrast_jitter: float = 0.08
 
     def __post_init__(self) -> None:
@@ -429,19 +432,22 @@ def _component_shapes(mask: np.ndarray, geometry: Geometry, source: str,
     return shapes
 
 
-def lesion_mask_files() -> dict[str, list[Path]]:
+def lesion_mask_files(max_files: int = 0) -> dict[str, list[Path]]:
+    """The lesion-mask files shapes come from; never patient03's change mask (kept for evaluation)."""
     root = shared_data_dir() / "lesion-masks"
     change = [p / "change_mask_common.nii.gz" for p in sorted((root / "longitudinal-change").glob("patient*"))
               if p.name not in EVALUATION_ONLY_PATIENTS]
     cross = sorted((root / "cross-sectional-mni").glob("patient*_lesions_mni.nii.gz"))
-    return {"change": [p for p in change if p.is_file()], "cross_sectional": cross}
+    files = {"change": [p for p in change if p.is_file()], "cross_sectional": cross}
+    return {k: v[:max_files] if max_files else v for k, v in files.items()}
 
 
-@lru_cache(maxsize=2)
-def shape_library(max_volume_mm3: float, cache_dir: Path | None = None) -> dict[str, list[Shape]]:
+@lru_cache(maxsize=4)
+def shape_library(max_volume_mm3: float, cache_dir: Path | None = None,
+                  max_files: int = 0) -> dict[str, list[Shape]]:
     """Real lesion shapes: `change` (longitudinal change components, every patient but patient03) and
     `cross_sectional` (MNI consensus lesions); cached as one npz under `cache_dir` when given."""
-    files = lesion_mask_files()
+    files = lesion_mask_files(max_files)
     stamp = hashlib.sha256(json.dumps({k: [str(p) for p in v] for k, v in files.items()}).encode()
                            + f"{max_volume_mm3}/{SHAPES_VERSION}".encode()).hexdigest()[:12]
     cache = cache_dir / f"shapes_{stamp}.npz" if cache_dir is not None else None
@@ -607,16 +613,25 @@ def rigid_misalignment(geometry: Geometry, brain: np.ndarray, max_mm: float,
     return transform, float(np.max(np.linalg.norm(moved - physical, axis=1)))
 
 
-def resample_as_other_visit(image: np.ndarray, geometry: Geometry, transform: sitk.Transform,
-                            slice_shift_mm: float) -> np.ndarray:
-    """The prior as the node sees it: acquired at slice positions shifted by `slice_shift_mm` (a first linear
-    resampling onto that grid), then resampled onto the current grid through the residual misalignment."""
-    image_itk = geometry.to_image(image.astype(np.float32))
+def shifted_slices(geometry: Geometry, slice_shift_mm: float) -> Geometry:
+    """The same grid with its slices moved by `slice_shift_mm` along the slice normal (another visit's slices)."""
     direction = np.array(geometry.direction).reshape(3, 3)
-    shifted_origin = np.array(geometry.origin_xyz) + direction[:, 2] * slice_shift_mm
-    shifted = Geometry(geometry.spacing_zyx, tuple(shifted_origin), geometry.direction, geometry.shape_zyx)
-    on_shifted = resample_to(image_itk, shifted, sitk.sitkLinear)
-    return resample_to(shifted.to_image(on_shifted), geometry, sitk.sitkLinear, transform)
+    origin = np.array(geometry.origin_xyz) + direction[:, 2] * slice_shift_mm
+    return Geometry(geometry.spacing_zyx, tuple(float(v) for v in origin), geometry.direction, geometry.shape_zyx)
+
+
+def acquire_at_shifted_slices(image: np.ndarray, geometry: Geometry, slice_shift_mm: float) -> np.ndarray:
+    """The prior's own slice positions: `image` linearly resampled onto the grid shifted by `slice_shift_mm`."""
+    return resample_to(geometry.to_image(image.astype(np.float32)), shifted_slices(geometry, slice_shift_mm),
+                       sitk.sitkLinear)
+
+
+def resample_to_current(image: np.ndarray, geometry: Geometry, slice_shift_mm: float,
+                        transform: sitk.Transform) -> np.ndarray:
+    """The prior as the node sees it: from its own (shifted) slices onto the current grid through the residual
+    misalignment `transform` (a second linear resampling)."""
+    source = shifted_slices(geometry, slice_shift_mm).to_image(image.astype(np.float32))
+    return resample_to(source, geometry, sitk.sitkLinear, transform)
 
 
 def visit_appearance(image: np.ndarray, brain: np.ndarray, config: RealPairConfig,
@@ -631,7 +646,7 @@ def visit_appearance(image: np.ndarray, brain: np.ndarray, config: RealPairConfi
     sigma = noise * level
     if sigma > 0:
         out = np.sqrt((out + rng.normal(0, sigma, out.shape)) ** 2 + rng.normal(0, sigma, out.shape) ** 2)
-    scale = float(rng.uniform(0.8, 1.25))
+    scale = float(rng.uniform(*config.intensity_scale))
     return (out * scale * brain).astype(np.float32), {"gamma": gamma, "noise_fraction": noise, "scale": scale}
 
 
@@ -685,7 +700,7 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     name = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
     bg = load_background(name, config.spacing_zyx, config.background_slice_thickness_mm)
     profiles = lesion_profiles(name, config.spacing_zyx, config.background_slice_thickness_mm)
-    shapes = shape_library(config.max_shape_volume_mm3, shape_cache_dir)
+    shapes = shape_library(config.max_shape_volume_mm3, shape_cache_dir, config.max_shape_files)
     spacing = bg.geometry.spacing_zyx
     voxel = float(np.prod(spacing))
     grid_shape = bg.geometry.shape_zyx
@@ -693,8 +708,12 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     contrasts = np.array(visible_contrasts) if len(visible_contrasts) >= 3 else np.array([1.45])
     blurs = np.array(profiles["blur_sigma_mm"]) if len(profiles["blur_sigma_mm"]) >= 3 else np.array([0.8])
 
-    visits = {v: VisitRender(float(rng.uniform(*config.slice_thickness_mm)),
-                             float(rng.uniform(-0.5, 0.5) * spacing[0])) for v in ("prior", "current")}
+    # Slice positions: the current's slices sit at `current` offset within the lesions' frame, the prior's are
+    # shifted by `slice_shift` more (its image lives on that shifted grid until it is resampled to the current's).
+    current_offset = float(rng.uniform(-0.5, 0.5) * spacing[0])
+    slice_shift = float(rng.uniform(-0.5, 0.5) * spacing[0])
+    visits = {"prior": VisitRender(float(rng.uniform(*config.slice_thickness_mm)), current_offset + slice_shift),
+              "current": VisitRender(float(rng.uniform(*config.slice_thickness_mm)), current_offset)}
     prior, current = bg.prior.copy(), bg.current.copy()
     label = bg.real_new.copy()
     occupied = bg.avoid.copy()
@@ -782,6 +801,9 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
                 lesions_meta.append({"kind": "real_resolved_on_current",
                                      "volume_mm3": round(float(resolved.sum()) * voxel, 1)})
 
+    # From here on the prior is on its own slices; lesions painted into it are rendered at its slice positions.
+    prior = acquire_at_shifted_slices(prior, bg.geometry, slice_shift)
+
     # Enlarging: a real lesion grows when the background has one, else an inserted lesion grows.
     for _ in range(n_enlarging):
         grown_real = False
@@ -819,8 +841,7 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     # appearance. The real pair is already misaligned by the dataset's registration: half the range on top.
     max_mm = config.max_misalignment_mm * (0.5 if bg.is_pair else 1.0)
     transform, displacement = rigid_misalignment(bg.geometry, bg.brain, max_mm, rng)
-    slice_shift = visits["prior"].slice_offset_mm - visits["current"].slice_offset_mm
-    prior = resample_as_other_visit(prior, bg.geometry, transform, slice_shift)
+    prior = resample_to_current(prior, bg.geometry, slice_shift, transform)
     prior, prior_look = visit_appearance(prior, bg.brain, config, rng)
     current, current_look = visit_appearance(current, bg.brain, config, rng)
     label &= bg.brain
@@ -872,7 +893,7 @@ def generate_pairs(root: Path, seed: int, indices: Sequence[int], config: RealPa
     dirs = [folder / f"realpair_{seed}_{i:04d}" for i in indices]
     todo = [i for i, d in zip(indices, dirs) if not (d / PAIR_META_FILE).is_file()]
     shape_cache = root / "shapes"
-    shape_library(config.max_shape_volume_mm3, shape_cache)  # built once, before any worker starts
+    shape_library(config.max_shape_volume_mm3, shape_cache, config.max_shape_files)  # once, before the workers
     with WorkerPool(workers) as pool:
         seconds = pool.map(_generate_and_write, [seed] * len(todo), todo, [config] * len(todo),
                            [folder] * len(todo), [shape_cache] * len(todo))
