@@ -29,6 +29,8 @@ from msnode_training.metrics import (
 from msnode_training.readers import LongitudinalCase
 from msnode_training.volumes import Geometry, resample_to
 
+DATA_CITATION = ("Lesjak Z et al., Neuroinformatics 2016 (longitudinal database) and 2017, "
+                 "doi:10.1007/s12021-017-9348-7 (cross-sectional database); CC-BY")
 SIZE_BINS_MM3 = (("<30", 0.0, 30.0), ("30-100", 30.0, 100.0), (">100", 100.0, float("inf")))
 
 
@@ -201,7 +203,7 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         f"Machine: {result['machine']['cpu_count']} CPU cores ({result['machine']['platform']}), wall "
         f"{result['seconds']:.0f} s in all.",
         "",
-        "Data: Lesjak et al., Neuroinformatics 2016 (longitudinal) and 2017 (cross-sectional), CC-BY.",
+        f"Data: {DATA_CITATION}.",
     ]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
@@ -244,6 +246,7 @@ def run_baseline(work: Path, out_dir: Path, run_seed: int, validation_pairs: int
         "generation": {"workers": workers, "pairs": len(seconds),
                        "seconds_per_pair": float(np.mean(seconds)) if seconds else None},
         "pair_config": asdict(config), "pair_config_key": config.key(), "machine": machine(),
+        "data": DATA_CITATION,
         "seconds": time.monotonic() - start,
     }
     write_report(result, out_dir)
