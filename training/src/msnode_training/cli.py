@@ -276,3 +276,52 @@ def held_out_main(argv: list[str] | None = None) -> None:
     cases = synthetic_cases("ms", seed, range(args.cases), float(card["spacing_mm"][0]))
     result = record_synthetic_test(args.model_dir, cases, seed)
     print(json.dumps({k: result[k] for k in ("summary", "onnx_cpu_seconds_per_case")}, indent=2))
+
+
+def real_pairs_main(argv: list[str] | None = None) -> None:
+    """Real-background training pairs (real FLAIRs with real lesion shapes inserted), cached under --out."""
+    import dataclasses
+
+    from msnode_training.realpairs import DEFAULT_BACKGROUNDS, RealPairConfig, generate_pairs, pairs_dir
+    from msnode_training.synth import SEED_STREAMS, stream_seed
+
+    parser = argparse.ArgumentParser(description=real_pairs_main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="cache root; pairs go to OUT/<key>_seed<S>/")
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--first-index", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="series seed (or the run seed with --stream)")
+    parser.add_argument("--stream", choices=[k for k in SEED_STREAMS if k.startswith("real_pairs")], default=None,
+                        help="draw from this stream of the run seed (synth.stream_seed)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=[3.0, 1.0, 1.0], metavar=("Z", "Y", "X"))
+    parser.add_argument("--backgrounds", nargs="+", choices=DEFAULT_BACKGROUNDS, default=list(DEFAULT_BACKGROUNDS))
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    seed = stream_seed(args.seed, args.stream) if args.stream else args.seed
+    config = dataclasses.replace(RealPairConfig(), spacing_zyx=tuple(args.spacing),
+                                 backgrounds=tuple(args.backgrounds))
+    dirs, info = generate_pairs(args.out, seed, range(args.first_index, args.first_index + args.pairs), config,
+                                args.workers)
+    print(json.dumps({"folder": str(pairs_dir(args.out, seed, config)), "seed": seed, "pairs": len(dirs), **info},
+                     indent=2))
+
+
+def baseline_main(argv: list[str] | None = None) -> None:
+    """Subtraction baseline: tune on generated validation pairs, score on held-out generated pairs and patient03."""
+    from msnode_training.baseline import run_baseline
+    from msnode_training.paths import TRAINING_DIR, work_dir
+
+    parser = argparse.ArgumentParser(description=baseline_main.__doc__)
+    parser.add_argument("--work", type=Path, default=work_dir() / "real_pairs", help="pair cache root")
+    parser.add_argument("--out", type=Path, default=TRAINING_DIR / "experiments")
+    parser.add_argument("--seed", type=int, default=0, help="run seed (validation and test streams)")
+    parser.add_argument("--validation-pairs", type=int, default=16)
+    parser.add_argument("--test-pairs", type=int, default=16)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0])
+    parser.add_argument("--min-volumes", type=float, nargs="+", default=[3.0, 10.0, 30.0, 60.0])
+    parser.add_argument("--smoothings", type=float, nargs="+", default=[0.0, 1.0])
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = run_baseline(args.work, args.out, args.seed, args.validation_pairs, args.test_pairs, args.thresholds,
+                          args.min_volumes, args.smoothings, args.workers)
+    print(json.dumps({"chosen": result["chosen"], "generation": result["generation"],
+                      **{k: v["summary"] for k, v in result["evaluations"].items()}}, indent=2))
