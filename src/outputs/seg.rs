@@ -11,12 +11,12 @@ use dicom_object::InMemDicomObject;
 use ndarray::ArrayView3;
 
 use super::{
-    Algorithm, Identity, OutputError, SliceGeometry, SourceSeries, code, ds, new_object, new_uid,
-    now_date_time, put, put_image_pixel, put_sequence, write_file,
+    Algorithm, OutputError, SliceGeometry, SourceSeries, code, ds, put_image_pixel, write_file,
 };
+use crate::dicom::new_uid;
+use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
+use crate::dicom::sop_class::SEGMENTATION_STORAGE;
 use crate::volume::Volume;
-
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
 /// One segment: a label and a binary mask on the source grid ([slice, row, column]).
 pub struct Segment<'a> {
@@ -162,44 +162,20 @@ pub fn write_seg(
     let series_uid = new_uid();
     let instance_uid = new_uid();
     let dimension_uid = new_uid();
-    let (date, time) = now_date_time();
-    let mut obj = new_object(
-        source,
-        &Identity {
-            sop_class_uid: SEGMENTATION_STORAGE,
-            sop_instance_uid: &instance_uid,
-            modality: "SEG",
-            series_instance_uid: &series_uid,
-            series_number,
-            series_description: "msnode new/enlarging MS lesions (automated)",
+    let created = DateTime::now();
+    let series = NewSeries {
+        patient_study: &source.copied,
+        modality: "SEG",
+        series_instance_uid: &series_uid,
+        series_number,
+        series_description: "msnode new/enlarging MS lesions (automated)",
+        frame_of_reference_uid: Some(&source.frame_of_reference_uid),
+        equipment: Equipment::Enhanced {
+            model_name: &algorithm.name,
         },
-    );
-    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
-    put(
-        &mut obj,
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        source.frame_of_reference_uid.as_str(),
-    );
-    put(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
-    put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");
-    put(
-        &mut obj,
-        tags::MANUFACTURER_MODEL_NAME,
-        VR::LO,
-        algorithm.name.as_str(),
-    );
-    put(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "0");
-    put(
-        &mut obj,
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        env!("CARGO_PKG_VERSION"),
-    );
-    put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
-    put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
-    put(&mut obj, tags::SERIES_DATE, VR::DA, date.as_str());
-    put(&mut obj, tags::SERIES_TIME, VR::TM, time.as_str());
+        created: &created,
+    };
+    let mut obj = series.instance(SEGMENTATION_STORAGE, &instance_uid, 1);
     put(
         &mut obj,
         tags::IMAGE_TYPE,

@@ -16,6 +16,7 @@ use dicom_pixeldata::PixelDecoder;
 use ndarray::{Array3, ArrayViewMut2, Axis};
 
 use super::{SliceSource, Volume, VolumeError, cross, dot, from_columns, norm, scale, sub};
+use crate::dicom::read::{first_item, float, floats, int, text};
 
 /// Two slice positions closer than this along the normal are the same position (mm).
 const SAME_POSITION_MM: f64 = 0.01;
@@ -174,32 +175,6 @@ fn missing(path: &Path, attribute: &'static str, context: String) -> VolumeError
     }
 }
 
-fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    obj.get(tag)?.to_multi_float64().ok()
-}
-
-fn float(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
-    obj.get(tag)?.to_float64().ok()
-}
-
-fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
-    obj.get(tag)?.to_int::<i64>().ok()
-}
-
-fn string(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    Some(
-        obj.get(tag)?
-            .to_str()
-            .ok()?
-            .trim_end_matches(['\0', ' '])
-            .to_string(),
-    )
-}
-
-fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
-    obj.get(tag)?.items()?.first()
-}
-
 /// An attribute of a functional group: per-frame first, then shared.
 fn group_value<T>(
     per_frame: Option<&InMemDicomObject>,
@@ -236,9 +211,9 @@ fn read_frames(path: &Path, file: usize) -> Result<Vec<Frame>, VolumeError> {
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| dicom_error(path, e))?;
-    let sop_instance_uid = string(&obj, tags::SOP_INSTANCE_UID)
+    let sop_instance_uid = text(&obj, tags::SOP_INSTANCE_UID)
         .ok_or_else(|| missing(path, "SOP Instance UID", String::new()))?;
-    let series_instance_uid = string(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
+    let series_instance_uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
     let rows = int(&obj, tags::ROWS).ok_or_else(|| missing(path, "Rows", String::new()))? as u32;
     let columns =
         int(&obj, tags::COLUMNS).ok_or_else(|| missing(path, "Columns", String::new()))? as u32;
