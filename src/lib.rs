@@ -4,6 +4,7 @@
 
 pub mod analyze;
 pub mod config;
+pub mod dicom;
 pub mod index;
 pub mod infer;
 pub mod ingest;

@@ -13,21 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
-use dicom_object::meta::FileMetaTableBuilder;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use tokio::io::AsyncWriteExt;
 
 mod structure;
 
+use crate::dicom::Status;
+use crate::dicom::meta::file_meta;
+use crate::dicom::read::{int, text};
+use crate::dicom::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+use crate::dicom::uid;
 use crate::index::{Index, InstanceRecord};
-use crate::net::dimse::{Status, trim_padding};
-use crate::net::syntaxes::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
-use crate::store::{Store, check_uid};
-
-/// Our implementation class UID, written into every file meta group and association.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.266657200200615317207891857678802307883";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MSNODE_", env!("CARGO_PKG_VERSION"));
+use crate::store::Store;
 
 /// Why an instance was not stored: the DIMSE status to answer and a reason a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,20 +242,19 @@ impl Ingest {
 
 /// Preamble, "DICM" and the file meta group for the announced instance.
 fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(request.sop_class_uid.as_str())
-        .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
-        .transfer_syntax(request.transfer_syntax_uid.as_str())
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(request.calling_ae.as_str())
-        .build()
-        .map_err(|e| {
-            Refusal::new(
-                Status::CannotUnderstand,
-                format!("cannot build file meta: {e}"),
-            )
-        })?;
+    let meta = file_meta(
+        &request.sop_class_uid,
+        &request.sop_instance_uid,
+        &request.transfer_syntax_uid,
+    )
+    .source_application_entity_title(request.calling_ae.as_str())
+    .build()
+    .map_err(|e| {
+        Refusal::new(
+            Status::CannotUnderstand,
+            format!("cannot build file meta: {e}"),
+        )
+    })?;
     let mut header = Vec::with_capacity(512);
     header.extend_from_slice(&[0u8; 128]);
     header.extend_from_slice(b"DICM");
@@ -347,22 +344,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| trim_padding(s.trim_start()).to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn integer(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i64> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<i64>().ok())
-}
-
 /// Parse a received instance (preamble, file meta group, data set) and build its index record,
 /// refusing what is malformed or contradicts the C-STORE request.
 fn read_record<R: Read + Seek>(
@@ -415,7 +396,7 @@ fn read_record<R: Read + Seek>(
         ("Series Instance UID", &series),
         ("SOP Instance UID", &sop_instance),
     ] {
-        check_uid(what, uid)
+        uid::check(what, uid)
             .map_err(|e| Refusal::new(Status::DataSetDoesNotMatchSopClass, e.to_string()))?;
     }
     let relative = Store::instance_path(&study, &series, &sop_instance)
@@ -430,12 +411,12 @@ fn read_record<R: Read + Seek>(
         study_description: text(&obj, tags::STUDY_DESCRIPTION),
         series_instance_uid: series,
         modality: text(&obj, tags::MODALITY),
-        series_number: integer(&obj, tags::SERIES_NUMBER),
+        series_number: int(&obj, tags::SERIES_NUMBER),
         series_description: text(&obj, tags::SERIES_DESCRIPTION),
         frame_of_reference_uid: text(&obj, tags::FRAME_OF_REFERENCE_UID),
         sop_class_uid: sop_class,
         sop_instance_uid: sop_instance,
-        instance_number: integer(&obj, tags::INSTANCE_NUMBER),
+        instance_number: int(&obj, tags::INSTANCE_NUMBER),
         transfer_syntax_uid: request.transfer_syntax_uid.clone(),
         file_path: relative.to_string_lossy().into_owned(),
         file_size: data_offset + data_set_size,

@@ -7,6 +7,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
+use crate::dicom::Status;
+use crate::dicom::read::{int, text};
+use crate::dicom::sop_class::VERIFICATION;
+
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_STORE_RSP: u16 = 0x8001;
 pub const C_ECHO_RQ: u16 = 0x0030;
@@ -14,40 +18,6 @@ pub const C_ECHO_RSP: u16 = 0x8030;
 
 /// Command Data Set Type value meaning "no data set follows".
 const NO_DATA_SET: u16 = 0x0101;
-
-pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
-
-/// DIMSE status codes msnode answers with (PS3.4 B.2.3, PS3.7 C).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Success,
-    /// A700: the instance is larger than we accept, or storage is full.
-    OutOfResources,
-    /// A900: the data set does not match what the command says, or lacks identifying attributes.
-    DataSetDoesNotMatchSopClass,
-    /// C000: the data set cannot be parsed.
-    CannotUnderstand,
-    /// 0122
-    SopClassNotSupported,
-    /// 0211
-    UnrecognizedOperation,
-    /// 0110
-    ProcessingFailure,
-}
-
-impl Status {
-    pub fn code(self) -> u16 {
-        match self {
-            Status::Success => 0x0000,
-            Status::OutOfResources => 0xA700,
-            Status::DataSetDoesNotMatchSopClass => 0xA900,
-            Status::CannotUnderstand => 0xC000,
-            Status::SopClassNotSupported => 0x0122,
-            Status::UnrecognizedOperation => 0x0211,
-            Status::ProcessingFailure => 0x0110,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DimseError {
@@ -83,24 +53,8 @@ pub fn command_pdu(presentation_context_id: u8, command: Vec<u8>) -> dicom_ul::P
     }
 }
 
-/// Trim the padding that UIDs and strings carry on the wire.
-pub fn trim_padding(s: &str) -> &str {
-    s.trim_end_matches(['\0', ' '])
-}
-
-fn optional_string(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| trim_padding(&s).to_string())
-}
-
 fn optional_u16(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u16>().ok())
+    int(obj, tag).and_then(|v| u16::try_from(v).ok())
 }
 
 impl Command {
@@ -120,11 +74,11 @@ impl Command {
         Ok(Command {
             command_field,
             message_id,
-            affected_sop_class_uid: optional_string(&obj, tags::AFFECTED_SOP_CLASS_UID),
-            affected_sop_instance_uid: optional_string(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+            affected_sop_class_uid: text(&obj, tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
             has_data_set,
             status: optional_u16(&obj, tags::STATUS),
-            error_comment: optional_string(&obj, tags::ERROR_COMMENT),
+            error_comment: text(&obj, tags::ERROR_COMMENT),
         })
     }
 }
@@ -196,7 +150,7 @@ pub fn echo_request(message_id: u16) -> Result<Vec<u8>, DimseError> {
         DataElement::new(
             tags::AFFECTED_SOP_CLASS_UID,
             VR::UI,
-            PrimitiveValue::from(VERIFICATION_SOP_CLASS),
+            PrimitiveValue::from(VERIFICATION),
         ),
         DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_ECHO_RQ])),
         DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),

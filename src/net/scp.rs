@@ -18,9 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::dimse::{self, Command, Status};
+use super::dimse::{self, Command};
 use super::syntaxes;
 use crate::config::Config;
+use crate::dicom::{Status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
 
 /// Who may associate: the called AE title must be ours and the calling AE a peer allowed to store.
@@ -38,8 +39,8 @@ impl AccessControl for PeerAccess {
         called_ae_title: &str,
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        let calling = dimse::trim_padding(calling_ae_title.trim_start());
-        let called = dimse::trim_padding(called_ae_title.trim_start());
+        let calling = trim_padding(calling_ae_title.trim_start());
+        let called = trim_padding(called_ae_title.trim_start());
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some((calling.to_string(), called.to_string()));
         }
@@ -364,8 +365,8 @@ impl AssociationHandler<'_> {
             .ok_or(ProtocolViolation::UnknownPresentationContext(
                 presentation_context_id,
             ))?;
-        let transfer_syntax_uid = dimse::trim_padding(&context.transfer_syntax).to_string();
-        let abstract_syntax = dimse::trim_padding(&context.abstract_syntax).to_string();
+        let transfer_syntax_uid = trim_padding(&context.transfer_syntax).to_string();
+        let abstract_syntax = trim_padding(&context.abstract_syntax).to_string();
         match command.command_field {
             dimse::C_ECHO_RQ => {
                 debug!(message_id = command.message_id, "C-ECHO");

@@ -12,6 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::dimse::{self, Command};
+use crate::dicom::sop_class::VERIFICATION;
+use crate::dicom::trim_padding;
 
 type ClientAssociation = dicom_ul::association::client::AsyncClientAssociation<TcpStream>;
 
@@ -130,8 +132,7 @@ async fn send_command(
 /// C-ECHO: returns the round-trip time of the whole exchange and the status the peer answered.
 pub async fn echo(remote: &Remote) -> Result<(Duration, u16), ScuError> {
     let started = Instant::now();
-    let options =
-        ClientAssociationOptions::new().with_abstract_syntax(dimse::VERIFICATION_SOP_CLASS);
+    let options = ClientAssociationOptions::new().with_abstract_syntax(VERIFICATION);
     let mut association = connect(remote, options).await?;
     let context_id = association
         .presentation_contexts()
@@ -176,9 +177,9 @@ pub fn inspect(path: &Path) -> Result<OutgoingFile, ScuError> {
         .map_err(|e| not_dicom(e.to_string()))?;
     Ok(OutgoingFile {
         path: path.to_owned(),
-        sop_class_uid: dimse::trim_padding(meta.media_storage_sop_class_uid()).to_string(),
-        sop_instance_uid: dimse::trim_padding(meta.media_storage_sop_instance_uid()).to_string(),
-        transfer_syntax_uid: dimse::trim_padding(meta.transfer_syntax()).to_string(),
+        sop_class_uid: trim_padding(meta.media_storage_sop_class_uid()).to_string(),
+        sop_instance_uid: trim_padding(meta.media_storage_sop_instance_uid()).to_string(),
+        transfer_syntax_uid: trim_padding(meta.transfer_syntax()).to_string(),
     })
 }
 

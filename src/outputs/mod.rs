@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
-use crate::ingest::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
-use crate::net::dimse::trim_padding;
+use crate::dicom::object::put;
+use crate::dicom::read::{float, text};
 use crate::volume::Volume;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +64,6 @@ const COPIED: [Tag; 12] = [
     tags::ACCESSION_NUMBER,
 ];
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| trim_padding(s.trim()).to_string())
-        .filter(|s| !s.is_empty())
-}
-
 impl SourceSeries {
     /// Read the header of the first source instance.
     pub fn read(first_file: &Path) -> Result<SourceSeries, OutputError> {
@@ -101,59 +91,9 @@ impl SourceSeries {
                 "Frame of Reference UID",
             )?,
             sop_class_uid: required(tags::SOP_CLASS_UID, "SOP Class UID")?,
-            slice_thickness: text(&obj, tags::SLICE_THICKNESS).and_then(|t| t.parse().ok()),
+            slice_thickness: float(&obj, tags::SLICE_THICKNESS),
         })
     }
-}
-
-/// What makes a new object itself: its class, instance, modality and series.
-pub(crate) struct Identity<'a> {
-    pub sop_class_uid: &'a str,
-    pub sop_instance_uid: &'a str,
-    pub modality: &'a str,
-    pub series_instance_uid: &'a str,
-    pub series_number: i32,
-    pub series_description: &'a str,
-}
-
-/// A new object in the source's study: the copied patient and study attributes, then its identity.
-pub(crate) fn new_object(source: &SourceSeries, identity: &Identity<'_>) -> InMemDicomObject {
-    let mut obj = InMemDicomObject::new_empty();
-    for element in &source.copied {
-        obj.put(element.clone());
-    }
-    put(
-        &mut obj,
-        tags::SOP_CLASS_UID,
-        VR::UI,
-        identity.sop_class_uid,
-    );
-    put(
-        &mut obj,
-        tags::SOP_INSTANCE_UID,
-        VR::UI,
-        identity.sop_instance_uid,
-    );
-    put(&mut obj, tags::MODALITY, VR::CS, identity.modality);
-    put(
-        &mut obj,
-        tags::SERIES_INSTANCE_UID,
-        VR::UI,
-        identity.series_instance_uid,
-    );
-    put(
-        &mut obj,
-        tags::SERIES_NUMBER,
-        VR::IS,
-        identity.series_number.to_string(),
-    );
-    put(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        identity.series_description,
-    );
-    obj
 }
 
 /// The Image Pixel attributes of unsigned pixels: RGB has three samples, anything else one.
@@ -261,18 +201,6 @@ pub(crate) fn ds(values: &[f64]) -> PrimitiveValue {
     PrimitiveValue::Strs(strings.into())
 }
 
-pub(crate) fn put(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: impl Into<PrimitiveValue>) {
-    obj.put(DataElement::new(tag, vr, value.into()));
-}
-
-pub(crate) fn put_sequence(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
-    obj.put(DataElement::new(
-        tag,
-        VR::SQ,
-        dicom_core::value::DataSetSequence::from(items),
-    ));
-}
-
 /// A code sequence item: (code value, coding scheme designator, code meaning).
 pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     let mut item = InMemDicomObject::new_empty();
@@ -282,20 +210,6 @@ pub(crate) fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject
     item
 }
 
-/// DICOM date (DA) and time (TM) of now, UTC.
-pub(crate) fn now_date_time() -> (String, String) {
-    let now = time::OffsetDateTime::now_utc();
-    (
-        format!("{:04}{:02}{:02}", now.year(), now.month() as u8, now.day()),
-        format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second()),
-    )
-}
-
-/// A new UID under the 2.25 (UUID-derived) root.
-pub fn new_uid() -> String {
-    crate::volume::import::new_uid()
-}
-
 /// Write `obj` as a DICOM file (Explicit VR Little Endian) at `path`.
 pub(crate) fn write_file(
     obj: InMemDicomObject,
@@ -303,19 +217,10 @@ pub(crate) fn write_file(
     sop_instance_uid: &str,
     path: &Path,
 ) -> Result<(), OutputError> {
-    let write_error = |message: String| OutputError::Write {
-        path: path.to_owned(),
-        message,
-    };
-    let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class_uid)
-        .media_storage_sop_instance_uid(sop_instance_uid)
-        .transfer_syntax(crate::net::syntaxes::EXPLICIT_VR_LE)
-        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    let file = obj
-        .with_meta(meta)
-        .map_err(|e| write_error(e.to_string()))?;
-    file.write_to_file(path)
-        .map_err(|e| write_error(e.to_string()))
+    crate::dicom::meta::write_file(obj, sop_class_uid, sop_instance_uid, path).map_err(|e| {
+        OutputError::Write {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })
 }

@@ -8,13 +8,11 @@ use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use ndarray::ArrayView3;
 
-use super::{
-    Identity, OutputError, SliceGeometry, SourceSeries, ds, new_object, new_uid, now_date_time,
-    put, put_image_pixel, write_file,
-};
+use super::{OutputError, SliceGeometry, SourceSeries, ds, put_image_pixel, write_file};
+use crate::dicom::new_uid;
+use crate::dicom::object::{DateTime, Equipment, NewSeries, put};
+use crate::dicom::sop_class::SECONDARY_CAPTURE_IMAGE_STORAGE;
 use crate::volume::Volume;
-
-pub const SECONDARY_CAPTURE_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
 
 pub const BANNER: &str = "MSNODE AUTOMATED RESULT - FOR REVIEW BY A RADIOLOGIST";
 const RED: [u8; 3] = [255, 40, 40];
@@ -205,27 +203,23 @@ pub fn write_overlay_series(
     })?;
     let geometry = SliceGeometry::of(volume);
     let series_uid = new_uid();
-    let (date, time) = now_date_time();
+    let created = DateTime::now();
+    let series = NewSeries {
+        patient_study: &source.copied,
+        modality: "MR",
+        series_instance_uid: &series_uid,
+        series_number,
+        series_description: "msnode lesion overlay (automated, for review)",
+        frame_of_reference_uid: Some(&source.frame_of_reference_uid),
+        equipment: Equipment::General,
+        created: &created,
+    };
     let mut files = Vec::with_capacity(images.len());
     for (k, image) in images.iter().enumerate() {
         let instance_uid = new_uid();
-        let mut obj = new_object(
-            source,
-            &Identity {
-                sop_class_uid: SECONDARY_CAPTURE_IMAGE_STORAGE,
-                sop_instance_uid: &instance_uid,
-                modality: "MR",
-                series_instance_uid: &series_uid,
-                series_number,
-                series_description: "msnode lesion overlay (automated, for review)",
-            },
-        );
+        let mut obj = series.instance(SECONDARY_CAPTURE_IMAGE_STORAGE, &instance_uid, k + 1);
         put(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
-        put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");
-        put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string());
         put(&mut obj, tags::PATIENT_ORIENTATION, VR::CS, "");
-        put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
-        put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
         put(
             &mut obj,
             tags::IMAGE_TYPE,
@@ -236,13 +230,6 @@ pub fn write_overlay_series(
         put(&mut obj, tags::IMAGE_COMMENTS, VR::LT, BANNER);
         // Where the slice is, so that viewers can place it beside the source series.
         put(&mut obj, tags::LATERALITY, VR::CS, "");
-        put(
-            &mut obj,
-            tags::FRAME_OF_REFERENCE_UID,
-            VR::UI,
-            source.frame_of_reference_uid.as_str(),
-        );
-        put(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
         put(
             &mut obj,
             tags::SLICE_THICKNESS,

@@ -5,18 +5,18 @@
 
 use std::path::Path;
 
-use dicom_core::{DataElement, PrimitiveValue, VR, dicom_value};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use ndarray::ArrayView3;
 
 use super::{
-    Algorithm, Identity, OutputError, SliceGeometry, SourceSeries, code, ds, new_object, new_uid,
-    now_date_time, put, put_image_pixel, put_sequence, write_file,
+    Algorithm, OutputError, SliceGeometry, SourceSeries, code, ds, put_image_pixel, write_file,
 };
-use crate::volume::Volume;
-
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+use crate::dicom::new_uid;
+use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
+use crate::dicom::sop_class::SEGMENTATION_STORAGE;
+use crate::volume::{SliceSource, Volume};
 
 /// One segment: a label and a binary mask on the source grid ([slice, row, column]).
 pub struct Segment<'a> {
@@ -131,15 +131,8 @@ fn segment_item(number: u16, segment: &Segment<'_>, algorithm: &Algorithm) -> In
     item
 }
 
-/// Write a BINARY segmentation of `segments` (each on the grid of `source`) to `path`.
-pub fn write_seg(
-    path: &Path,
-    source: &SourceSeries,
-    source_volume: &Volume,
-    segments: &[Segment<'_>],
-    algorithm: &Algorithm,
-    series_number: i32,
-) -> Result<WrittenSeg, OutputError> {
+/// Every mask must lie on the source grid, and every source slice must say where it came from.
+fn check_grid(source_volume: &Volume, segments: &[Segment<'_>]) -> Result<(), OutputError> {
     let (slices, rows, columns) = source_volume.data.dim();
     if source_volume.slices.len() != slices {
         return Err(OutputError::Geometry(format!(
@@ -158,68 +151,38 @@ pub fn write_seg(
             (slices, rows, columns)
         )));
     }
+    Ok(())
+}
+
+/// Write a BINARY segmentation of `segments` (each on the grid of `source`) to `path`.
+pub fn write_seg(
+    path: &Path,
+    source: &SourceSeries,
+    source_volume: &Volume,
+    segments: &[Segment<'_>],
+    algorithm: &Algorithm,
+    series_number: i32,
+) -> Result<WrittenSeg, OutputError> {
+    check_grid(source_volume, segments)?;
     let geometry = SliceGeometry::of(source_volume);
     let series_uid = new_uid();
     let instance_uid = new_uid();
-    let dimension_uid = new_uid();
-    let (date, time) = now_date_time();
-    let mut obj = new_object(
-        source,
-        &Identity {
-            sop_class_uid: SEGMENTATION_STORAGE,
-            sop_instance_uid: &instance_uid,
-            modality: "SEG",
-            series_instance_uid: &series_uid,
-            series_number,
-            series_description: "msnode new/enlarging MS lesions (automated)",
+    let created = DateTime::now();
+    let series = NewSeries {
+        patient_study: &source.copied,
+        modality: "SEG",
+        series_instance_uid: &series_uid,
+        series_number,
+        series_description: "msnode new/enlarging MS lesions (automated)",
+        frame_of_reference_uid: Some(&source.frame_of_reference_uid),
+        equipment: Equipment::Enhanced {
+            model_name: &algorithm.name,
         },
-    );
-    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
-    put(
-        &mut obj,
-        tags::FRAME_OF_REFERENCE_UID,
-        VR::UI,
-        source.frame_of_reference_uid.as_str(),
-    );
-    put(&mut obj, tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
-    put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");
-    put(
-        &mut obj,
-        tags::MANUFACTURER_MODEL_NAME,
-        VR::LO,
-        algorithm.name.as_str(),
-    );
-    put(&mut obj, tags::DEVICE_SERIAL_NUMBER, VR::LO, "0");
-    put(
-        &mut obj,
-        tags::SOFTWARE_VERSIONS,
-        VR::LO,
-        env!("CARGO_PKG_VERSION"),
-    );
-    put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
-    put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
-    put(&mut obj, tags::SERIES_DATE, VR::DA, date.as_str());
-    put(&mut obj, tags::SERIES_TIME, VR::TM, time.as_str());
-    put(
-        &mut obj,
-        tags::IMAGE_TYPE,
-        VR::CS,
-        PrimitiveValue::Strs(["DERIVED".to_string(), "PRIMARY".to_string()].into()),
-    );
-    put(&mut obj, tags::CONTENT_LABEL, VR::CS, "MS_LESIONS");
-    put(
-        &mut obj,
-        tags::CONTENT_DESCRIPTION,
-        VR::LO,
-        "New and enlarging lesions, for review by a radiologist",
-    );
-    put(&mut obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode");
-    put(&mut obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
-    put_image_pixel(&mut obj, rows, columns, "MONOCHROME2", 1);
-    put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
-    let frames = segments.len() * slices;
-    put(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string());
-
+        created: &created,
+    };
+    let mut obj = series.instance(SEGMENTATION_STORAGE, &instance_uid, 1);
+    let frames = segments.len() * source_volume.slices.len();
+    put_segmentation_image(&mut obj, source_volume, frames);
     put_sequence(
         &mut obj,
         tags::SEGMENT_SEQUENCE,
@@ -229,27 +192,80 @@ pub fn write_seg(
             .map(|(n, s)| segment_item(n as u16 + 1, s, algorithm))
             .collect(),
     );
+    put_dimensions(&mut obj, &new_uid());
+    put_sequence(
+        &mut obj,
+        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+        vec![shared_groups(source, &geometry)],
+    );
+    put_sequence(
+        &mut obj,
+        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
+        per_frame_groups(source, source_volume, &geometry, segments.len()),
+    );
+    put_sequence(
+        &mut obj,
+        tags::REFERENCED_SERIES_SEQUENCE,
+        vec![referenced_series(source, source_volume)],
+    );
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::U8(pack_bits(segments).into()),
+    ));
+    write_file(obj, SEGMENTATION_STORAGE, &instance_uid, path)?;
+    Ok(WrittenSeg {
+        series_instance_uid: series_uid,
+        sop_instance_uid: instance_uid,
+        frames,
+    })
+}
 
-    // Dimensions: segment, then position along the slice normal.
+/// Segmentation Image and Image Pixel attributes: a BINARY, one-bit, multi-frame image.
+fn put_segmentation_image(obj: &mut InMemDicomObject, source_volume: &Volume, frames: usize) {
+    let (_, rows, columns) = source_volume.data.dim();
+    put(
+        obj,
+        tags::IMAGE_TYPE,
+        VR::CS,
+        PrimitiveValue::Strs(["DERIVED".to_string(), "PRIMARY".to_string()].into()),
+    );
+    put(obj, tags::CONTENT_LABEL, VR::CS, "MS_LESIONS");
+    put(
+        obj,
+        tags::CONTENT_DESCRIPTION,
+        VR::LO,
+        "New and enlarging lesions, for review by a radiologist",
+    );
+    put(obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode");
+    put(obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
+    put_image_pixel(obj, rows, columns, "MONOCHROME2", 1);
+    put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+    put(obj, tags::NUMBER_OF_FRAMES, VR::IS, frames.to_string());
+}
+
+/// Multi-frame Dimension module: frames are indexed by segment, then by position along the
+/// slice normal.
+fn put_dimensions(obj: &mut InMemDicomObject, dimension_uid: &str) {
     let mut organization = InMemDicomObject::new_empty();
     put(
         &mut organization,
         tags::DIMENSION_ORGANIZATION_UID,
         VR::UI,
-        dimension_uid.as_str(),
+        dimension_uid,
     );
     put_sequence(
-        &mut obj,
+        obj,
         tags::DIMENSION_ORGANIZATION_SEQUENCE,
         vec![organization],
     );
-    let dimension = |pointer: dicom_core::Tag, group: dicom_core::Tag, description: &str| {
+    let dimension = |pointer: Tag, group: Tag, description: &str| {
         let mut item = InMemDicomObject::new_empty();
         put(
             &mut item,
             tags::DIMENSION_ORGANIZATION_UID,
             VR::UI,
-            dimension_uid.as_str(),
+            dimension_uid,
         );
         put(
             &mut item,
@@ -272,7 +288,7 @@ pub fn write_seg(
         item
     };
     put_sequence(
-        &mut obj,
+        obj,
         tags::DIMENSION_INDEX_SEQUENCE,
         vec![
             dimension(
@@ -287,8 +303,10 @@ pub fn write_seg(
             ),
         ],
     );
+}
 
-    // Shared: pixel measures and orientation of the source grid.
+/// The shared functional groups: pixel measures and orientation of the source grid.
+fn shared_groups(source: &SourceSeries, geometry: &SliceGeometry) -> InMemDicomObject {
     let mut measures = InMemDicomObject::new_empty();
     put(
         &mut measures,
@@ -322,98 +340,126 @@ pub fn write_seg(
         tags::PLANE_ORIENTATION_SEQUENCE,
         vec![orientation],
     );
-    put_sequence(
-        &mut obj,
-        tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
-        vec![shared],
-    );
+    shared
+}
 
-    // Per frame: segment, position, and the source slice it derives from.
-    let mut per_frame = Vec::with_capacity(frames);
-    for segment_number in 1..=segments.len() as u16 {
+/// One per-frame functional group item per segment and source slice, segment by segment.
+fn per_frame_groups(
+    source: &SourceSeries,
+    source_volume: &Volume,
+    geometry: &SliceGeometry,
+    segments: usize,
+) -> Vec<InMemDicomObject> {
+    let mut per_frame = Vec::with_capacity(segments * geometry.positions.len());
+    for segment_number in 1..=segments as u16 {
         for (k, position) in geometry.positions.iter().enumerate() {
-            let source_slice = &source_volume.slices[k];
-            let mut item = InMemDicomObject::new_empty();
-            let mut content = InMemDicomObject::new_empty();
-            put(
-                &mut content,
-                tags::DIMENSION_INDEX_VALUES,
-                VR::UL,
-                PrimitiveValue::U32(vec![segment_number as u32, k as u32 + 1].into()),
-            );
-            put_sequence(&mut item, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
-            let mut plane = InMemDicomObject::new_empty();
-            put(
-                &mut plane,
-                tags::IMAGE_POSITION_PATIENT,
-                VR::DS,
-                ds(position),
-            );
-            put_sequence(&mut item, tags::PLANE_POSITION_SEQUENCE, vec![plane]);
-            let mut identification = InMemDicomObject::new_empty();
-            put(
-                &mut identification,
-                tags::REFERENCED_SEGMENT_NUMBER,
-                VR::US,
-                dicom_value!(U16, [segment_number]),
-            );
-            put_sequence(
-                &mut item,
-                tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-                vec![identification],
-            );
-            let mut source_image = InMemDicomObject::new_empty();
-            put(
-                &mut source_image,
-                tags::REFERENCED_SOP_CLASS_UID,
-                VR::UI,
-                source.sop_class_uid.as_str(),
-            );
-            put(
-                &mut source_image,
-                tags::REFERENCED_SOP_INSTANCE_UID,
-                VR::UI,
-                source_slice.sop_instance_uid.as_str(),
-            );
-            if let Some(frame) = source_slice.frame {
-                put(
-                    &mut source_image,
-                    tags::REFERENCED_FRAME_NUMBER,
-                    VR::IS,
-                    frame.to_string(),
-                );
-            }
-            put_sequence(
-                &mut source_image,
-                tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                vec![code(
-                    "121322",
-                    "DCM",
-                    "Source image for image processing operation",
-                )],
-            );
-            let mut derivation = InMemDicomObject::new_empty();
-            put_sequence(
-                &mut derivation,
-                tags::DERIVATION_CODE_SEQUENCE,
-                vec![code("113076", "DCM", "Segmentation")],
-            );
-            put_sequence(
-                &mut derivation,
-                tags::SOURCE_IMAGE_SEQUENCE,
-                vec![source_image],
-            );
-            put_sequence(&mut item, tags::DERIVATION_IMAGE_SEQUENCE, vec![derivation]);
-            per_frame.push(item);
+            per_frame.push(frame_group(
+                source,
+                &source_volume.slices[k],
+                segment_number,
+                k,
+                position,
+            ));
         }
     }
-    put_sequence(
-        &mut obj,
-        tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE,
-        per_frame,
-    );
+    per_frame
+}
 
-    // Common Instance Reference: every source instance (OHIF refuses a SEG without it).
+/// A frame's functional groups: its dimension index values, position, segment, and the source
+/// slice it derives from.
+fn frame_group(
+    source: &SourceSeries,
+    source_slice: &SliceSource,
+    segment_number: u16,
+    k: usize,
+    position: &[f64; 3],
+) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    let mut content = InMemDicomObject::new_empty();
+    put(
+        &mut content,
+        tags::DIMENSION_INDEX_VALUES,
+        VR::UL,
+        PrimitiveValue::U32(vec![segment_number as u32, k as u32 + 1].into()),
+    );
+    put_sequence(&mut item, tags::FRAME_CONTENT_SEQUENCE, vec![content]);
+    let mut plane = InMemDicomObject::new_empty();
+    put(
+        &mut plane,
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        ds(position),
+    );
+    put_sequence(&mut item, tags::PLANE_POSITION_SEQUENCE, vec![plane]);
+    let mut identification = InMemDicomObject::new_empty();
+    put(
+        &mut identification,
+        tags::REFERENCED_SEGMENT_NUMBER,
+        VR::US,
+        dicom_value!(U16, [segment_number]),
+    );
+    put_sequence(
+        &mut item,
+        tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+        vec![identification],
+    );
+    put_sequence(
+        &mut item,
+        tags::DERIVATION_IMAGE_SEQUENCE,
+        vec![derivation(source, source_slice)],
+    );
+    item
+}
+
+/// Derivation Image Sequence item: the frame was segmented from this source slice.
+fn derivation(source: &SourceSeries, source_slice: &SliceSource) -> InMemDicomObject {
+    let mut source_image = InMemDicomObject::new_empty();
+    put(
+        &mut source_image,
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        source.sop_class_uid.as_str(),
+    );
+    put(
+        &mut source_image,
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        source_slice.sop_instance_uid.as_str(),
+    );
+    if let Some(frame) = source_slice.frame {
+        put(
+            &mut source_image,
+            tags::REFERENCED_FRAME_NUMBER,
+            VR::IS,
+            frame.to_string(),
+        );
+    }
+    put_sequence(
+        &mut source_image,
+        tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+        vec![code(
+            "121322",
+            "DCM",
+            "Source image for image processing operation",
+        )],
+    );
+    let mut derivation = InMemDicomObject::new_empty();
+    put_sequence(
+        &mut derivation,
+        tags::DERIVATION_CODE_SEQUENCE,
+        vec![code("113076", "DCM", "Segmentation")],
+    );
+    put_sequence(
+        &mut derivation,
+        tags::SOURCE_IMAGE_SEQUENCE,
+        vec![source_image],
+    );
+    derivation
+}
+
+/// Common Instance Reference: the source series and every one of its instances (OHIF refuses a
+/// SEG without it).
+fn referenced_series(source: &SourceSeries, source_volume: &Volume) -> InMemDicomObject {
     let mut seen = std::collections::BTreeSet::new();
     let referenced: Vec<InMemDicomObject> = source_volume
         .slices
@@ -448,23 +494,7 @@ pub fn write_seg(
         tags::REFERENCED_INSTANCE_SEQUENCE,
         referenced,
     );
-    put_sequence(
-        &mut obj,
-        tags::REFERENCED_SERIES_SEQUENCE,
-        vec![series_item],
-    );
-
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OB,
-        PrimitiveValue::U8(pack_bits(segments).into()),
-    ));
-    write_file(obj, SEGMENTATION_STORAGE, &instance_uid, path)?;
-    Ok(WrittenSeg {
-        series_instance_uid: series_uid,
-        sop_instance_uid: instance_uid,
-        frames,
-    })
+    series_item
 }
 
 #[cfg(test)]

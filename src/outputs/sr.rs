@@ -9,14 +9,13 @@ use dicom_core::{VR, dicom_value};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::seg::{SEGMENTATION_STORAGE, WrittenSeg};
-use super::{
-    Algorithm, Identity, OutputError, SourceSeries, code, ds, new_object, new_uid, now_date_time,
-    put, put_sequence, write_file,
-};
+use super::seg::WrittenSeg;
+use super::{Algorithm, OutputError, SourceSeries, code, ds, write_file};
+use crate::dicom::meta::IMPLEMENTATION_CLASS_UID;
+use crate::dicom::new_uid;
+use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
+use crate::dicom::sop_class::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::lesions::{Change, Lesion};
-
-pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 
 /// The caveat every report carries.
 pub const REVIEW_CAVEAT: &str = "Automated result for review by a radiologist. Research and evaluation software, \
@@ -273,29 +272,25 @@ pub fn write_report(
 ) -> Result<String, OutputError> {
     let instance_uid = new_uid();
     let series_uid = new_uid();
-    let (date, time) = now_date_time();
-    let mut obj = new_object(
-        source,
-        &Identity {
-            sop_class_uid: COMPREHENSIVE_3D_SR_STORAGE,
-            sop_instance_uid: &instance_uid,
-            modality: "SR",
-            series_instance_uid: &series_uid,
-            series_number,
-            series_description: "msnode lesion report (automated)",
-        },
-    );
+    let created = DateTime::now();
+    let series = NewSeries {
+        patient_study: &source.copied,
+        modality: "SR",
+        series_instance_uid: &series_uid,
+        series_number,
+        series_description: "msnode lesion report (automated)",
+        frame_of_reference_uid: None,
+        equipment: Equipment::General,
+        created: &created,
+    };
+    let mut obj = series.instance(COMPREHENSIVE_3D_SR_STORAGE, &instance_uid, 1);
     put_sequence(
         &mut obj,
         tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
         Vec::new(),
     );
-    put(&mut obj, tags::MANUFACTURER, VR::LO, "msnode");
-    put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
     put(&mut obj, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
     put(&mut obj, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
-    put(&mut obj, tags::CONTENT_DATE, VR::DA, date.as_str());
-    put(&mut obj, tags::CONTENT_TIME, VR::TM, time.as_str());
     put_sequence(
         &mut obj,
         tags::PERFORMED_PROCEDURE_CODE_SEQUENCE,
@@ -371,7 +366,7 @@ pub fn write_report(
         uid_item(
             "HAS OBS CONTEXT",
             code("121012", "DCM", "Device Observer UID"),
-            crate::ingest::IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_CLASS_UID,
         ),
         text_item(
             "HAS OBS CONTEXT",

@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::{tags, uids};
+use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicom_object::meta::FileMetaTableBuilder;
 
 use super::{VolumeError, apply, column, cross, dot, norm, read_nifti, scale};
-use crate::ingest::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::dicom::meta::write_file;
+use crate::dicom::new_uid;
+use crate::dicom::object::{DateTime, Equipment, NewSeries};
+use crate::dicom::sop_class::MR_IMAGE_STORAGE;
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -44,26 +46,6 @@ pub struct ImportReport {
     /// Rescale slope and intercept when the voxels were not integers that fit 16 bits and had to be
     /// quantised; `None` when they are stored exactly.
     pub rescale: Option<(f64, f64)>,
-}
-
-/// A new UID under the UUID-derived root 2.25 (PS3.5 B.2): 128 random bits as a decimal integer.
-pub fn new_uid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut bits = 0u128;
-    for _ in 0..2 {
-        // RandomState is seeded from the operating system's randomness once per thread and
-        // advanced for every instance, so successive values differ.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        h.write_u32(std::process::id());
-        bits = (bits << 64) | u128::from(h.finish());
-    }
-    format!("2.25.{bits}")
 }
 
 fn text(tag: Tag, vr: VR, value: impl Into<String>) -> DataElement<InMemDicomObject> {
@@ -166,50 +148,47 @@ pub fn import_nifti(
     let study_uid = options.study_instance_uid.clone().unwrap_or_else(new_uid);
     let series_uid = new_uid();
     let frame_of_reference_uid = new_uid();
-    let now = time::OffsetDateTime::now_utc();
-    let today = format!(
-        "{:04}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day()
-    );
-    let clock = format!("{:02}{:02}{:02}", now.hour(), now.minute(), now.second());
-    let study_date = options.study_date.clone().unwrap_or_else(|| today.clone());
+    let created = DateTime::now();
+    let study_date = options
+        .study_date
+        .clone()
+        .unwrap_or_else(|| created.date.clone());
     if study_date.len() != 8 || !study_date.bytes().all(|b| b.is_ascii_digit()) {
         return Err(VolumeError::NotRepresentable(format!(
             "study date {study_date:?} is not YYYYMMDD"
         )));
     }
-
-    let mut common = InMemDicomObject::new_empty();
-    for element in [
+    let patient_study = [
         text(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
-        text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY\\OTHER"),
-        text(tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE),
-        text(tags::STUDY_DATE, VR::DA, study_date.clone()),
-        text(tags::SERIES_DATE, VR::DA, today.clone()),
-        text(tags::CONTENT_DATE, VR::DA, today.clone()),
-        text(tags::STUDY_TIME, VR::TM, clock.clone()),
-        text(tags::SERIES_TIME, VR::TM, clock.clone()),
-        text(tags::CONTENT_TIME, VR::TM, clock.clone()),
-        text(tags::ACCESSION_NUMBER, VR::SH, ""),
-        text(tags::MODALITY, VR::CS, "MR"),
-        text(tags::MANUFACTURER, VR::LO, "msnode"),
+        text(tags::PATIENT_NAME, VR::PN, options.patient_name.clone()),
+        text(tags::PATIENT_ID, VR::LO, options.patient_id.clone()),
+        text(tags::PATIENT_BIRTH_DATE, VR::DA, ""),
+        text(tags::PATIENT_SEX, VR::CS, ""),
+        text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.clone()),
+        text(tags::STUDY_DATE, VR::DA, study_date),
+        text(tags::STUDY_TIME, VR::TM, created.time.clone()),
         text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
-        text(
-            tags::SERIES_DESCRIPTION,
-            VR::LO,
-            options.series_description.clone(),
-        ),
+        text(tags::STUDY_ID, VR::SH, ""),
+        text(tags::ACCESSION_NUMBER, VR::SH, ""),
+    ];
+    let series = NewSeries {
+        patient_study: &patient_study,
+        modality: "MR",
+        series_instance_uid: &series_uid,
+        series_number: options.series_number,
+        series_description: &options.series_description,
+        frame_of_reference_uid: Some(&frame_of_reference_uid),
+        equipment: Equipment::General,
+        created: &created,
+    };
+
+    let mut image = vec![
+        text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY\\OTHER"),
         text(
             tags::DERIVATION_DESCRIPTION,
             VR::ST,
             "Converted from NIfTI by msnode import-nifti",
         ),
-        text(tags::PATIENT_NAME, VR::PN, options.patient_name.clone()),
-        text(tags::PATIENT_ID, VR::LO, options.patient_id.clone()),
-        text(tags::PATIENT_BIRTH_DATE, VR::DA, ""),
-        text(tags::PATIENT_SEX, VR::CS, ""),
         // The NIfTI header does not say how the scan was acquired: "RM" (research mode) and
         // empty type 2 attributes rather than invented values.
         text(tags::SCANNING_SEQUENCE, VR::CS, "RM"),
@@ -223,14 +202,6 @@ pub fn import_nifti(
         text(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(&[slice_gap])),
         text(tags::PATIENT_POSITION, VR::CS, ""),
         text(tags::LATERALITY, VR::CS, ""),
-        text(tags::STUDY_INSTANCE_UID, VR::UI, study_uid.clone()),
-        text(tags::SERIES_INSTANCE_UID, VR::UI, series_uid.clone()),
-        text(tags::STUDY_ID, VR::SH, ""),
-        text(
-            tags::SERIES_NUMBER,
-            VR::IS,
-            options.series_number.to_string(),
-        ),
         text(
             tags::IMAGE_ORIENTATION_PATIENT,
             VR::DS,
@@ -243,8 +214,6 @@ pub fn import_nifti(
                 column_direction[2],
             ]),
         ),
-        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, frame_of_reference_uid),
-        text(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
         us(tags::SAMPLES_PER_PIXEL, 1),
         text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         us(tags::ROWS, rows16),
@@ -258,22 +227,21 @@ pub fn import_nifti(
             tags::PIXEL_REPRESENTATION,
             u16::from(matches!(storage, Storage::Signed)),
         ),
-    ] {
-        common.put(element);
-    }
+    ];
     if let Storage::Rescaled { slope, intercept } = storage {
-        common.put(text(tags::RESCALE_INTERCEPT, VR::DS, ds(&[intercept])));
-        common.put(text(tags::RESCALE_SLOPE, VR::DS, ds(&[slope])));
-        common.put(text(tags::RESCALE_TYPE, VR::LO, "US"));
+        image.push(text(tags::RESCALE_INTERCEPT, VR::DS, ds(&[intercept])));
+        image.push(text(tags::RESCALE_SLOPE, VR::DS, ds(&[slope])));
+        image.push(text(tags::RESCALE_TYPE, VR::LO, "US"));
     }
 
     let mut files = Vec::with_capacity(slices);
     for (k, slice) in volume.data.outer_iter().enumerate() {
         let sop_uid = new_uid();
         let position = apply(a, [0.0, 0.0, k as f64]);
-        let mut obj = common.clone();
-        obj.put(text(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.clone()));
-        obj.put(text(tags::INSTANCE_NUMBER, VR::IS, (k + 1).to_string()));
+        let mut obj = series.instance(MR_IMAGE_STORAGE, &sop_uid, k + 1);
+        for element in &image {
+            obj.put(element.clone());
+        }
         obj.put(text(tags::IMAGE_POSITION_PATIENT, VR::DS, ds(&position)));
         obj.put(text(
             tags::SLICE_LOCATION,
@@ -297,17 +265,8 @@ pub fn import_nifti(
             VR::OW,
             PrimitiveValue::from(pixels),
         ));
-        let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid(uids::MR_IMAGE_STORAGE)
-            .media_storage_sop_instance_uid(sop_uid.as_str())
-            .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-            .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-            .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-            .build()
-            .map_err(|e| VolumeError::NotRepresentable(e.to_string()))?;
         let path = out_dir.join(format!("IM{:04}.dcm", k + 1));
-        obj.with_exact_meta(meta)
-            .write_to_file(&path)
+        write_file(obj, MR_IMAGE_STORAGE, &sop_uid, &path)
             .map_err(|e| VolumeError::io(&path, e))?;
         files.push(path);
     }
@@ -331,7 +290,5 @@ mod tests {
         assert_eq!(ds(&[0.5, -0.0, 3.0]), "0.5\\0\\3");
         assert_eq!(ds(&[-123.4567891]), "-123.456789");
         assert!(ds(&[123456789012.5]).len() <= 16);
-        assert_ne!(new_uid(), new_uid());
-        assert!(new_uid().len() <= 64);
     }
 }

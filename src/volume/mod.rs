@@ -6,14 +6,16 @@
 //! - `affine` maps the voxel index `(i, j, k, 1)` to DICOM patient coordinates (LPS, mm) of the
 //!   voxel centre. NIfTI files are RAS; [`nifti`] converts at the boundary.
 
+pub mod find;
 pub mod import;
 pub mod load;
 pub mod nifti;
 
 use ndarray::Array3;
 
+pub use find::series_files;
 pub use import::{ImportOptions, ImportReport, import_nifti};
-pub use load::{LoadOptions, load_series, series_files};
+pub use load::{LoadOptions, load_series};
 pub use nifti::{read_nifti, write_nifti};
 
 /// A 4 x 4 matrix, rows first.
