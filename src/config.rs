@@ -17,8 +17,43 @@ pub struct Config {
     pub peers: Vec<Peer>,
     pub results: ResultsConfig,
     pub analysis: AnalysisConfig,
+    pub selection: SelectionConfig,
+    pub prior: PriorConfig,
+    pub jobs: JobsConfig,
     pub model: ModelConfig,
     pub logging: LoggingConfig,
+}
+
+/// How FLAIR series are recognised (`crate::workflow::selection` applies the rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectionConfig {
+    /// Case-insensitive patterns (`*` matches any run) for Series Description, Protocol Name and
+    /// Sequence Name.
+    pub name_patterns: Vec<String>,
+    /// Inversion times of FLAIR, ms: lowest and highest.
+    pub inversion_time_ms: [f64; 2],
+}
+
+/// Which earlier FLAIR of the patient is the prior.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorPolicy {
+    /// The latest earlier study at least the minimum interval before.
+    MostRecent,
+    /// The earliest study: the baseline.
+    Oldest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorConfig {
+    pub policy: PriorPolicy,
+    /// A prior must be at least this many days older than the current study.
+    pub min_interval_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsConfig {
+    /// Analyses run at the same time (each holds its own model session).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +167,17 @@ impl Default for Config {
                 min_lesion_volume_mm3: None,
                 stable_series_timeout: Duration::from_secs(60),
             },
+            selection: SelectionConfig {
+                name_patterns: crate::workflow::selection::DEFAULT_NAME_PATTERNS
+                    .map(String::from)
+                    .to_vec(),
+                inversion_time_ms: crate::workflow::selection::DEFAULT_INVERSION_TIME_MS,
+            },
+            prior: PriorConfig {
+                policy: PriorPolicy::MostRecent,
+                min_interval_days: 30,
+            },
+            jobs: JobsConfig { workers: 1 },
             model: ModelConfig {
                 dir: PathBuf::from("models/compact"),
                 execution_provider: ExecutionProvider::Auto,
@@ -309,8 +355,17 @@ fn describe(value: &Value) -> String {
     }
 }
 
-const SECTIONS: [&str; 7] = [
-    "node", "network", "peers", "results", "analysis", "model", "logging",
+const SECTIONS: [&str; 10] = [
+    "node",
+    "network",
+    "peers",
+    "results",
+    "analysis",
+    "selection",
+    "prior",
+    "jobs",
+    "model",
+    "logging",
 ];
 
 fn section_table<'a>(
@@ -346,6 +401,9 @@ fn read_config(root: &Table, problems: &mut Vec<Problem>) -> Config {
         peers: read_peers(root, problems),
         results: read_results(root, defaults.results, problems),
         analysis: read_analysis(root, defaults.analysis, problems),
+        selection: read_selection(root, defaults.selection, problems),
+        prior: read_prior(root, defaults.prior, problems),
+        jobs: read_jobs(root, defaults.jobs, problems),
         model: read_model(root, defaults.model, problems),
         logging: read_logging(root, defaults.logging, problems),
     };
@@ -561,6 +619,75 @@ fn read_analysis(root: &Table, d: AnalysisConfig, problems: &mut Vec<Problem>) -
     };
     s.finish(problems);
     analysis
+}
+
+fn read_selection(
+    root: &Table,
+    d: SelectionConfig,
+    problems: &mut Vec<Problem>,
+) -> SelectionConfig {
+    let mut s = Section::new("selection".into(), section_table(root, "selection", problems));
+    let selection = SelectionConfig {
+        name_patterns: s
+            .get_checked("name_patterns", problems, |v: &Vec<String>| {
+                if v.iter().any(|p| p.trim_matches('*').is_empty()) {
+                    Err("a pattern must hold more than '*'".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_or(d.name_patterns),
+        inversion_time_ms: s
+            .get_checked("inversion_time_ms", problems, |v: &[f64; 2]| {
+                if v[0] > 0.0 && v[0] < v[1] {
+                    Ok(())
+                } else {
+                    Err(format!("must be [lowest, highest] with 0 < lowest < highest, found {v:?}"))
+                }
+            })
+            .unwrap_or(d.inversion_time_ms),
+    };
+    s.finish(problems);
+    selection
+}
+
+fn read_prior(root: &Table, d: PriorConfig, problems: &mut Vec<Problem>) -> PriorConfig {
+    let mut s = Section::new("prior".into(), section_table(root, "prior", problems));
+    let parse = |v: &str| match v {
+        "most_recent" => Ok(PriorPolicy::MostRecent),
+        "oldest" | "baseline" => Ok(PriorPolicy::Oldest),
+        other => Err(format!(
+            "must be \"most_recent\", \"oldest\" or \"baseline\", found {other:?}"
+        )),
+    };
+    let prior = PriorConfig {
+        policy: s
+            .get_checked("policy", problems, |v: &String| parse(v).map(|_| ()))
+            .and_then(|v| parse(&v).ok())
+            .unwrap_or(d.policy),
+        min_interval_days: s
+            .get::<u32>("min_interval_days", problems)
+            .unwrap_or(d.min_interval_days),
+    };
+    s.finish(problems);
+    prior
+}
+
+fn read_jobs(root: &Table, d: JobsConfig, problems: &mut Vec<Problem>) -> JobsConfig {
+    let mut s = Section::new("jobs".into(), section_table(root, "jobs", problems));
+    let jobs = JobsConfig {
+        workers: s
+            .get_checked("workers", problems, |v: &usize| {
+                if (1..=64).contains(v) {
+                    Ok(())
+                } else {
+                    Err(format!("must be between 1 and 64, found {v}"))
+                }
+            })
+            .unwrap_or(d.workers),
+    };
+    s.finish(problems);
+    jobs
 }
 
 fn read_model(root: &Table, d: ModelConfig, problems: &mut Vec<Problem>) -> ModelConfig {

@@ -18,3 +18,4 @@ pub mod register;
 pub mod settings;
 pub mod store;
 pub mod volume;
+pub mod workflow;

@@ -1,16 +1,20 @@
-//! The daemon: wires the stages together. It owns no logic of its own beyond start-up and shutdown.
+//! The daemon: wires the stages together (the SCP receiving into the store and index, the
+//! workflow analysing and delivering). It owns no logic of its own beyond start-up and shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
 use crate::net::scp::Scp;
+use crate::settings::Settings;
 use crate::store::{Store, StoreError};
+use crate::workflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -64,9 +68,16 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
         "msnode listening"
     );
     let ingest = Ingest::new(store, index.clone(), config.network.max_instance_bytes);
-    Scp::new(config.clone(), ingest)
-        .run(listener, shutdown_signal(), SHUTDOWN_GRACE)
-        .await;
+    let settings = Settings::from_config(&config);
+    let (stop, stopped) = watch::channel(false);
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(
+        Scp::new(config.clone(), ingest).run(listener, signal, SHUTDOWN_GRACE),
+        workflow::run(settings.workflow, index.clone(), stopped),
+    );
     index.close().await;
     info!("msnode stopped");
     Ok(())

@@ -10,6 +10,8 @@ use crate::config::{Config, Peer};
 use crate::infer::RuntimeSettings;
 use crate::net::scu::Remote;
 use crate::register::RegisterOptions;
+use crate::workflow::selection::SelectionRules;
+use crate::workflow::{Destination, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -25,6 +27,7 @@ pub struct Settings {
     /// The SQLite index.
     pub database: PathBuf,
     pub analysis: AnalysisSettings,
+    pub workflow: WorkflowSettings,
     /// Our AE title, the calling AE title of every association we open.
     pub ae_title: String,
     max_pdu: u32,
@@ -34,10 +37,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(config: &Config) -> Settings {
-        Settings {
-            data_dir: config.node.data_dir.clone(),
-            database: config.database_path(),
-            analysis: AnalysisSettings {
+        let analysis = AnalysisSettings {
                 model_dir: config.model.dir.clone(),
                 runtime: RuntimeSettings {
                     library: config.model.onnxruntime_library.clone(),
@@ -48,12 +48,44 @@ impl Settings {
                 threshold: config.analysis.probability_threshold,
                 min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
                 registration: RegisterOptions::default(),
+        };
+        let mut settings = Settings {
+            data_dir: config.node.data_dir.clone(),
+            database: config.database_path(),
+            workflow: WorkflowSettings {
+                data_dir: config.node.data_dir.clone(),
+                stable_after: config.analysis.stable_series_timeout,
+                selection: SelectionRules {
+                    name_patterns: config.selection.name_patterns.clone(),
+                    inversion_time_ms: config.selection.inversion_time_ms,
+                },
+                prior: config.prior.clone(),
+                workers: config.jobs.workers,
+                analysis: analysis.clone(),
+                destinations: Vec::new(),
+                max_attempts: config.results.max_attempts,
+                retry_delay: config.results.retry_delay,
             },
+            analysis,
             ae_title: config.node.ae_title.clone(),
             max_pdu: config.network.max_pdu,
             association_timeout: config.network.association_timeout,
             peers: config.peers.clone(),
-        }
+        };
+        // `config check` makes sure every destination is a configured peer.
+        settings.workflow.destinations = config
+            .results
+            .destinations
+            .iter()
+            .filter_map(|ae| {
+                let remote = settings.remote(ae).ok()?;
+                Some(Destination {
+                    ae_title: ae.clone(),
+                    remote,
+                })
+            })
+            .collect();
+        settings
     }
 
     /// A peer named by its AE title (from the configuration) or given as AE@host:port.

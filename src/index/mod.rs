@@ -14,6 +14,13 @@ use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod jobs;
+
+pub use jobs::{
+    Attempt, Delivery, JobEvent, JobRow, JobState, OutboxRow, PriorCandidate, UnjudgedSeries,
+    VerdictRow, WorkflowCounts,
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("cannot open the index database {path}")]

@@ -1,0 +1,117 @@
+//! Delivery: the outbox sent to every destination with exponential backoff. Each destination is
+//! sent to on its own task, so one that is down delays neither the others nor new analyses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::{Destination, WorkflowError, WorkflowSettings, describe};
+use crate::index::{Attempt, Index, OutboxRow};
+use crate::net::scu;
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// When to try again after `attempts` failed attempts (this one included), or `None` when they
+/// are all spent: `retry_delay`, then twice as long each time.
+pub fn retry_at(settings: &WorkflowSettings, attempts: u32, now: i64) -> Option<i64> {
+    if attempts >= settings.max_attempts {
+        return None;
+    }
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1)).min(1 << 16);
+    let wait = settings.retry_delay.saturating_mul(factor);
+    Some(now + wait.as_secs().max(1) as i64)
+}
+
+/// Send what is due, one task per destination; then settle the jobs whose deliveries ended.
+pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), WorkflowError> {
+    let due = index.due_deliveries(unix_now()).await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut by_destination: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
+    for row in due {
+        by_destination.entry(row.destination.clone()).or_default().push(row);
+    }
+    let mut jobs: Vec<i64> = by_destination.values().flatten().map(|r| r.job).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    let mut tasks = JoinSet::new();
+    for (ae_title, rows) in by_destination {
+        let destination = settings.destinations.iter().find(|d| d.ae_title == ae_title).cloned();
+        tasks.spawn(send_to(settings.clone(), index.clone(), ae_title, destination, rows));
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    for job in jobs {
+        if let Some(state) = index.settle_delivery(job).await? {
+            info!(job, %state, "deliveries ended");
+        }
+    }
+    Ok(())
+}
+
+/// One association to one destination for its due rows, and every row's attempt recorded.
+async fn send_to(
+    settings: Arc<WorkflowSettings>,
+    index: Index,
+    ae_title: String,
+    destination: Option<Destination>,
+    rows: Vec<OutboxRow>,
+) -> Result<(), WorkflowError> {
+    let Some(destination) = destination else {
+        let why = format!("{ae_title} is no longer a configured destination");
+        for row in &rows {
+            index.record_attempt(row.id, &Attempt::Error(why.clone()), None).await?;
+        }
+        return Ok(());
+    };
+    let mut files = Vec::with_capacity(rows.len());
+    let mut sendable = Vec::with_capacity(rows.len());
+    for row in rows {
+        match scu::inspect(&settings.data_dir.join(&row.file_path)) {
+            Ok(file) => {
+                files.push(file);
+                sendable.push(row);
+            }
+            // The file is ours and gone: no retry brings it back.
+            Err(e) => index.record_attempt(row.id, &Attempt::Error(describe(&e)), None).await?,
+        }
+    }
+    if files.is_empty() {
+        return Ok(());
+    }
+    let outcomes: Vec<Attempt> = match scu::send(&destination.remote, &files).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| match r.outcome {
+                Ok(status) => Attempt::Status(status),
+                Err(why) => Attempt::Error(why),
+            })
+            .collect(),
+        Err(e) => vec![Attempt::Error(describe(&e)); files.len()],
+    };
+    let now = unix_now();
+    let (mut sent, mut failed) = (0usize, 0usize);
+    for (row, attempt) in sendable.iter().zip(&outcomes) {
+        let retry = match attempt {
+            Attempt::Status(0) => None,
+            _ => {
+                failed += 1;
+                retry_at(&settings, row.attempts as u32 + 1, now)
+            }
+        };
+        sent += usize::from(*attempt == Attempt::Status(0));
+        index.record_attempt(row.id, attempt, retry).await?;
+    }
+    if failed > 0 {
+        warn!(destination = %ae_title, sent, failed, first = ?outcomes.iter().find(|a| **a != Attempt::Status(0)), "delivery incomplete; will retry");
+    } else {
+        info!(destination = %ae_title, sent, "results delivered");
+    }
+    Ok(())
+}

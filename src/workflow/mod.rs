@@ -1,0 +1,139 @@
+//! The job stage: the node does its work by itself. Three loops share the index:
+//!
+//! - [`complete`]: a series that received nothing for the stable timeout is judged by
+//!   [`selection`]; the best FLAIR of its study gets a queued job (one per input);
+//! - [`runner`]: workers claim queued jobs, find the prior ([`prior`]), run the
+//!   [`Analyzer`](crate::analyze::Analyzer) each holds, and queue the results for every destination;
+//! - [`deliver`]: the outbox is sent to PACS with exponential backoff, and a job is `done` when
+//!   everything arrived (or `failed` naming what did not).
+//!
+//! Every state change is committed before the work it starts; after a crash a job found
+//! `running` is run again from the start with the same result UIDs, and pending deliveries resume.
+
+pub mod complete;
+pub mod deliver;
+pub mod header;
+pub mod prior;
+pub mod runner;
+pub mod selection;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+
+use crate::analyze::AnalysisSettings;
+use crate::config::PriorConfig;
+use crate::index::{Index, IndexError};
+use crate::net::scu::Remote;
+
+use selection::SelectionRules;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("index")]
+    Index(#[from] IndexError),
+    #[error("a blocking task ended abnormally")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Where results go.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub ae_title: String,
+    pub remote: Remote,
+}
+
+/// What the workflow runs with (from [`crate::settings::Settings::workflow`]).
+#[derive(Debug, Clone)]
+pub struct WorkflowSettings {
+    pub data_dir: PathBuf,
+    /// A series is complete when nothing arrived for this long.
+    pub stable_after: Duration,
+    pub selection: SelectionRules,
+    pub prior: PriorConfig,
+    pub workers: usize,
+    pub analysis: AnalysisSettings,
+    pub destinations: Vec<Destination>,
+    /// Delivery attempts per result and destination, in all.
+    pub max_attempts: u32,
+    /// The first retry waits this long; each next one twice as long.
+    pub retry_delay: Duration,
+}
+
+impl WorkflowSettings {
+    /// How often the loops look for work.
+    fn poll(&self) -> Duration {
+        (self.stable_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+}
+
+/// The error and its causes on one line: what a job's reason says.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Run the workflow until `shutdown` turns true. A job running at that moment is left `running`
+/// and runs again at the next start.
+pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Receiver<bool>) {
+    match index.requeue_interrupted_jobs().await {
+        Ok(0) => {}
+        Ok(n) => info!(jobs = n, "jobs interrupted by the last stop are queued again"),
+        Err(e) => error!(error = %describe(&e), "cannot requeue interrupted jobs"),
+    }
+    let settings = Arc::new(settings);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(every(
+        "series completion",
+        settings.poll(),
+        shutdown.clone(),
+        complete::step,
+        (settings.clone(), index.clone()),
+    ));
+    for worker in 0..settings.workers {
+        tasks.spawn(runner::work(worker, settings.clone(), index.clone(), shutdown.clone()));
+    }
+    tasks.spawn(every(
+        "delivery",
+        settings.poll(),
+        shutdown.clone(),
+        deliver::step,
+        (settings.clone(), index.clone()),
+    ));
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Run `step` every `period` until shutdown; an error is logged and the loop goes on.
+async fn every<F, Fut>(
+    name: &'static str,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    step: F,
+    context: (Arc<WorkflowSettings>, Index),
+) where
+    F: Fn(Arc<WorkflowSettings>, Index) -> Fut,
+    Fut: std::future::Future<Output = Result<(), WorkflowError>>,
+{
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = step(context.0.clone(), context.1.clone()).await {
+            error!(loop_name = name, error = %describe(&e), "workflow step failed; trying again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Job workers: each claims a queued job, finds its prior, runs the analysis with the model
+//! session it holds for its whole life, and queues the results for every destination.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::{WorkflowError, WorkflowSettings, describe, prior};
+use crate::analyze::{AnalysisSummary, Analyzer, ScanSource};
+use crate::index::{Delivery, Index, JobRow, JobState};
+use crate::net::scu;
+
+/// Where a job's results are written, under the data directory.
+pub fn results_dir(data_dir: &Path, job: i64) -> PathBuf {
+    data_dir.join("results").join(format!("job-{job}"))
+}
+
+/// One worker: claim and run jobs until shutdown.
+pub async fn work(
+    worker: usize,
+    settings: Arc<WorkflowSettings>,
+    index: Index,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Opened at the first job, kept for every next one.
+    let mut analyzer: Option<Analyzer> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let ran = match index.claim_job().await {
+            Ok(Some(job)) => {
+                info!(worker, job = job.id, series = %job.current_series, "job started");
+                let outcome = run_job(&settings, &index, &job, &mut analyzer).await;
+                if let Err(e) = outcome {
+                    let reason = describe(&e);
+                    error!(job = job.id, %reason, "job failed");
+                    if let Err(e) = index.set_job_state(job.id, JobState::Failed, Some(&reason)).await {
+                        error!(job = job.id, error = %describe(&e), "cannot record the failure");
+                    }
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                error!(worker, error = %describe(&e), "cannot claim a job");
+                false
+            }
+        };
+        if !ran {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll()) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// The files of a stored series.
+async fn series_source(
+    settings: &WorkflowSettings,
+    index: &Index,
+    series: &str,
+) -> Result<ScanSource, WorkflowError> {
+    let files = index.series_files(series).await?;
+    Ok(ScanSource::Series(
+        files.into_iter().map(|f| settings.data_dir.join(f)).collect(),
+    ))
+}
+
+async fn run_job(
+    settings: &WorkflowSettings,
+    index: &Index,
+    job: &JobRow,
+    analyzer: &mut Option<Analyzer>,
+) -> Result<(), WorkflowError> {
+    let candidates = index.prior_candidates(&job.current_series).await?;
+    let prior_series = match prior::choose(&candidates, &settings.prior) {
+        Ok((series, why)) => {
+            index.set_job_prior(job.id, &series, &why).await?;
+            series
+        }
+        Err(why) => {
+            warn!(job = job.id, %why, "no prior");
+            index.set_job_state(job.id, JobState::NoPrior, Some(&why)).await?;
+            return Ok(());
+        }
+    };
+    let current = series_source(settings, index, &job.current_series).await?;
+    let prior = series_source(settings, index, &prior_series).await?;
+    let out_dir = results_dir(&settings.data_dir, job.id);
+    let analysis = settings.analysis.clone();
+    let held = analyzer.take();
+    let (returned, result) = tokio::task::spawn_blocking(move || {
+        let mut analyzer = match held {
+            Some(a) => a,
+            None => match Analyzer::open(analysis) {
+                Ok(a) => a,
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        let result = analyzer.analyze(&current, &prior, &out_dir);
+        (Some(analyzer), result)
+    })
+    .await?;
+    *analyzer = returned;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            let reason = describe(&e);
+            error!(job = job.id, %reason, "analysis failed");
+            index.set_job_state(job.id, JobState::Failed, Some(&reason)).await?;
+            return Ok(());
+        }
+    };
+    let deliveries = deliveries(settings, &summary);
+    let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
+    let state = index.finish_analysis(job.id, &json, &deliveries).await?;
+    info!(
+        job = job.id,
+        lesions = summary.totals.count,
+        seconds = summary.timings.total,
+        %state,
+        "analysis written"
+    );
+    Ok(())
+}
+
+/// Every object for PACS to every destination.
+fn deliveries(settings: &WorkflowSettings, summary: &AnalysisSummary) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    for destination in &settings.destinations {
+        for path in &summary.for_pacs {
+            let relative = path.strip_prefix(&settings.data_dir).unwrap_or(path);
+            // The audit names the instance; a file that cannot be read fails at delivery.
+            let sop_instance_uid = scu::inspect(path)
+                .map(|f| f.sop_instance_uid)
+                .unwrap_or_default();
+            out.push(Delivery {
+                destination: destination.ae_title.clone(),
+                file_path: relative.to_string_lossy().into_owned(),
+                sop_instance_uid,
+            });
+        }
+    }
+    out
+}
