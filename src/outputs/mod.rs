@@ -18,14 +18,39 @@ use crate::dicom::object::put;
 use crate::dicom::read::{float, text};
 use crate::volume::Volume;
 
+/// Why a result was not written. A message says what failed; the cause, where there is one, is
+/// its `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot read the source series header {path}: {message}")]
-    Source { path: PathBuf, message: String },
+    #[error("cannot read the source series header {path}")]
+    Source {
+        path: PathBuf,
+        source: Box<dicom_object::ReadError>,
+    },
+    #[error("cannot read the source series header {path}: no {attribute}")]
+    MissingAttribute {
+        path: PathBuf,
+        attribute: &'static str,
+    },
     #[error("the source series {0}")]
     Geometry(String),
-    #[error("cannot write {path}: {message}")]
-    Write { path: PathBuf, message: String },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl OutputError {
+    pub(crate) fn write(
+        path: &Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> OutputError {
+        OutputError::Write {
+            path: path.to_owned(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Who made a result: written into every object so a reader knows it is automated.
@@ -67,16 +92,18 @@ const COPIED: [Tag; 12] = [
 impl SourceSeries {
     /// Read the header of the first source instance.
     pub fn read(first_file: &Path) -> Result<SourceSeries, OutputError> {
-        let source_error = |message: String| OutputError::Source {
-            path: first_file.to_owned(),
-            message,
-        };
         let obj = OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(first_file)
-            .map_err(|e| source_error(e.to_string()))?;
-        let required = |tag: Tag, name: &str| {
-            text(&obj, tag).ok_or_else(|| source_error(format!("no {name}")))
+            .map_err(|e| OutputError::Source {
+                path: first_file.to_owned(),
+                source: Box::new(e),
+            })?;
+        let required = |tag: Tag, attribute: &'static str| {
+            text(&obj, tag).ok_or_else(|| OutputError::MissingAttribute {
+                path: first_file.to_owned(),
+                attribute,
+            })
         };
         let copied = COPIED
             .iter()
@@ -217,10 +244,6 @@ pub(crate) fn write_file(
     sop_instance_uid: &str,
     path: &Path,
 ) -> Result<(), OutputError> {
-    crate::dicom::meta::write_file(obj, sop_class_uid, sop_instance_uid, path).map_err(|e| {
-        OutputError::Write {
-            path: path.to_owned(),
-            message: e.to_string(),
-        }
-    })
+    crate::dicom::meta::write_file(obj, sop_class_uid, sop_instance_uid, path)
+        .map_err(|e| OutputError::write(path, e))
 }

@@ -197,10 +197,7 @@ pub fn write_overlay_series(
     images: &[RgbImage],
     series_number: i32,
 ) -> Result<(Vec<PathBuf>, String), OutputError> {
-    std::fs::create_dir_all(out_dir).map_err(|e| OutputError::Write {
-        path: out_dir.to_owned(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(out_dir).map_err(|e| OutputError::write(out_dir, e))?;
     let geometry = SliceGeometry::of(volume);
     let series_uid = new_uid();
     let created = DateTime::now();
@@ -279,11 +276,8 @@ pub fn write_overlay_series(
 
 /// Write one image as PNG.
 pub fn write_png(path: &Path, image: &RgbImage) -> Result<(), OutputError> {
-    let write_error = |message: String| OutputError::Write {
-        path: path.to_owned(),
-        message,
-    };
-    let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
+    let write_error = |e: Box<dyn std::error::Error + Send + Sync>| OutputError::write(path, e);
+    let file = std::fs::File::create(path).map_err(|e| write_error(e.into()))?;
     let mut encoder = png::Encoder::new(
         std::io::BufWriter::new(file),
         image.width as u32,
@@ -291,12 +285,10 @@ pub fn write_png(path: &Path, image: &RgbImage) -> Result<(), OutputError> {
     );
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder
-        .write_header()
-        .map_err(|e| write_error(e.to_string()))?;
+    let mut writer = encoder.write_header().map_err(|e| write_error(e.into()))?;
     writer
         .write_image_data(&image.pixels)
-        .map_err(|e| write_error(e.to_string()))
+        .map_err(|e| write_error(e.into()))
 }
 
 #[cfg(test)]

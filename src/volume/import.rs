@@ -144,7 +144,7 @@ pub fn import_nifti(
         }
     };
 
-    std::fs::create_dir_all(out_dir).map_err(|e| VolumeError::io(out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| VolumeError::write(out_dir, e))?;
     let study_uid = options.study_instance_uid.clone().unwrap_or_else(new_uid);
     let series_uid = new_uid();
     let frame_of_reference_uid = new_uid();
@@ -267,7 +267,7 @@ pub fn import_nifti(
         ));
         let path = out_dir.join(format!("IM{:04}.dcm", k + 1));
         write_file(obj, MR_IMAGE_STORAGE, &sop_uid, &path)
-            .map_err(|e| VolumeError::io(&path, e))?;
+            .map_err(|e| VolumeError::write(&path, e))?;
         files.push(path);
     }
     Ok(ImportReport {

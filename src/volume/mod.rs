@@ -58,20 +58,36 @@ impl Volume {
     }
 }
 
+/// Why a series or NIfTI file did not become a volume, or a volume could not be written. A
+/// message says what failed; the cause, where there is one, is its `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("{path}: not a readable DICOM file: {message}")]
-    Dicom { path: String, message: String },
+    #[error("cannot read {path}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: not a readable DICOM file")]
+    Dicom {
+        path: String,
+        source: Box<dicom_object::ReadError>,
+    },
     #[error("{path}: {attribute} is missing or unreadable{context}")]
     MissingAttribute {
         path: String,
         attribute: &'static str,
         context: String,
     },
-    #[error("{path}: cannot decode the pixel data: {message}")]
-    Decode { path: String, message: String },
+    #[error("{path}: cannot decode the pixel data")]
+    Decode {
+        path: String,
+        source: Box<dicom_pixeldata::Error>,
+    },
     #[error("{path}: {message}")]
     Unsupported { path: String, message: String },
     #[error("{what} is neither a folder, a file nor a series held in the store ({store})")]
@@ -96,15 +112,34 @@ pub enum VolumeError {
     NoSuchVolume { index: usize, volumes: usize },
     #[error("{path}: not a NIfTI-1 file: {message}")]
     Nifti { path: String, message: String },
+    #[error("{path}: cannot read it as NIfTI-1")]
+    NiftiRead {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the NIfTI voxels do not fill its dimensions")]
+    NiftiShape(#[source] ndarray::ShapeError),
     #[error("cannot write it as DICOM: {0}")]
     NotRepresentable(String),
 }
 
 impl VolumeError {
-    pub(crate) fn io(path: &std::path::Path, error: impl std::fmt::Display) -> VolumeError {
+    /// Reading `path` failed.
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> VolumeError {
         VolumeError::Io {
             path: path.display().to_string(),
-            message: error.to_string(),
+            source,
+        }
+    }
+
+    /// Writing `path` failed.
+    pub(crate) fn write(
+        path: &std::path::Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> VolumeError {
+        VolumeError::Write {
+            path: path.display().to_string(),
+            source: source.into(),
         }
     }
 }

@@ -60,7 +60,7 @@ pub fn write_nifti(volume: &Volume, path: &Path) -> Result<(), VolumeError> {
     }
     h[344..348].copy_from_slice(b"n+1\0");
 
-    let file = std::fs::File::create(path).map_err(|e| VolumeError::io(path, e))?;
+    let file = std::fs::File::create(path).map_err(|e| VolumeError::write(path, e))?;
     let gzip = path.extension().is_some_and(|e| e == "gz");
     let mut out: Box<dyn Write> = if gzip {
         // Level 1: the volume is float32 and most of the time goes into deflate at higher levels.
@@ -83,7 +83,7 @@ pub fn write_nifti(volume: &Volume, path: &Path) -> Result<(), VolumeError> {
         }
         out.flush()
     };
-    write(&mut out).map_err(|e| VolumeError::io(path, e))?;
+    write(&mut out).map_err(|e| VolumeError::write(path, e))?;
     drop(out);
     Ok(())
 }
@@ -177,16 +177,18 @@ pub fn read_nifti(path: &Path) -> Result<NiftiFile, VolumeError> {
     let mut bytes = Vec::new();
     let mut reader = std::io::BufReader::new(file);
     let mut magic = [0u8; 2];
-    reader
-        .read_exact(&mut magic)
-        .map_err(|e| error(e.to_string()))?;
+    let read_error = |source| VolumeError::NiftiRead {
+        path: path.display().to_string(),
+        source,
+    };
+    reader.read_exact(&mut magic).map_err(read_error)?;
     let chained = std::io::Cursor::new(magic).chain(reader);
     if magic == [0x1f, 0x8b] {
         flate2::read::MultiGzDecoder::new(chained).read_to_end(&mut bytes)
     } else {
         { chained }.read_to_end(&mut bytes)
     }
-    .map_err(|e| error(e.to_string()))?;
+    .map_err(read_error)?;
     if bytes.len() < HEADER_SIZE {
         return Err(error(format!("only {} bytes", bytes.len())));
     }
@@ -368,11 +370,7 @@ impl NiftiFile {
             .chunks_exact(size)
             .map(|b| (read(b, be) * self.slope + self.intercept) as f32)
             .collect();
-        let data =
-            Array3::from_shape_vec((nz, ny, nx), values).map_err(|e| VolumeError::Nifti {
-                path: String::new(),
-                message: e.to_string(),
-            })?;
+        let data = Array3::from_shape_vec((nz, ny, nx), values).map_err(VolumeError::NiftiShape)?;
         Ok(Volume {
             data,
             affine: self.affine_lps,

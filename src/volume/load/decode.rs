@@ -70,14 +70,14 @@ pub(super) fn decode_into(
 }
 
 fn decode_file(path: &Path, targets: &mut [Target<'_>]) -> Result<(), VolumeError> {
-    let decode_error = |e: &dyn std::fmt::Display| VolumeError::Decode {
+    let decode_error = |source| VolumeError::Decode {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source: Box::new(source),
     };
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| dicom_error(path, e))?;
-    let pixels = obj.decode_pixel_data().map_err(|e| decode_error(&e))?;
+    let pixels = obj.decode_pixel_data().map_err(decode_error)?;
     if pixels.samples_per_pixel() != 1 {
         return Err(VolumeError::Unsupported {
             path: path.display().to_string(),
@@ -102,9 +102,7 @@ fn decode_file(path: &Path, targets: &mut [Target<'_>]) -> Result<(), VolumeErro
         })?;
     let bytes_per = format.bytes;
     for target in targets.iter_mut() {
-        let bytes = pixels
-            .frame_data(target.frame)
-            .map_err(|e| decode_error(&e))?;
+        let bytes = pixels.frame_data(target.frame).map_err(decode_error)?;
         let (rows, cols) = target.view.dim();
         let (row0, col0) = match target.tile {
             Some(t) => (
@@ -114,13 +112,16 @@ fn decode_file(path: &Path, targets: &mut [Target<'_>]) -> Result<(), VolumeErro
             None => (0, 0),
         };
         if bytes.len() < ((row0 + rows - 1) * columns + col0 + cols) * bytes_per {
-            return Err(decode_error(&format!(
-                "frame {} has {} bytes, fewer than its {} x {} pixels need",
-                target.frame + 1,
-                bytes.len(),
-                columns,
-                rows
-            )));
+            return Err(VolumeError::Unsupported {
+                path: path.display().to_string(),
+                message: format!(
+                    "cannot decode the pixel data: frame {} has {} bytes, fewer than its {} x {} pixels need",
+                    target.frame + 1,
+                    bytes.len(),
+                    columns,
+                    rows
+                ),
+            });
         }
         let (slope, intercept) = (target.slope, target.intercept);
         for (r, mut out_row) in target.view.rows_mut().into_iter().enumerate() {

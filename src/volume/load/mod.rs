@@ -113,10 +113,10 @@ pub fn load_series(files: &[PathBuf], options: &LoadOptions) -> Result<Volume, V
     })
 }
 
-fn dicom_error(path: &Path, e: impl std::fmt::Display) -> VolumeError {
+fn dicom_error(path: &Path, source: dicom_object::ReadError) -> VolumeError {
     VolumeError::Dicom {
         path: path.display().to_string(),
-        message: e.to_string(),
+        source: Box::new(source),
     }
 }
 
@@ -125,5 +125,24 @@ fn missing(path: &Path, attribute: &'static str, context: String) -> VolumeError
         path: path.display().to_string(),
         attribute,
         context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_file_names_itself_and_keeps_the_cause_as_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.dcm");
+        std::fs::write(&path, [0u8; 200]).unwrap();
+        let e = load_series(&[path.clone()], &LoadOptions::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: not a readable DICOM file", path.display())
+        );
+        let cause = std::error::Error::source(&e).expect("the reader's error is the source");
+        assert!(!e.to_string().contains(&cause.to_string()), "{e}: {cause}");
     }
 }
