@@ -626,7 +626,10 @@ fn read_selection(
     d: SelectionConfig,
     problems: &mut Vec<Problem>,
 ) -> SelectionConfig {
-    let mut s = Section::new("selection".into(), section_table(root, "selection", problems));
+    let mut s = Section::new(
+        "selection".into(),
+        section_table(root, "selection", problems),
+    );
     let selection = SelectionConfig {
         name_patterns: s
             .get_checked("name_patterns", problems, |v: &Vec<String>| {
@@ -642,7 +645,9 @@ fn read_selection(
                 if v[0] > 0.0 && v[0] < v[1] {
                     Ok(())
                 } else {
-                    Err(format!("must be [lowest, highest] with 0 < lowest < highest, found {v:?}"))
+                    Err(format!(
+                        "must be [lowest, highest] with 0 < lowest < highest, found {v:?}"
+                    ))
                 }
             })
             .unwrap_or(d.inversion_time_ms),

@@ -44,6 +44,14 @@ enum Command {
     /// The inference half of `analyze`, for inspection: align the prior, run the model, write the
     /// lesion probability on the current grid (NIfTI) and print a JSON summary.
     Infer(cmd::infer::Args),
+    /// The workflow's jobs, newest first.
+    Jobs(cmd::jobs::ListArgs),
+    /// One job: inputs, the prior and why, events, lesion counts, timings and deliveries.
+    Job(cmd::jobs::JobArgs),
+    /// Run a failed, no_prior or done job again.
+    Retry(cmd::jobs::JobArgs),
+    /// Which FLAIR selection rule takes or rejects a stored series, and why.
+    Explain(cmd::explain::Args),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -69,6 +77,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(args) => cmd::register::run(args, &settings).await,
         Command::Analyze(args) => cmd::analyze::run(args, &settings).await,
         Command::Infer(args) => cmd::infer::run(args, &settings).await,
+        Command::Jobs(args) => cmd::jobs::list(args, &settings).await,
+        Command::Job(args) => cmd::jobs::show(args, &settings).await,
+        Command::Retry(args) => cmd::jobs::retry(args, &settings).await,
+        Command::Explain(args) => cmd::explain::run(args, &settings).await,
         Command::Config { command } => Ok(cmd::config::run(command)),
     }
 }

@@ -38,16 +38,16 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         let analysis = AnalysisSettings {
-                model_dir: config.model.dir.clone(),
-                runtime: RuntimeSettings {
-                    library: config.model.onnxruntime_library.clone(),
-                    provider: config.model.execution_provider,
-                    intra_threads: config.model.intra_threads,
-                },
-                mirror: false,
-                threshold: config.analysis.probability_threshold,
-                min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
-                registration: RegisterOptions::default(),
+            model_dir: config.model.dir.clone(),
+            runtime: RuntimeSettings {
+                library: config.model.onnxruntime_library.clone(),
+                provider: config.model.execution_provider,
+                intra_threads: config.model.intra_threads,
+            },
+            mirror: false,
+            threshold: config.analysis.probability_threshold,
+            min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
+            registration: RegisterOptions::default(),
         };
         let mut settings = Settings {
             data_dir: config.node.data_dir.clone(),

@@ -12,12 +12,15 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::dicom::uid::{InvalidUid, check};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot prepare the data directory {path}")]
     Prepare { path: PathBuf, source: io::Error },
-    #[error("{what} {uid:?} is not a valid UID (digits and dots, at most 64 characters)")]
-    InvalidUid { what: &'static str, uid: String },
+    // A UID is used as a path component, so it must be a real UID: never `..` or a slash.
+    #[error(transparent)]
+    InvalidUid(#[from] InvalidUid),
     #[error("cannot write {path}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -26,24 +29,6 @@ pub enum StoreError {
 pub struct Store {
     data_dir: PathBuf,
     incoming_dir: PathBuf,
-}
-
-/// A UID is used as a path component, so it must be a real UID: never `..` or a slash.
-pub fn check_uid(what: &'static str, uid: &str) -> Result<(), StoreError> {
-    let valid = !uid.is_empty()
-        && uid.len() <= 64
-        && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !uid.starts_with('.')
-        && !uid.ends_with('.')
-        && !uid.contains("..");
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidUid {
-            what,
-            uid: uid.to_string(),
-        })
-    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -111,9 +96,9 @@ impl Store {
         series: &str,
         sop_instance: &str,
     ) -> Result<PathBuf, StoreError> {
-        check_uid("Study Instance UID", study)?;
-        check_uid("Series Instance UID", series)?;
-        check_uid("SOP Instance UID", sop_instance)?;
+        check("Study Instance UID", study)?;
+        check("Series Instance UID", series)?;
+        check("SOP Instance UID", sop_instance)?;
         Ok(PathBuf::from("dicom")
             .join(study)
             .join(series)
@@ -162,9 +147,9 @@ mod tests {
             &"1".repeat(65),
             "1.2.a",
         ] {
-            assert!(check_uid("UID", bad).is_err(), "{bad:?} accepted");
+            assert!(check("UID", bad).is_err(), "{bad:?} accepted");
         }
-        assert!(check_uid("UID", "1.2.840.10008.5.1.4.1.1.4").is_ok());
+        assert!(check("UID", "1.2.840.10008.5.1.4.1.1.4").is_ok());
     }
 
     #[test]

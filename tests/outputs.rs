@@ -9,6 +9,7 @@ use std::process::Command;
 
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
+use msnode::dicom::uid::Uids;
 use msnode::outputs::seg::{CIELAB_RED, CIELAB_YELLOW, Segment, write_seg};
 use msnode::outputs::{Algorithm, SourceSeries};
 use msnode::volume::{
@@ -144,6 +145,7 @@ fn check_seg(volume: &Volume, files: &[PathBuf], work: &Path) {
         ],
         &algorithm(),
         900,
+        &mut Uids::Random,
     )
     .unwrap();
     let slices = volume.data.dim().0;
@@ -389,6 +391,7 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
         ],
         &algorithm(),
         900,
+        &mut Uids::Random,
     )
     .unwrap();
     let current = Evidence {
@@ -409,7 +412,16 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
         enlarging_segment: 2,
         notes: vec!["Registration: correlation 0.93 inside the brain".into()],
     };
-    write_report(&sr_path, &source, &content, &[current], &algorithm(), 901).unwrap();
+    write_report(
+        &sr_path,
+        &source,
+        &content,
+        &[current],
+        &algorithm(),
+        901,
+        &mut Uids::Random,
+    )
+    .unwrap();
 
     let report = text(&run(
         Command::new(repo_root().join(".venv/bin/dciodvfy")).arg(&sr_path)
@@ -469,8 +481,15 @@ fn the_overlay_series_is_valid_and_its_png_shows_the_outline() {
         "1 NEW LESION, 49.6 MM3",
     );
     assert_eq!(images.len(), volume.data.dim().0);
-    let (written, _) =
-        write_overlay_series(&work.path().join("overlay"), &source, &volume, &images, 902).unwrap();
+    let (written, _) = write_overlay_series(
+        &work.path().join("overlay"),
+        &source,
+        &volume,
+        &images,
+        902,
+        &mut Uids::Random,
+    )
+    .unwrap();
     assert_eq!(written.len(), images.len());
     for file in [&written[0], &written[10]] {
         let report = text(&run(

@@ -19,6 +19,7 @@ use ndarray::Axis;
 use serde::Serialize;
 use tracing::info;
 
+use crate::dicom::uid::Uids;
 use crate::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
 use crate::lesions::{Lesion, LesionSummary, find_lesions};
 use crate::prepare::{Channel, PrepareError, model_input, prior_z_on_current, to_current_grid};
@@ -274,12 +275,14 @@ impl Analyzer {
         })
     }
 
-    /// The whole analysis of `current` against `prior`: every result is written into `out_dir`.
+    /// The whole analysis of `current` against `prior`: every result is written into `out_dir`,
+    /// the new objects' UIDs taken from `uids`.
     pub fn analyze(
         &mut self,
         current: &ScanSource,
         prior: &ScanSource,
         out_dir: &Path,
+        uids: &mut Uids,
     ) -> Result<AnalysisSummary, AnalyzeError> {
         let started = Instant::now();
         let mut timings = Timings::default();
@@ -314,13 +317,17 @@ impl Analyzer {
             quality: &registration.quality,
             weak,
         };
+        let visits = results::Visits {
+            current: &current,
+            prior: &prior,
+        };
         let written = results::write_all(
             out_dir,
-            &current,
-            &prior,
+            &visits,
             &prediction.probability,
             &lesions,
             &run,
+            uids,
         )
         .map_err(AnalyzeError::Results)?;
         timings.outputs = watch.lap();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, Axis};
 
 use super::{AnalysisSummary, InferOutputs, Prediction, Scan};
+use crate::dicom::uid::Uids;
 use crate::infer::Provider;
 use crate::lesions::{Change, LesionMap};
 use crate::outputs::overlay::{RgbImage, render, write_overlay_series, write_png};
@@ -45,6 +46,12 @@ pub enum ResultsError {
     // The output error names the object it failed on.
     #[error(transparent)]
     Output(#[from] OutputError),
+}
+
+/// The two visits an analysis compared.
+pub struct Visits<'a> {
+    pub current: &'a Scan,
+    pub prior: &'a Scan,
 }
 
 /// How the analysis ran: what every report and caption says about it.
@@ -125,12 +132,13 @@ impl ChangeMasks {
 /// Everything an analysis writes into `out_dir` but `summary.json`.
 pub fn write_all(
     out_dir: &Path,
-    current: &Scan,
-    prior: &Scan,
+    visits: &Visits<'_>,
     probability: &Volume,
     lesions: &LesionMap,
     run: &Run<'_>,
+    uids: &mut Uids,
 ) -> Result<Written, ResultsError> {
+    let current = visits.current;
     create_dir(out_dir)?;
     let mut written = Written::default();
     let probability_path = out_dir.join("probability.nii.gz");
@@ -166,8 +174,7 @@ pub fn write_all(
         .extend(write_previews(&out_dir.join("preview"), &rendered)?);
     if let Some(first) = current.files.first() {
         let source = SourceSeries::read(first)?;
-        written.for_pacs =
-            write_for_pacs(out_dir, &source, current, prior, &rendered, lesions, run)?;
+        written.for_pacs = write_for_pacs(out_dir, &source, visits, &rendered, lesions, run, uids)?;
     }
     Ok(written)
 }
@@ -193,12 +200,13 @@ fn write_previews(dir: &Path, rendered: &Rendered) -> Result<Vec<PathBuf>, Resul
 fn write_for_pacs(
     out_dir: &Path,
     source: &SourceSeries,
-    current: &Scan,
-    prior: &Scan,
+    visits: &Visits<'_>,
     rendered: &Rendered,
     lesions: &LesionMap,
     run: &Run<'_>,
+    uids: &mut Uids,
 ) -> Result<Vec<PathBuf>, ResultsError> {
+    let (current, prior) = (visits.current, visits.prior);
     let masks = &rendered.masks;
     let algorithm = Algorithm {
         name: run.model_name.to_string(),
@@ -224,6 +232,7 @@ fn write_for_pacs(
         &segments,
         &algorithm,
         SEG_SERIES_NUMBER,
+        uids,
     )?;
     let sr_path = out_dir.join("sr.dcm");
     let evidence = evidence(source, current, prior)?;
@@ -241,6 +250,7 @@ fn write_for_pacs(
         &evidence,
         &algorithm,
         REPORT_SERIES_NUMBER,
+        uids,
     )?;
     let (overlay, _) = write_overlay_series(
         &out_dir.join("overlay"),
@@ -248,6 +258,7 @@ fn write_for_pacs(
         &current.volume,
         &rendered.images,
         OVERLAY_SERIES_NUMBER,
+        uids,
     )?;
     let mut files = vec![seg_path, sr_path];
     files.extend(overlay);

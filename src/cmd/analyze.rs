@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use msnode::analyze::{AnalysisSettings, AnalysisSummary, AnalyzeError, Analyzer, ScanSource};
+use msnode::dicom::uid::Uids;
 use msnode::settings::Settings;
 
 /// The two visits and the model settings `analyze` and `infer` share.
@@ -76,7 +77,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         .pair
         .resolve(settings)
         .await?
-        .run(move |analyzer, current, prior| analyzer.analyze(current, prior, &out))
+        .run(move |analyzer, current, prior| {
+            analyzer.analyze(current, prior, &out, &mut Uids::Random)
+        })
         .await?;
     print_analysis(&summary);
     Ok(ExitCode::SUCCESS)

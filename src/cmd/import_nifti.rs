@@ -23,6 +23,10 @@ pub struct Args {
     series_description: String,
     #[arg(long, default_value_t = 1)]
     series_number: i32,
+    /// Mark the series ORIGINAL (as a scanner's) instead of DERIVED, so that the node's workflow
+    /// analyses it: for demonstrations and tests.
+    #[arg(long)]
+    as_acquired: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -33,6 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         study_date: args.study_date,
         series_description: args.series_description,
         series_number: args.series_number,
+        as_acquired: args.as_acquired,
     };
     let report = import_nifti(&args.input, &args.outdir, &options)?;
     println!(

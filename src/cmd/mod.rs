@@ -4,9 +4,11 @@
 pub mod analyze;
 pub mod config;
 pub mod echo;
+pub mod explain;
 pub mod export_nifti;
 pub mod import_nifti;
 pub mod infer;
+pub mod jobs;
 pub mod register;
 pub mod send;
 pub mod serve;

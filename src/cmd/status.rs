@@ -22,15 +22,34 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         .context("msnode status reads the index of the configured data directory")?;
     let counts = index.counts().await?;
     let recent = index.recent_associations(args.associations).await?;
+    let workflow = index.workflow_counts().await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&as_json(&counts, &recent))?
-        );
+        let mut value = as_json(&counts, &recent);
+        value["jobs"] = by_state(&workflow.jobs);
+        value["outbox"] = by_state(&workflow.outbox);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_text(settings, &counts, &recent);
+        let line = |counts: &[(String, i64)]| {
+            counts
+                .iter()
+                .map(|(state, n)| format!("{state} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("jobs: {}", line(&workflow.jobs));
+        println!("outbox: {}", line(&workflow.outbox));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `{"state": count, ...}`.
+fn by_state(counts: &[(String, i64)]) -> serde_json::Value {
+    counts
+        .iter()
+        .map(|(state, n)| (state.clone(), serde_json::json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn as_json(counts: &Counts, recent: &[AssociationRow]) -> serde_json::Value {

@@ -53,7 +53,9 @@ impl fmt::Display for JobState {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a job state (queued, waiting_for_prior, running, delivering, done, failed, no_prior)")]
+#[error(
+    "{0:?} is not a job state (queued, waiting_for_prior, running, delivering, done, failed, no_prior)"
+)]
 pub struct UnknownJobState(String);
 
 impl FromStr for JobState {
@@ -215,7 +217,10 @@ impl Index {
     }
 
     /// The verdict on a series, if it was judged.
-    pub async fn verdict(&self, series_instance_uid: &str) -> Result<Option<VerdictRow>, IndexError> {
+    pub async fn verdict(
+        &self,
+        series_instance_uid: &str,
+    ) -> Result<Option<VerdictRow>, IndexError> {
         Ok(sqlx::query_as::<_, VerdictRow>(
             "SELECT se.series_instance_uid, v.judged_received_at, v.flair, v.chosen, v.rule, v.why,
                     v.header, v.judged_at
@@ -296,7 +301,9 @@ impl Index {
             )
             .bind(current_series)
             .bind(id)
-            .bind(format!("superseded by job {id}: more instances of the series arrived"))
+            .bind(format!(
+                "superseded by job {id}: more instances of the series arrived"
+            ))
             .bind(&now)
             .fetch_all(&mut *tx)
             .await?;
@@ -351,13 +358,15 @@ impl Index {
     }
 
     pub async fn set_job_prior(&self, id: i64, prior: &str, why: &str) -> Result<(), IndexError> {
-        sqlx::query("UPDATE jobs SET prior_series = ?2, prior_why = ?3, updated_at = ?4 WHERE id = ?1")
-            .bind(id)
-            .bind(prior)
-            .bind(why)
-            .bind(now_rfc3339())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET prior_series = ?2, prior_why = ?3, updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(prior)
+        .bind(why)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -414,7 +423,13 @@ impl Index {
         .await?;
         for id in &ids {
             let mut tx = self.pool.begin().await?;
-            insert_event(&mut tx, *id, JobState::Queued, Some("interrupted: run again")).await?;
+            insert_event(
+                &mut tx,
+                *id,
+                JobState::Queued,
+                Some("interrupted: run again"),
+            )
+            .await?;
             tx.commit().await?;
         }
         Ok(ids.len() as u64)
@@ -445,13 +460,17 @@ impl Index {
             job_columns!(),
             " FROM jobs WHERE id = ?1"
         ))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Jobs, newest first, in one state or all.
-    pub async fn jobs(&self, state: Option<JobState>, limit: i64) -> Result<Vec<JobRow>, IndexError> {
+    pub async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, IndexError> {
         Ok(sqlx::query_as::<_, JobRow>(concat!(
             "SELECT ",
             job_columns!(),
@@ -564,9 +583,11 @@ impl Index {
             jobs: sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
                 .fetch_all(&self.pool)
                 .await?,
-            outbox: sqlx::query_as("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
-                .await?,
+            outbox: sqlx::query_as(
+                "SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state",
+            )
+            .fetch_all(&self.pool)
+            .await?,
         })
     }
 }

@@ -9,9 +9,9 @@ use dicom_dictionary_std::tags;
 use ndarray::ArrayView3;
 
 use super::{OutputError, SliceGeometry, SourceSeries, ds, put_image_pixel, write_file};
-use crate::dicom::new_uid;
 use crate::dicom::object::{DateTime, Equipment, NewSeries, put};
 use crate::dicom::sop_class::SECONDARY_CAPTURE_IMAGE_STORAGE;
+use crate::dicom::uid::Uids;
 use crate::volume::Volume;
 
 pub const BANNER: &str = "MSNODE AUTOMATED RESULT - FOR REVIEW BY A RADIOLOGIST";
@@ -196,10 +196,11 @@ pub fn write_overlay_series(
     volume: &Volume,
     images: &[RgbImage],
     series_number: i32,
+    uids: &mut Uids,
 ) -> Result<(Vec<PathBuf>, String), OutputError> {
     std::fs::create_dir_all(out_dir).map_err(|e| OutputError::write(out_dir, e))?;
     let geometry = SliceGeometry::of(volume);
-    let series_uid = new_uid();
+    let series_uid = uids.issue();
     let created = DateTime::now();
     let series = NewSeries {
         patient_study: &source.copied,
@@ -213,7 +214,7 @@ pub fn write_overlay_series(
     };
     let mut files = Vec::with_capacity(images.len());
     for (k, image) in images.iter().enumerate() {
-        let instance_uid = new_uid();
+        let instance_uid = uids.issue();
         let mut obj = series.instance(SECONDARY_CAPTURE_IMAGE_STORAGE, &instance_uid, k + 1);
         put(&mut obj, tags::CONVERSION_TYPE, VR::CS, "WSD");
         put(&mut obj, tags::PATIENT_ORIENTATION, VR::CS, "");

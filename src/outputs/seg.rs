@@ -13,9 +13,9 @@ use ndarray::ArrayView3;
 use super::{
     Algorithm, OutputError, SliceGeometry, SourceSeries, code, ds, put_image_pixel, write_file,
 };
-use crate::dicom::new_uid;
 use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
 use crate::dicom::sop_class::SEGMENTATION_STORAGE;
+use crate::dicom::uid::Uids;
 use crate::volume::{SliceSource, Volume};
 
 /// One segment: a label and a binary mask on the source grid ([slice, row, column]).
@@ -162,11 +162,12 @@ pub fn write_seg(
     segments: &[Segment<'_>],
     algorithm: &Algorithm,
     series_number: i32,
+    uids: &mut Uids,
 ) -> Result<WrittenSeg, OutputError> {
     check_grid(source_volume, segments)?;
     let geometry = SliceGeometry::of(source_volume);
-    let series_uid = new_uid();
-    let instance_uid = new_uid();
+    let series_uid = uids.issue();
+    let instance_uid = uids.issue();
     let created = DateTime::now();
     let series = NewSeries {
         patient_study: &source.copied,
@@ -192,7 +193,7 @@ pub fn write_seg(
             .map(|(n, s)| segment_item(n as u16 + 1, s, algorithm))
             .collect(),
     );
-    put_dimensions(&mut obj, &new_uid());
+    put_dimensions(&mut obj, &uids.issue());
     put_sequence(
         &mut obj,
         tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,

@@ -12,9 +12,9 @@ use dicom_object::InMemDicomObject;
 use super::seg::WrittenSeg;
 use super::{Algorithm, OutputError, SourceSeries, code, ds, write_file};
 use crate::dicom::meta::IMPLEMENTATION_CLASS_UID;
-use crate::dicom::new_uid;
 use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
 use crate::dicom::sop_class::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
+use crate::dicom::uid::Uids;
 use crate::lesions::{Change, Lesion};
 
 /// The caveat every report carries.
@@ -137,7 +137,7 @@ fn mm3() -> InMemDicomObject {
 }
 
 /// The items every measurement group opens with: its tracking identifier and UID, and the finding.
-fn group_opening(tracking_identifier: &str) -> Vec<InMemDicomObject> {
+fn group_opening(tracking_identifier: &str, tracking_uid: &str) -> Vec<InMemDicomObject> {
     vec![
         text_item(
             "HAS OBS CONTEXT",
@@ -147,7 +147,7 @@ fn group_opening(tracking_identifier: &str) -> Vec<InMemDicomObject> {
         uid_item(
             "HAS OBS CONTEXT",
             code("112040", "DCM", "Tracking Unique Identifier"),
-            &new_uid(),
+            tracking_uid,
         ),
         code_item(
             "CONTAINS",
@@ -161,6 +161,7 @@ fn lesion_group(
     lesion: &Lesion,
     content: &ReportContent<'_>,
     source: &SourceSeries,
+    tracking_uid: &str,
 ) -> InMemDicomObject {
     let segment = match lesion.change {
         Change::New => content.new_segment,
@@ -170,7 +171,7 @@ fn lesion_group(
         Change::New => "new lesion",
         Change::Enlarging => "enlarging lesion",
     };
-    let mut children = group_opening(&format!("Lesion {}", lesion.id));
+    let mut children = group_opening(&format!("Lesion {}", lesion.id), tracking_uid);
     children.extend([
         code_item(
             "HAS CONCEPT MOD",
@@ -269,9 +270,10 @@ pub fn write_report(
     evidence: &[Evidence],
     algorithm: &Algorithm,
     series_number: i32,
+    uids: &mut Uids,
 ) -> Result<String, OutputError> {
-    let instance_uid = new_uid();
-    let series_uid = new_uid();
+    let instance_uid = uids.issue();
+    let series_uid = uids.issue();
     let created = DateTime::now();
     let series = NewSeries {
         patient_study: &source.copied,
@@ -316,7 +318,7 @@ pub fn write_report(
         .filter(|l| l.change == Change::New)
         .count();
     let enlarging = content.lesions.len() - new;
-    let mut summary_children = group_opening("Summary");
+    let mut summary_children = group_opening("Summary", &uids.issue());
     summary_children.extend([
         num_item(
             code("246205007", "SCT", "Quantity"),
@@ -350,12 +352,9 @@ pub fn write_report(
         code("125007", "DCM", "Measurement Group"),
         summary_children,
     )];
-    measurements.extend(
-        content
-            .lesions
-            .iter()
-            .map(|l| lesion_group(l, content, source)),
-    );
+    for lesion in content.lesions {
+        measurements.push(lesion_group(lesion, content, source, &uids.issue()));
+    }
 
     let observer = vec![
         code_item(

@@ -23,6 +23,9 @@ pub struct ImportOptions {
     pub study_date: Option<String>,
     pub series_description: String,
     pub series_number: i32,
+    /// Mark the series ORIGINAL, as a scanner would: for demonstrations and tests of the
+    /// workflow, which analyses acquired series only. Otherwise it is DERIVED, as it truly is.
+    pub as_acquired: bool,
 }
 
 impl Default for ImportOptions {
@@ -34,6 +37,7 @@ impl Default for ImportOptions {
             study_date: None,
             series_description: "FLAIR (imported from NIfTI)".into(),
             series_number: 1,
+            as_acquired: false,
         }
     }
 }
@@ -182,8 +186,13 @@ pub fn import_nifti(
         created: &created,
     };
 
+    let image_type = if options.as_acquired {
+        "ORIGINAL\\PRIMARY\\M"
+    } else {
+        "DERIVED\\PRIMARY\\OTHER"
+    };
     let mut image = vec![
-        text(tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY\\OTHER"),
+        text(tags::IMAGE_TYPE, VR::CS, image_type),
         text(
             tags::DERIVATION_DESCRIPTION,
             VR::ST,

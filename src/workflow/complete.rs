@@ -89,7 +89,10 @@ async fn verdict_row(
             .collect();
         rivals.push(header.clone());
         rank(&mut rivals);
-        if let Some(best) = rivals.first().filter(|b| b.series_instance_uid != header.series_instance_uid) {
+        if let Some(best) = rivals
+            .first()
+            .filter(|b| b.series_instance_uid != header.series_instance_uid)
+        {
             chosen = false;
             why = format!(
                 "{why}; not chosen: FLAIR series {} of the same study ranks higher (3D, thinner, more slices, later)",

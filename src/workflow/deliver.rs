@@ -34,15 +34,28 @@ pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), W
     }
     let mut by_destination: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
     for row in due {
-        by_destination.entry(row.destination.clone()).or_default().push(row);
+        by_destination
+            .entry(row.destination.clone())
+            .or_default()
+            .push(row);
     }
     let mut jobs: Vec<i64> = by_destination.values().flatten().map(|r| r.job).collect();
     jobs.sort_unstable();
     jobs.dedup();
     let mut tasks = JoinSet::new();
     for (ae_title, rows) in by_destination {
-        let destination = settings.destinations.iter().find(|d| d.ae_title == ae_title).cloned();
-        tasks.spawn(send_to(settings.clone(), index.clone(), ae_title, destination, rows));
+        let destination = settings
+            .destinations
+            .iter()
+            .find(|d| d.ae_title == ae_title)
+            .cloned();
+        tasks.spawn(send_to(
+            settings.clone(),
+            index.clone(),
+            ae_title,
+            destination,
+            rows,
+        ));
     }
     while let Some(result) = tasks.join_next().await {
         result??;
@@ -66,7 +79,9 @@ async fn send_to(
     let Some(destination) = destination else {
         let why = format!("{ae_title} is no longer a configured destination");
         for row in &rows {
-            index.record_attempt(row.id, &Attempt::Error(why.clone()), None).await?;
+            index
+                .record_attempt(row.id, &Attempt::Error(why.clone()), None)
+                .await?;
         }
         return Ok(());
     };
@@ -79,7 +94,11 @@ async fn send_to(
                 sendable.push(row);
             }
             // The file is ours and gone: no retry brings it back.
-            Err(e) => index.record_attempt(row.id, &Attempt::Error(describe(&e)), None).await?,
+            Err(e) => {
+                index
+                    .record_attempt(row.id, &Attempt::Error(describe(&e)), None)
+                    .await?
+            }
         }
     }
     if files.is_empty() {

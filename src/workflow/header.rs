@@ -13,7 +13,7 @@ use crate::dicom::read::{first_item, float, int, text};
 pub struct HeaderError {
     pub path: std::path::PathBuf,
     #[source]
-    pub source: dicom_object::ReadError,
+    pub source: Box<dicom_object::ReadError>,
 }
 
 /// Multi-valued code strings (Image Type, Scanning Sequence) as their values.
@@ -30,7 +30,7 @@ impl SeriesHeader {
             .open_file(first_file)
             .map_err(|source| HeaderError {
                 path: first_file.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let get = |tag| text(&obj, tag).unwrap_or_default();
         // Enhanced MR keeps the slice thickness in the shared functional groups.

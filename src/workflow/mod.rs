@@ -88,7 +88,10 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Receiver<bool>) {
     match index.requeue_interrupted_jobs().await {
         Ok(0) => {}
-        Ok(n) => info!(jobs = n, "jobs interrupted by the last stop are queued again"),
+        Ok(n) => info!(
+            jobs = n,
+            "jobs interrupted by the last stop are queued again"
+        ),
         Err(e) => error!(error = %describe(&e), "cannot requeue interrupted jobs"),
     }
     let settings = Arc::new(settings);
@@ -101,7 +104,12 @@ pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Rece
         (settings.clone(), index.clone()),
     ));
     for worker in 0..settings.workers {
-        tasks.spawn(runner::work(worker, settings.clone(), index.clone(), shutdown.clone()));
+        tasks.spawn(runner::work(
+            worker,
+            settings.clone(),
+            index.clone(),
+            shutdown.clone(),
+        ));
     }
     tasks.spawn(every(
         "delivery",

@@ -9,11 +9,17 @@ use crate::config::{PriorConfig, PriorPolicy};
 use crate::index::PriorCandidate;
 
 /// The chosen prior series and why, or why there is none.
-pub fn choose(candidates: &[PriorCandidate], policy: &PriorConfig) -> Result<(String, String), String> {
+pub fn choose(
+    candidates: &[PriorCandidate],
+    policy: &PriorConfig,
+) -> Result<(String, String), String> {
     if candidates.is_empty() {
         return Err("no earlier FLAIR of this patient in the index".into());
     }
-    let current = candidates[0].current_study_date.as_deref().and_then(parse_date);
+    let current = candidates[0]
+        .current_study_date
+        .as_deref()
+        .and_then(parse_date);
     let interval = |c: &PriorCandidate| -> Option<i64> {
         let prior = c.study_date.as_deref().and_then(parse_date)?;
         Some((current? - prior).whole_days())
@@ -34,8 +40,10 @@ pub fn choose(candidates: &[PriorCandidate], policy: &PriorConfig) -> Result<(St
         PriorPolicy::MostRecent => &eligible[0].study_instance_uid,
         PriorPolicy::Oldest => &eligible[eligible.len() - 1].study_instance_uid,
     };
-    let in_study: Vec<&&PriorCandidate> =
-        eligible.iter().filter(|c| &c.study_instance_uid == study).collect();
+    let in_study: Vec<&&PriorCandidate> = eligible
+        .iter()
+        .filter(|c| &c.study_instance_uid == study)
+        .collect();
     let mut headers: Vec<SeriesHeader> = in_study
         .iter()
         .filter_map(|c| serde_json::from_str(&c.header).ok())
@@ -128,6 +136,10 @@ mod tests {
         };
         let why = choose(&candidates, &strict).unwrap_err();
         assert!(why.contains("none at least 1000 days"), "{why}");
-        assert!(choose(&[], &no_minimum).unwrap_err().contains("no earlier FLAIR"));
+        assert!(
+            choose(&[], &no_minimum)
+                .unwrap_err()
+                .contains("no earlier FLAIR")
+        );
     }
 }

@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use super::{WorkflowError, WorkflowSettings, describe, prior};
 use crate::analyze::{AnalysisSummary, Analyzer, ScanSource};
+use crate::dicom::uid::Uids;
 use crate::index::{Delivery, Index, JobRow, JobState};
 use crate::net::scu;
 
@@ -37,7 +38,10 @@ pub async fn work(
                 if let Err(e) = outcome {
                     let reason = describe(&e);
                     error!(job = job.id, %reason, "job failed");
-                    if let Err(e) = index.set_job_state(job.id, JobState::Failed, Some(&reason)).await {
+                    if let Err(e) = index
+                        .set_job_state(job.id, JobState::Failed, Some(&reason))
+                        .await
+                    {
                         error!(job = job.id, error = %describe(&e), "cannot record the failure");
                     }
                 }
@@ -66,7 +70,10 @@ async fn series_source(
 ) -> Result<ScanSource, WorkflowError> {
     let files = index.series_files(series).await?;
     Ok(ScanSource::Series(
-        files.into_iter().map(|f| settings.data_dir.join(f)).collect(),
+        files
+            .into_iter()
+            .map(|f| settings.data_dir.join(f))
+            .collect(),
     ))
 }
 
@@ -84,7 +91,9 @@ async fn run_job(
         }
         Err(why) => {
             warn!(job = job.id, %why, "no prior");
-            index.set_job_state(job.id, JobState::NoPrior, Some(&why)).await?;
+            index
+                .set_job_state(job.id, JobState::NoPrior, Some(&why))
+                .await?;
             return Ok(());
         }
     };
@@ -92,6 +101,8 @@ async fn run_job(
     let prior = series_source(settings, index, &prior_series).await?;
     let out_dir = results_dir(&settings.data_dir, job.id);
     let analysis = settings.analysis.clone();
+    // The same job writes the same UIDs when it runs again (after a crash): PACS replaces them.
+    let mut uids = Uids::derived(format!("msnode job {} {}", job.id, job.current_series));
     let held = analyzer.take();
     let (returned, result) = tokio::task::spawn_blocking(move || {
         let mut analyzer = match held {
@@ -101,7 +112,7 @@ async fn run_job(
                 Err(e) => return (None, Err(e)),
             },
         };
-        let result = analyzer.analyze(&current, &prior, &out_dir);
+        let result = analyzer.analyze(&current, &prior, &out_dir, &mut uids);
         (Some(analyzer), result)
     })
     .await?;
@@ -111,7 +122,9 @@ async fn run_job(
         Err(e) => {
             let reason = describe(&e);
             error!(job = job.id, %reason, "analysis failed");
-            index.set_job_state(job.id, JobState::Failed, Some(&reason)).await?;
+            index
+                .set_job_state(job.id, JobState::Failed, Some(&reason))
+                .await?;
             return Ok(());
         }
     };

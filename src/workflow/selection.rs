@@ -23,7 +23,8 @@ use crate::dicom::sop_class;
 /// Name patterns that mark FLAIR on Siemens (`t2_tirm_tra_dark-fluid`, sequence `*tir2d1_16`,
 /// `*spcir_278`), GE (`Ax T2 FLAIR`, `Sag CUBE FLAIR`, `T2FLAIR`), Philips (`3D_Brain_VIEW_FLAIR`)
 /// and Canon/Toshiba (`FLAIR_AX`); matched case-insensitively as substrings, `*` matching any run.
-pub const DEFAULT_NAME_PATTERNS: [&str; 5] = ["flair", "dark-fluid", "darkfluid", "*tir2d*", "*spcir*"];
+pub const DEFAULT_NAME_PATTERNS: [&str; 5] =
+    ["flair", "dark-fluid", "darkfluid", "*tir2d*", "*spcir*"];
 
 /// Inversion times (ms) of FLAIR at 1.5 and 3 T: long enough to null CSF.
 pub const DEFAULT_INVERSION_TIME_MS: [f64; 2] = [1500.0, 3500.0];
@@ -106,8 +107,11 @@ impl SelectionRules {
             let why = format!("modality {:?} is not MR", header.modality);
             return verdict(false, "1 modality", why);
         }
-        if ![sop_class::MR_IMAGE_STORAGE, sop_class::ENHANCED_MR_IMAGE_STORAGE]
-            .contains(&header.sop_class_uid.as_str())
+        if ![
+            sop_class::MR_IMAGE_STORAGE,
+            sop_class::ENHANCED_MR_IMAGE_STORAGE,
+        ]
+        .contains(&header.sop_class_uid.as_str())
         {
             let why = format!("SOP class {} is not an MR image", header.sop_class_uid);
             return verdict(false, "1 modality", why);
@@ -125,7 +129,9 @@ impl SelectionRules {
             return verdict(false, "2 image type", why);
         }
         let [low, high] = self.inversion_time_ms;
-        let ti_in_range = header.inversion_time_ms.map(|ti| (low..=high).contains(&ti));
+        let ti_in_range = header
+            .inversion_time_ms
+            .map(|ti| (low..=high).contains(&ti));
         if let (Some(false), Some(ti)) = (ti_in_range, header.inversion_time_ms) {
             let why = format!("inversion time {ti} ms is outside FLAIR's {low}-{high} ms");
             return verdict(false, "3 inversion time", why);
@@ -194,7 +200,11 @@ mod tests {
     fn vendor_protocol_names_are_taken() {
         let rules = SelectionRules::default();
         for (description, protocol, sequence) in [
-            ("t2_tirm_tra_dark-fluid", "t2_tirm_tra_dark-fluid", "*tir2d1_16"),
+            (
+                "t2_tirm_tra_dark-fluid",
+                "t2_tirm_tra_dark-fluid",
+                "*tir2d1_16",
+            ),
             ("T2 DarkFluid 3D", "", "*spcir_278"),
             ("", "t2_spc_da-fl_sag_p2_iso", "*spcir_278"),
             ("Ax T2 FLAIR", "Ax T2 FLAIR", "OAx T2 FLAIR"),
@@ -215,9 +225,14 @@ mod tests {
     #[test]
     fn other_series_are_rejected_with_the_rule_that_decided() {
         let rules = SelectionRules::default();
-        let cases: [(&str, Box<dyn Fn(&mut SeriesHeader)>, &str); 7] = [
+        type Edit = Box<dyn Fn(&mut SeriesHeader)>;
+        let cases: [(&str, Edit, &str); 7] = [
             ("T1 MPRAGE", Box::new(|_| {}), "6 no rule"),
-            ("AX FLAIR", Box::new(|h| h.modality = "CT".into()), "1 modality"),
+            (
+                "AX FLAIR",
+                Box::new(|h| h.modality = "CT".into()),
+                "1 modality",
+            ),
             (
                 "AX FLAIR",
                 Box::new(|h| h.sop_class_uid = sop_class::SEGMENTATION_STORAGE.into()),
@@ -238,7 +253,11 @@ mod tests {
                 Box::new(|h| h.inversion_time_ms = Some(160.0)),
                 "3 inversion time",
             ),
-            ("localizer", Box::new(|h| h.image_type.push("LOCALIZER".into())), "2 image type"),
+            (
+                "localizer",
+                Box::new(|h| h.image_type.push("LOCALIZER".into())),
+                "2 image type",
+            ),
         ];
         for (description, edit, rule) in cases {
             let mut header = mr(description);
@@ -296,7 +315,13 @@ mod tests {
             .collect();
         assert_eq!(
             order,
-            ["3d", "2d-thin-more", "2d-thin-late", "2d-thin-early", "2d-thick"]
+            [
+                "3d",
+                "2d-thin-more",
+                "2d-thin-late",
+                "2d-thin-early",
+                "2d-thick"
+            ]
         );
     }
 }

@@ -359,6 +359,11 @@ pub fn synthetic_series(dir: &Path, slices: usize, size: usize, seed: u64) -> Ve
             &seed.to_string(),
         ]));
     assert!(output.status.success(), "{}", text(&output));
+    files_in(dir)
+}
+
+/// The files of a folder, sorted.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -137,7 +137,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("garbage.dcm");
         std::fs::write(&path, [0u8; 200]).unwrap();
-        let e = load_series(&[path.clone()], &LoadOptions::default()).unwrap_err();
+        let e = load_series(std::slice::from_ref(&path), &LoadOptions::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!("{}: not a readable DICOM file", path.display())

@@ -1,0 +1,312 @@
+//! The node does its job by itself: a real Lesjak pair (imported as acquired DICOM) is stored in
+//! a running `msnode serve`; the series go quiet, the FLAIR is recognised, the prior found in the
+//! index, the analysis run, and the SEG, the report and the overlay series arrive at a DCMTK
+//! `storescp` standing for PACS. Also: a destination that is down and a SIGKILL mid-job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use msnode::dicom::sop_class;
+
+/// DCMTK's storescp writing every instance it receives into `dir`.
+struct Pacs {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Pacs {
+    fn start(port: u16, dir: &Path) -> Pacs {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new(tool("storescp"))
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", "PACS", "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start storescp");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "storescp did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Pacs {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// SOP Instance UID -> SOP Class UID of what it holds, and how many files it wrote.
+    fn held(&self) -> (BTreeMap<String, String>, usize) {
+        let mut held = BTreeMap::new();
+        let mut files = 0;
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(obj) = dicom_object::OpenFileOptions::new()
+                .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+                .open_file(&path)
+            else {
+                continue;
+            };
+            files += 1;
+            let meta = obj.meta();
+            held.insert(
+                meta.media_storage_sop_instance_uid()
+                    .trim_end_matches('\0')
+                    .to_string(),
+                meta.media_storage_sop_class_uid()
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
+        }
+        (held, files)
+    }
+}
+
+impl Drop for Pacs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node that analyses series quiet for one second and sends results to PACS at `pacs_port`.
+fn workflow_node(pacs_port: u16) -> Node {
+    let extra = format!(
+        r#"
+[analysis]
+stable_series_timeout_s = 1
+
+[results]
+destinations = ["PACS"]
+max_attempts = 20
+retry_delay_s = 1
+
+[model]
+dir = {model:?}
+execution_provider = "cpu"
+intra_threads = 2
+onnxruntime_library = {ort:?}
+
+[[peers]]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+"#,
+        model = shipped_model_dir(),
+        ort = onnxruntime_library(),
+    );
+    Node::start(&extra)
+}
+
+/// Two visits of Lesjak patient01 as acquired DICOM series: (prior, current) folders.
+fn lesjak_visits(dir: &Path) -> (PathBuf, PathBuf) {
+    let pair = repo_root().join("tests/data/lesjak-longitudinal/patient01");
+    let mut folders = Vec::new();
+    for (visit, date) in [("study1", "20100101"), ("study2", "20100723")] {
+        let out = dir.join(visit);
+        let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
+            .arg("import-nifti")
+            .arg(pair.join(format!("{visit}_FLAIR.nii.gz")))
+            .arg(&out)
+            .args(["--patient-id", "LESJAK01", "--study-date", date])
+            .args(["--series-description", "AX T2 FLAIR", "--as-acquired"]));
+        assert!(output.status.success(), "{}", text(&output));
+        folders.push(out);
+    }
+    (folders[0].clone(), folders[1].clone())
+}
+
+fn jobs(node: &Node) -> Vec<serde_json::Value> {
+    let output = run(node.cli().args(["jobs", "--json"]));
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Wait until `done` holds for the node's jobs, or fail with the log.
+fn wait_for(node: &Node, seconds: u64, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let jobs = jobs(node);
+        if done(&jobs) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen in {seconds} s; jobs: {jobs:#?}\nlog:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn job_of<'a>(jobs: &'a [serde_json::Value], series: &str) -> Option<&'a serde_json::Value> {
+    jobs.iter().find(|j| j["current_series"] == series)
+}
+
+/// The Series Instance UID of a series folder's first file, or of a file.
+fn series_uid(path: &Path) -> String {
+    let file = if path.is_dir() {
+        files_in(path)[0].clone()
+    } else {
+        path.to_owned()
+    };
+    let obj = dicom_object::open_file(&file).unwrap();
+    obj.element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
+/// What PACS must hold after one job: one SEG, one SR, one overlay image per current slice.
+fn assert_one_result_set(pacs: &Pacs, current_slices: usize) {
+    let (held, files) = pacs.held();
+    let count = |class: &str| held.values().filter(|c| *c == class).count();
+    assert_eq!(count(sop_class::SEGMENTATION_STORAGE), 1, "{held:#?}");
+    assert_eq!(
+        count(sop_class::COMPREHENSIVE_3D_SR_STORAGE),
+        1,
+        "{held:#?}"
+    );
+    assert_eq!(
+        count(sop_class::SECONDARY_CAPTURE_IMAGE_STORAGE),
+        current_slices
+    );
+    assert_eq!(files, held.len(), "an instance arrived twice");
+}
+
+#[test]
+fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
+    let work = tempfile::tempdir().unwrap();
+    let pacs_port = free_port();
+    let pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
+    let node = workflow_node(pacs_port);
+    let (prior, current) = lesjak_visits(work.path());
+    let epi = ge_series(4);
+    for files in [files_in(&prior), files_in(&current), epi.clone()] {
+        let store = node.storescu("STORESCU", &files);
+        assert!(store.status.success(), "{}", text(&store));
+    }
+    let (prior_uid, current_uid) = (series_uid(&prior), series_uid(&current));
+    wait_for(&node, 300, "the follow-up job", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
+    });
+    let jobs = jobs(&node);
+    assert_eq!(
+        jobs.len(),
+        2,
+        "one job per FLAIR, none for the EPI: {jobs:#?}"
+    );
+    let follow_up = job_of(&jobs, &current_uid).unwrap();
+    assert_eq!(follow_up["prior_series"], prior_uid.as_str());
+    let why = follow_up["prior_why"].as_str().unwrap();
+    assert!(
+        why.contains("most recent earlier study") && why.contains("203 days"),
+        "{why}"
+    );
+    let baseline = job_of(&jobs, &prior_uid).unwrap();
+    assert_eq!(baseline["state"], "no_prior");
+    assert!(
+        baseline["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier FLAIR"),
+        "{baseline}"
+    );
+    assert_one_result_set(&pacs, files_in(&current).len());
+
+    // Every delivery is recorded with the peer's status.
+    let id = follow_up["id"].to_string();
+    let output = run(node.cli().args(["job", &id, "--json"]));
+    assert!(output.status.success(), "{}", text(&output));
+    let detail: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), files_in(&current).len() + 2);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d["state"] == "sent" && d["last_status"] == 0),
+        "{deliveries:#?}"
+    );
+    assert!(detail["summary"]["timings"]["infer"].as_f64().unwrap() > 0.0);
+
+    // The EPI series was judged and rejected, and `explain` says by which rule.
+    let epi_uid = series_uid(&epi[0]);
+    let output = run(node.cli().args(["explain", &epi_uid]));
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("not FLAIR by rule"), "{report}");
+    assert!(report.contains("no job"), "{report}");
+
+    let output = run(node.cli().args(["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["jobs"]["done"], 1, "{status}");
+    assert_eq!(status["jobs"]["no_prior"], 1, "{status}");
+    assert_eq!(status["outbox"]["sent"], files_in(&current).len() + 2);
+}
+
+#[test]
+fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
+    let work = tempfile::tempdir().unwrap();
+    let pacs_port = free_port();
+    let mut node = workflow_node(pacs_port);
+    let (prior, current) = lesjak_visits(work.path());
+    for folder in [&prior, &current] {
+        let store = node.storescu("STORESCU", &files_in(folder));
+        assert!(store.status.success(), "{}", text(&store));
+    }
+    let current_uid = series_uid(&current);
+    wait_for(&node, 120, "the follow-up job starting", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "running")
+    });
+    node.kill();
+    node.spawn();
+    // Run again from the start after the crash; PACS is down, so delivery keeps failing.
+    wait_for(&node, 300, "a failed delivery attempt", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "delivering")
+    });
+    let id = job_of(&jobs(&node), &current_uid).unwrap()["id"].to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = run(node.cli().args(["job", &id, "--json"]));
+        let detail: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let tried = detail["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["attempts"].as_i64().unwrap() >= 1 && d["state"] == "pending");
+        if tried {
+            assert!(
+                detail["deliveries"][0]["last_error"].is_string(),
+                "{detail:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt: {detail:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = run(node.cli().args(["job", &id, "--json"]));
+    let detail: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert!(
+        detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "interrupted: run again"),
+        "{detail:#}"
+    );
+    let pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
+    wait_for(&node, 120, "delivery once PACS is back", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
+    });
+    assert_one_result_set(&pacs, files_in(&current).len());
+}
