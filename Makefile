@@ -44,26 +44,40 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## The main job on an embedded default: a real MS patient's two FLAIR visits (tests/data, CC-BY) are
-## sent to msnode over DICOM, stored and indexed, then analysed with the shipped model; the results
-## (DICOM-SEG, TID 1500 report, overlay series, PNG previews, summary.json) land in target/demo/out.
+## The main job on an embedded default, as a site runs it: a local PACS (DCMTK storescp) and msnode
+## are started; a real MS patient's two FLAIR visits (tests/data, CC-BY) are sent to msnode over DICOM;
+## msnode notices the series are complete, recognises the FLAIR, finds the prior in its index, runs the
+## shipped model and sends the DICOM-SEG, the TID 1500 report and the overlay series to the PACS by
+## itself. The demo waits until the PACS holds them and prints the job (lesions, timings, deliveries).
 demo: venv build
-	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	target/release/msnode import-nifti $(DEMO_PAIR)/study1_FLAIR.nii.gz $(DEMO_DIR)/prior \
-		--patient-id DEMO01 --study-date 20100101 --series-description "AX FLAIR (prior)"
-	target/release/msnode import-nifti $(DEMO_PAIR)/study2_FLAIR.nii.gz $(DEMO_DIR)/current \
-		--patient-id DEMO01 --study-date 20100723 --series-description "AX FLAIR (current)"
-	sed -e 's|^port = 11112|port = 11190|' -e 's|^data_dir = .*|data_dir = "$(DEMO_DIR)/data"|' \
-		-e 's|^destinations = .*|destinations = []|' config/msnode.example.toml > $(DEMO_DIR)/msnode.toml
-	target/release/msnode --config $(DEMO_DIR)/msnode.toml serve 2> $(DEMO_DIR)/serve.log & \
-	  pid=$$!; trap "kill $$pid" EXIT; \
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/pacs
+	target/release/msnode import-nifti $(DEMO_PAIR)/study1_FLAIR.nii.gz $(DEMO_DIR)/prior --as-acquired \
+		--patient-id DEMO01 --study-date 20100101 --series-description "AX T2 FLAIR"
+	target/release/msnode import-nifti $(DEMO_PAIR)/study2_FLAIR.nii.gz $(DEMO_DIR)/current --as-acquired \
+		--patient-id DEMO01 --study-date 20100723 --series-description "AX T2 FLAIR"
+	sed -e 's|^port = 11112|port = 11190|' -e 's|^port = 4242|port = 11191|' \
+		-e 's|^data_dir = .*|data_dir = "$(DEMO_DIR)/data"|' \
+		-e 's|^stable_series_timeout_s = .*|stable_series_timeout_s = 3|' \
+		-e 's|^retry_delay_s = .*|retry_delay_s = 2|' \
+		config/msnode.example.toml > $(DEMO_DIR)/msnode.toml
+	storescp -aet PACS -od $(DEMO_DIR)/pacs 11191 2> $(DEMO_DIR)/pacs.log & pacs=$$!; \
+	  target/release/msnode --config $(DEMO_DIR)/msnode.toml serve 2> $(DEMO_DIR)/serve.log & node=$$!; \
+	  trap "kill $$node $$pacs" EXIT; \
 	  for i in $$(seq 50); do echoscu -aec MSNODE 127.0.0.1 11190 2>/dev/null && break; sleep 0.1; done; \
-	  TCP_NODELAY=1 storescu -aec MSNODE 127.0.0.1 11190 $(DEMO_DIR)/prior $(DEMO_DIR)/current +sd && \
-	  sleep 0.2 && target/release/msnode --config $(DEMO_DIR)/msnode.toml status
-	target/release/msnode --config $(DEMO_DIR)/msnode.toml analyze \
-		--current $$($(call series_uid,$(DEMO_DIR)/current)) --prior $$($(call series_uid,$(DEMO_DIR)/prior)) \
-		--out $(DEMO_DIR)/out
-	@echo "results in $(DEMO_DIR)/out (previews: $(DEMO_DIR)/out/preview/*.png)"
+	  TCP_NODELAY=1 storescu -aec MSNODE 127.0.0.1 11190 $(DEMO_DIR)/prior $(DEMO_DIR)/current +sd || exit 1; \
+	  current=$$($(call series_uid,$(DEMO_DIR)/current)); \
+	  for i in $$(seq 600); do \
+	    state=$$(target/release/msnode --config $(DEMO_DIR)/msnode.toml jobs --json | $(PY) -c \
+	      "import json,sys; print(next((j['state'] for j in json.load(sys.stdin) if j['current_series']==sys.argv[1]),'waiting'))" $$current); \
+	    case $$state in done|failed|no_prior) break;; esac; sleep 0.5; \
+	  done; \
+	  id=$$(target/release/msnode --config $(DEMO_DIR)/msnode.toml jobs --json | $(PY) -c \
+	    "import json,sys; print(next(j['id'] for j in json.load(sys.stdin) if j['current_series']==sys.argv[1]))" $$current); \
+	  target/release/msnode --config $(DEMO_DIR)/msnode.toml job $$id; \
+	  target/release/msnode --config $(DEMO_DIR)/msnode.toml status | tail -2; \
+	  echo "job $$id: $$state; the PACS holds $$(ls $(DEMO_DIR)/pacs | wc -l) result instance(s) in $(DEMO_DIR)/pacs"; \
+	  echo "previews: $(DEMO_DIR)/data/results/job-$$id/preview/*.png"; \
+	  test "$$state" = done
 
 ## Ingest throughput against DCMTK storescp (figures in the closing notes).
 bench-ingest: venv build

@@ -14,14 +14,14 @@ use std::process::Command;
 
 use common::{python, repo_root, run, shared_data, site_packages, text, tool};
 use msnode::volume::{
-    self, ImportOptions, LoadOptions, Volume, VolumeError, import_nifti, load_series, read_nifti,
-    series_files,
+    self, ImportOptions, LoadOptions, Volume, VolumeError, dicom_files, import_nifti, load_series,
+    read_nifti,
 };
 
 const MM: f64 = 1e-3;
 
 fn load(source: &Path, temporal_index: Option<usize>) -> Result<Volume, VolumeError> {
-    let files = series_files(source.to_str().unwrap(), Path::new("/nonexistent"))?;
+    let files = dicom_files(source)?;
     load_series(&files, &LoadOptions { temporal_index })
 }
 

@@ -59,7 +59,7 @@ impl ScanSource {
             if ScanSource::is_nifti(path) {
                 return Ok(ScanSource::Nifti(path.to_owned()));
             }
-            return crate::volume::series_files(what, data_dir)
+            return crate::volume::dicom_files(path)
                 .map(ScanSource::Series)
                 .map_err(|source| SourceError::Files {
                     what: what.to_owned(),

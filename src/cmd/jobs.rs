@@ -137,6 +137,24 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
             }
         );
         println!("timings    {}", s["timings"]);
+        if let Some(lesions) = s["lesions"].as_array().filter(|l| !l.is_empty()) {
+            println!(
+                "{:>4}  {:<9}  {:>10}  {:>26}",
+                "id", "change", "volume mm3", "centroid LPS mm"
+            );
+            for l in lesions {
+                let c = |i: usize| l["centroid_lps"][i].as_f64().unwrap_or(0.0);
+                println!(
+                    "{:>4}  {:<9}  {:>10.1}  {:>8.1} {:>8.1} {:>8.1}",
+                    l["id"],
+                    l["change"].as_str().unwrap_or(""),
+                    l["volume_mm3"].as_f64().unwrap_or(0.0),
+                    c(0),
+                    c(1),
+                    c(2)
+                );
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub mod nifti;
 
 use ndarray::Array3;
 
-pub use find::series_files;
+pub use find::dicom_files;
 pub use import::{ImportOptions, ImportReport, import_nifti};
 pub use load::{LoadOptions, load_series};
 pub use nifti::{read_nifti, write_nifti};
@@ -90,8 +90,6 @@ pub enum VolumeError {
     },
     #[error("{path}: {message}")]
     Unsupported { path: String, message: String },
-    #[error("{what} is neither a folder, a file nor a series held in the store ({store})")]
-    NotFound { what: String, store: String },
     #[error("no DICOM image found in {0}")]
     Empty(String),
     #[error("not one volume: mixed orientations: {0}")]
