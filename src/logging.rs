@@ -26,3 +26,16 @@ pub fn init(config: &LoggingConfig) {
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }
+
+/// An error and its causes on one line, `error: cause: cause`: library errors never repeat their
+/// cause's text, so each part appears once.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

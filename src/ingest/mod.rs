@@ -94,7 +94,10 @@ pub struct Stored {
 fn write_refusal(e: std::io::Error) -> Refusal {
     Refusal::new(
         Status::OutOfResources,
-        format!("cannot write to the data directory: {e}"),
+        format!(
+            "cannot write to the data directory: {}",
+            crate::logging::chain(&e)
+        ),
     )
 }
 
@@ -219,13 +222,13 @@ impl Ingest {
         .unwrap_or_else(|e| {
             Err(Refusal::new(
                 Status::ProcessingFailure,
-                format!("storage task failed: {e}"),
+                format!("storage task failed: {}", crate::logging::chain(&e)),
             ))
         })?;
         let previous = self.index.record_instance(&record).await.map_err(|e| {
             Refusal::new(
                 Status::OutOfResources,
-                format!("cannot index the instance: {e}"),
+                format!("cannot index the instance: {}", crate::logging::chain(&e)),
             )
         })?;
         if let Some(old) = previous
@@ -252,7 +255,7 @@ fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
     .map_err(|e| {
         Refusal::new(
             Status::CannotUnderstand,
-            format!("cannot build file meta: {e}"),
+            format!("cannot build file meta: {}", crate::logging::chain(&e)),
         )
     })?;
     let mut header = Vec::with_capacity(512);
@@ -261,7 +264,7 @@ fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
     meta.write(&mut header).map_err(|e| {
         Refusal::new(
             Status::CannotUnderstand,
-            format!("cannot write file meta: {e}"),
+            format!("cannot write file meta: {}", crate::logging::chain(&e)),
         )
     })?;
     Ok(header)

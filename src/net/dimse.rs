@@ -21,12 +21,12 @@ const NO_DATA_SET: u16 = 0x0101;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DimseError {
-    #[error("the command set cannot be parsed: {0}")]
-    Parse(String),
+    #[error("the command set cannot be parsed")]
+    Parse(#[source] Box<dicom_object::ReadError>),
     #[error("the command set lacks {0}")]
     Missing(&'static str),
-    #[error("cannot encode a command set: {0}")]
-    Encode(String),
+    #[error("cannot encode a command set")]
+    Encode(#[source] Box<dicom_object::WriteError>),
 }
 
 /// A received command set, reduced to what msnode acts upon.
@@ -61,7 +61,7 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, DimseError> {
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .map_err(|e| DimseError::Parse(e.to_string()))?;
+                .map_err(|e| DimseError::Parse(Box::new(e)))?;
         let command_field = optional_u16(&obj, tags::COMMAND_FIELD)
             .ok_or(DimseError::Missing("Command Field (0000,0100)"))?;
         // Requests carry Message ID; responses carry Message ID Being Responded To.
@@ -87,7 +87,7 @@ fn encode(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>, Dimse
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut bytes = Vec::with_capacity(256);
     obj.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| DimseError::Encode(e.to_string()))?;
+        .map_err(|e| DimseError::Encode(Box::new(e)))?;
     Ok(bytes)
 }
 

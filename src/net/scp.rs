@@ -19,10 +19,12 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::dimse::{self, Command};
+use super::pdu_kind;
 use super::syntaxes;
 use crate::config::Config;
 use crate::dicom::{Status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
+use crate::logging::chain;
 
 /// Who may associate: the called AE title must be ours and the calling AE a peer allowed to store.
 /// It also remembers the titles it was shown, so that a rejection can be audited.
@@ -175,7 +177,7 @@ impl Scp {
                     .record_refused_association(&calling, &called, &peer.to_string(), &outcome)
                     .await
                 {
-                    error!(error = %e, "cannot audit a rejected association");
+                    error!(error = %chain(&e), "cannot audit a rejected association");
                 }
                 return;
             }
@@ -190,7 +192,7 @@ impl Scp {
         {
             Ok(id) => Some(id),
             Err(e) => {
-                error!(error = %e, "cannot audit an association");
+                error!(error = %chain(&e), "cannot audit an association");
                 None
             }
         };
@@ -211,7 +213,7 @@ impl Scp {
                 .end_association(id, outcome.stored, outcome.refused, &outcome.text)
                 .await
         {
-            error!(error = %e, "cannot audit the end of an association");
+            error!(error = %chain(&e), "cannot audit the end of an association");
         }
     }
 }
@@ -233,13 +235,13 @@ struct PendingStore {
 /// Why the association must be aborted: the peer broke the protocol.
 #[derive(Debug, thiserror::Error)]
 enum ProtocolViolation {
-    #[error("{0}")]
+    #[error(transparent)]
     Command(#[from] dimse::DimseError),
     #[error("data set fragment without a C-STORE request")]
     UnexpectedData,
     #[error("command for an unknown presentation context {0}")]
     UnknownPresentationContext(u8),
-    #[error("cannot send a response: {0}")]
+    #[error("cannot send a response")]
     Send(#[from] UlError),
 }
 
@@ -270,8 +272,9 @@ impl AssociationHandler<'_> {
                     break "timed out".to_string();
                 }
                 Err(e) => {
-                    warn!(error = %e, "association broken");
-                    break format!("broken: {e}");
+                    let why = chain(&e);
+                    warn!(error = %why, "association broken");
+                    break format!("broken: {why}");
                 }
             };
             match pdu {
@@ -280,6 +283,7 @@ impl AssociationHandler<'_> {
                         .handle_pdata(&mut association, data, &mut command_bytes, &mut pending)
                         .await
                     {
+                        let violation = chain(&violation);
                         warn!(%violation, "protocol violation; aborting");
                         let _ = association.abort().await;
                         break format!("aborted: {violation}");
@@ -294,7 +298,7 @@ impl AssociationHandler<'_> {
                     break "aborted by peer".to_string();
                 }
                 other => {
-                    warn!(pdu = ?other, "unexpected PDU; aborting");
+                    warn!(pdu = %pdu_kind(&other), "unexpected PDU; aborting");
                     let _ = association.abort().await;
                     break "aborted: unexpected PDU".to_string();
                 }

@@ -30,25 +30,31 @@ pub struct Remote {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScuError {
-    #[error("cannot associate with {called_ae} at {address}: {source}")]
+    #[error("cannot associate with {called_ae} at {address}")]
     Associate {
         called_ae: String,
         address: String,
         source: Box<UlError>,
     },
-    #[error("association with {0} failed: {1}")]
-    Association(String, Box<UlError>),
-    #[error("connection to {0} failed: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0}")]
+    #[error("association with {0} failed")]
+    Association(String, #[source] Box<UlError>),
+    #[error("connection to {0} failed")]
+    Io(String, #[source] std::io::Error),
+    #[error(transparent)]
     Dimse(#[from] dimse::DimseError),
-    #[error("the peer answered with an unexpected PDU: {0}")]
+    #[error("the peer answered with an unexpected {0} PDU")]
     UnexpectedPdu(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
     #[error("{path}: not a DICOM file with a file meta group ({reason})")]
-    NotDicom { path: PathBuf, reason: String },
-    #[error("cannot read {path}: {source}")]
+    NotDicom { path: PathBuf, reason: &'static str },
+    #[error("{path}: not a DICOM file with a file meta group")]
+    BadMeta {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -112,7 +118,7 @@ async fn receive_command(
                     }
                 }
             }
-            other => return Err(ScuError::UnexpectedPdu(format!("{other:?}"))),
+            other => return Err(ScuError::UnexpectedPdu(super::pdu_kind(&other))),
         }
     }
 }
@@ -163,18 +169,18 @@ pub struct OutgoingFile {
 
 /// Read the file meta group of `path`.
 pub fn inspect(path: &Path) -> Result<OutgoingFile, ScuError> {
-    let not_dicom = |reason: String| ScuError::NotDicom {
+    let bad_meta = |source: Box<dyn std::error::Error + Send + Sync>| ScuError::BadMeta {
         path: path.to_owned(),
-        reason,
+        source,
     };
     let mut file = std::fs::File::open(path).map_err(|source| ScuError::Read {
         path: path.to_owned(),
         source,
     })?;
     let mut preamble = [0u8; 128];
-    std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| not_dicom(e.to_string()))?;
+    std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| bad_meta(Box::new(e)))?;
     let meta = FileMetaTable::from_reader(std::io::BufReader::new(file))
-        .map_err(|e| not_dicom(e.to_string()))?;
+        .map_err(|e| bad_meta(Box::new(e)))?;
     Ok(OutgoingFile {
         path: path.to_owned(),
         sop_class_uid: trim_padding(meta.media_storage_sop_class_uid()).to_string(),
@@ -195,13 +201,13 @@ fn data_set_bytes(path: &Path) -> Result<Vec<u8>, ScuError> {
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(|| ScuError::NotDicom {
             path: path.to_owned(),
-            reason: "file too short".into(),
+            reason: "file too short",
         })?;
     let start = 144 + group_length;
     if bytes.get(132..136) != Some(&[0x02, 0x00, 0x00, 0x00]) || start > bytes.len() {
         return Err(ScuError::NotDicom {
             path: path.to_owned(),
-            reason: "no File Meta Information Group Length".into(),
+            reason: "no File Meta Information Group Length",
         });
     }
     Ok(bytes[start..].to_vec())
@@ -282,7 +288,7 @@ pub async fn send(remote: &Remote, files: &[OutgoingFile]) -> Result<Vec<SendRes
             Err(e) => {
                 results.push(SendResult {
                     path: file.path.clone(),
-                    outcome: Err(e.to_string()),
+                    outcome: Err(crate::logging::chain(&e)),
                 });
                 continue;
             }

@@ -72,16 +72,7 @@ impl WorkflowSettings {
 }
 
 /// The error and its causes on one line: what a job's reason says.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub use crate::logging::chain as describe;
 
 /// Run the workflow until `shutdown` turns true. A job running at that moment is left `running`
 /// and runs again at the next start.
