@@ -1,6 +1,22 @@
-//! msnode: a clinical node for multiple-sclerosis follow-up MRI.
+//! msnode: a clinical node for multiple-sclerosis follow-up MRI. `ARCHITECTURE.md` maps the data
+//! flow onto these modules:
 //!
-//! Data flow and the module that owns each stage are described in `ARCHITECTURE.md`.
+//! - [`config`]: the TOML configuration, every problem named; [`settings`]: configuration -> the
+//!   settings each stage takes
+//! - [`dicom`]: UIDs, SOP classes, transfer syntaxes, DIMSE status, attribute readers, file meta,
+//!   the modules every new object shares
+//! - [`net`]: DICOM networking: the SCP that receives, the SCU that sends, DIMSE command sets
+//! - [`ingest`]: a received instance checked and made durable; [`store`]: the files;
+//!   [`index`]: the SQLite index, the workflow's jobs and outbox
+//! - [`workflow`]: complete series -> FLAIR -> prior -> job -> results delivered to PACS
+//! - [`volume`]: series -> volume, NIfTI in and out
+//! - [`register`]: the prior aligned to the current scan
+//! - [`prepare`]: the network's input on the model grid, and its output back on the current grid
+//! - [`infer`]: model directories and ONNX Runtime with nnU-Net's sliding window
+//! - [`lesions`]: connected lesions, their volumes, new or enlarging
+//! - [`outputs`]: DICOM-SEG, the TID 1500 report, overlay series and previews
+//! - [`analyze`]: the [`analyze::Analyzer`] that runs one analysis through those stages
+//! - [`node`]: the daemon wiring the SCP and the workflow; [`logging`]: log output
 
 pub mod analyze;
 pub mod config;
