@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer lint
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow lint
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -85,3 +85,7 @@ bench-ingest: venv build
 
 bench-infer: venv build
 	$(PY) benches/infer.py
+
+## From the last instance of a follow-up acknowledged to the last result acknowledged by a local PACS.
+bench-workflow: venv build
+	$(PY) benches/workflow.py

@@ -607,3 +607,143 @@ async fn insert_event(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::InstanceRecord;
+
+    async fn index() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.sqlite")).await.unwrap();
+        (dir, index)
+    }
+
+    /// One instance of a FLAIR series of patient P1 in a study of `date`, judged FLAIR.
+    async fn flair_visit(index: &Index, study: &str, series: &str, date: &str) {
+        let record = InstanceRecord {
+            patient_id: "P1".into(),
+            study_instance_uid: study.into(),
+            study_date: Some(date.into()),
+            series_instance_uid: series.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+            sop_instance_uid: format!("{series}.1"),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            file_path: format!("dicom/{study}/{series}/1.dcm"),
+            file_size: 10,
+            calling_ae: "PACS".into(),
+            ..Default::default()
+        };
+        index.record_instance(&record).await.unwrap();
+        let unjudged = index.unjudged_series().await.unwrap();
+        let series_row = unjudged
+            .iter()
+            .find(|s| s.series_instance_uid == series)
+            .unwrap();
+        let verdict = VerdictRow {
+            series_instance_uid: series.into(),
+            judged_received_at: series_row.last_received_at.clone(),
+            flair: true,
+            chosen: true,
+            rule: "4 name".into(),
+            why: "test".into(),
+            header: format!(r#"{{"series_instance_uid": "{series}", "instances": 1}}"#),
+            judged_at: String::new(),
+        };
+        index.record_verdict(series_row, &verdict).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn prior_candidates_are_the_patients_earlier_flair_most_recent_first() {
+        let (_dir, index) = index().await;
+        flair_visit(&index, "1.1", "1.1.1", "20100101").await;
+        flair_visit(&index, "1.3", "1.3.1", "20120101").await;
+        flair_visit(&index, "1.2", "1.2.1", "20110101").await;
+        assert!(index.unjudged_series().await.unwrap().is_empty());
+        let candidates = index.prior_candidates("1.3.1").await.unwrap();
+        let series: Vec<&str> = candidates
+            .iter()
+            .map(|c| c.series_instance_uid.as_str())
+            .collect();
+        assert_eq!(series, ["1.2.1", "1.1.1"]);
+        assert_eq!(
+            candidates[0].current_study_date.as_deref(),
+            Some("20120101")
+        );
+        assert!(index.prior_candidates("1.1.1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_job_per_input_claimed_once_and_superseded_by_a_later_input() {
+        let (_dir, index) = index().await;
+        let first = index.create_job("1.2.3", "t1").await.unwrap().unwrap();
+        assert_eq!(index.create_job("1.2.3", "t1").await.unwrap(), None);
+        let second = index.create_job("1.2.3", "t2").await.unwrap().unwrap();
+        let old = index.job(first).await.unwrap().unwrap();
+        assert_eq!(old.state, "failed");
+        assert!(
+            old.reason
+                .unwrap()
+                .contains(&format!("superseded by job {second}"))
+        );
+
+        let claimed = index.claim_job().await.unwrap().unwrap();
+        assert_eq!(
+            (claimed.id, claimed.state.as_str(), claimed.attempts),
+            (second, "running", 1)
+        );
+        assert!(index.claim_job().await.unwrap().is_none(), "claimed twice");
+        assert_eq!(index.requeue_interrupted_jobs().await.unwrap(), 1);
+        assert_eq!(index.claim_job().await.unwrap().unwrap().attempts, 2);
+
+        let deliveries = [Delivery {
+            destination: "PACS".into(),
+            file_path: "results/job-2/seg.dcm".into(),
+            sop_instance_uid: "2.25.1".into(),
+        }];
+        let state = index
+            .finish_analysis(second, "{}", &deliveries)
+            .await
+            .unwrap();
+        assert_eq!(state, JobState::Delivering);
+        let due = index.due_deliveries(0).await.unwrap();
+        assert_eq!(due.len(), 1);
+        index
+            .record_attempt(due[0].id, &Attempt::Error("refused".into()), Some(100))
+            .await
+            .unwrap();
+        assert!(
+            index.due_deliveries(99).await.unwrap().is_empty(),
+            "retried too early"
+        );
+        assert_eq!(index.settle_delivery(second).await.unwrap(), None);
+        index
+            .record_attempt(due[0].id, &Attempt::Status(0xA700), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            index.settle_delivery(second).await.unwrap(),
+            Some(JobState::Failed)
+        );
+        let job = index.job(second).await.unwrap().unwrap();
+        assert!(job.reason.unwrap().contains("status 0xa700"));
+        let events: Vec<String> = index
+            .job_events(second)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "queued",
+                "running",
+                "queued",
+                "running",
+                "delivering",
+                "failed"
+            ]
+        );
+    }
+}

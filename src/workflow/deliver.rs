@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -17,12 +18,12 @@ fn unix_now() -> i64 {
 
 /// When to try again after `attempts` failed attempts (this one included), or `None` when they
 /// are all spent: `retry_delay`, then twice as long each time.
-pub fn retry_at(settings: &WorkflowSettings, attempts: u32, now: i64) -> Option<i64> {
-    if attempts >= settings.max_attempts {
+pub fn retry_at(max_attempts: u32, retry_delay: Duration, attempts: u32, now: i64) -> Option<i64> {
+    if attempts >= max_attempts {
         return None;
     }
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1)).min(1 << 16);
-    let wait = settings.retry_delay.saturating_mul(factor);
+    let wait = retry_delay.saturating_mul(factor);
     Some(now + wait.as_secs().max(1) as i64)
 }
 
@@ -121,7 +122,12 @@ async fn send_to(
             Attempt::Status(0) => None,
             _ => {
                 failed += 1;
-                retry_at(&settings, row.attempts as u32 + 1, now)
+                retry_at(
+                    settings.max_attempts,
+                    settings.retry_delay,
+                    row.attempts as u32 + 1,
+                    now,
+                )
             }
         };
         sent += usize::from(*attempt == Attempt::Status(0));
@@ -133,4 +139,24 @@ async fn send_to(
         info!(destination = %ae_title, sent, "results delivered");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_until_the_attempts_are_spent() {
+        let delay = Duration::from_secs(60);
+        let waits: Vec<Option<i64>> = (1..=5).map(|n| retry_at(5, delay, n, 1000)).collect();
+        assert_eq!(
+            waits,
+            [Some(1060), Some(1120), Some(1240), Some(1480), None]
+        );
+        assert_eq!(
+            retry_at(1, delay, 1, 0),
+            None,
+            "one attempt in all: no retry"
+        );
+    }
 }
