@@ -50,6 +50,8 @@ enum Command {
     Job(cmd::jobs::JobArgs),
     /// Run a failed, no_prior or done job again.
     Retry(cmd::jobs::JobArgs),
+    /// A new job for a stored series (new result UIDs, superseding earlier results).
+    Reprocess(cmd::jobs::ReprocessArgs),
     /// Which FLAIR selection rule takes or rejects a stored series, and why.
     Explain(cmd::explain::Args),
     /// Configuration tools.
@@ -80,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => cmd::jobs::list(args, &settings).await,
         Command::Job(args) => cmd::jobs::show(args, &settings).await,
         Command::Retry(args) => cmd::jobs::retry(args, &settings).await,
+        Command::Reprocess(args) => cmd::jobs::reprocess(args, &settings).await,
         Command::Explain(args) => cmd::explain::run(args, &settings).await,
         Command::Config { command } => Ok(cmd::config::run(command)),
     }

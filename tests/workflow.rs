@@ -252,6 +252,22 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     assert_eq!(status["jobs"]["done"], 1, "{status}");
     assert_eq!(status["jobs"]["no_prior"], 1, "{status}");
     assert_eq!(status["outbox"]["sent"], files_in(&current).len() + 2);
+
+    // Reprocessing makes a new job whose results are new instances beside the first ones.
+    let output = run(node.cli().args(["reprocess", &current_uid]));
+    assert!(output.status.success(), "{}", text(&output));
+    wait_for(&node, 300, "the reprocessing job", |jobs| {
+        jobs.iter()
+            .filter(|j| j["current_series"] == current_uid.as_str() && j["state"] == "done")
+            .count()
+            == 2
+    });
+    let (held, files) = pacs.held();
+    let segs = held
+        .values()
+        .filter(|c| *c == sop_class::SEGMENTATION_STORAGE)
+        .count();
+    assert_eq!((segs, files), (2, held.len()));
 }
 
 #[test]

@@ -169,3 +169,24 @@ pub async fn retry(args: JobArgs, settings: &Settings) -> anyhow::Result<ExitCod
     println!("job {} queued again", args.id);
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct ReprocessArgs {
+    /// Series Instance UID of a stored series.
+    series: String,
+}
+
+/// A new job for a stored series, whatever its verdict: its results get new UIDs and supersede
+/// the earlier ones.
+pub async fn reprocess(args: ReprocessArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let index = open(settings).await?;
+    if index.series_files(&args.series).await?.is_empty() {
+        bail!("no series {} in the index", args.series);
+    }
+    let input = format!("reprocess {}", msnode::index::now_rfc3339());
+    match index.create_job(&args.series, &input).await? {
+        Some(id) => println!("job {id} queued for series {}", args.series),
+        None => bail!("a job for this input exists already"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
