@@ -136,7 +136,17 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
                 ""
             }
         );
-        println!("timings    {}", s["timings"]);
+        let t = |k: &str| s["timings"][k].as_f64().unwrap_or(0.0);
+        println!(
+            "timings    load {:.1} s, register {:.1} s, preprocess {:.1} s, infer {:.1} s, lesions {:.1} s, outputs {:.1} s: {:.1} s",
+            t("load"),
+            t("register"),
+            t("preprocess"),
+            t("infer"),
+            t("lesions"),
+            t("outputs"),
+            t("total")
+        );
         if let Some(lesions) = s["lesions"].as_array().filter(|l| !l.is_empty()) {
             println!(
                 "{:>4}  {:<9}  {:>10}  {:>26}",
@@ -146,7 +156,7 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
                 let c = |i: usize| l["centroid_lps"][i].as_f64().unwrap_or(0.0);
                 println!(
                     "{:>4}  {:<9}  {:>10.1}  {:>8.1} {:>8.1} {:>8.1}",
-                    l["id"],
+                    l["id"].as_u64().unwrap_or(0),
                     l["change"].as_str().unwrap_or(""),
                     l["volume_mm3"].as_f64().unwrap_or(0.0),
                     c(0),
