@@ -482,3 +482,40 @@ fn a_silent_association_is_aborted_after_the_idle_timeout() {
     assert_eq!(n, 0, "expected the server to close the connection");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// A P-DATA-TF where an association request belongs, carrying what looks like a patient's name:
+/// the association fails, and neither the log nor the audit row holds the PDU's bytes.
+#[test]
+fn a_pdu_out_of_place_is_named_by_kind_and_never_dumped() {
+    use std::io::{Read, Write};
+    let node = Node::start("");
+    let name = b"DOE^JOHNATHAN^SECRET";
+    let mut value = vec![1u8, 0x02]; // presentation context 1, last data fragment
+    value.extend_from_slice(name);
+    let mut item = (value.len() as u32).to_be_bytes().to_vec();
+    item.extend_from_slice(&value);
+    let mut pdu = vec![0x04, 0x00];
+    pdu.extend_from_slice(&(item.len() as u32).to_be_bytes());
+    pdu.extend_from_slice(&item);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    socket.write_all(&pdu).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    // The other row is the harness's readiness probe (it connects and closes).
+    let rows = node.ended_associations(2);
+    let probe = "failed: connection closed by peer";
+    let outcome = &rows
+        .iter()
+        .find(|r| r.outcome != probe)
+        .unwrap_or_else(|| panic!("no row but the probe's: {rows:#?}"))
+        .outcome;
+    assert!(outcome.contains("P-DATA-TF"), "{outcome}");
+    // As text, and as a debug dump writes bytes ("JOHN" is 74, 79, 72, 78).
+    let secrets = ["JOHNATHAN", "74, 79, 72, 78"];
+    let log = node.log();
+    assert!(log.contains("P-DATA-TF"), "{log}");
+    for secret in secrets {
+        assert!(!outcome.contains(secret), "{outcome}");
+        assert!(!log.contains(secret), "the PDU reached the log:\n{log}");
+    }
+}

@@ -5,7 +5,42 @@ pub mod scp;
 pub mod scu;
 pub mod syntaxes;
 
+use std::fmt;
+
+use dicom_ul::association::Error as UlError;
 use dicom_ul::pdu::Pdu;
+
+/// A dicom-ul error as msnode shows it (logs, audit rows, job reasons): a PDU the peer sent is
+/// named by its kind, never dumped, since its bytes may carry patient data.
+#[derive(Debug)]
+pub struct UlFailure(pub Box<UlError>);
+
+impl From<UlError> for UlFailure {
+    fn from(e: UlError) -> UlFailure {
+        UlFailure(Box::new(e))
+    }
+}
+
+impl fmt::Display for UlFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            UlError::UnexpectedPdu { pdu, .. } => {
+                write!(f, "unexpected {} PDU from the peer", pdu_kind(pdu))
+            }
+            UlError::UnknownPdu { pdu, .. } => write!(f, "{} PDU from the peer", pdu_kind(pdu)),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UlFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            UlError::UnexpectedPdu { .. } | UlError::UnknownPdu { .. } => None,
+            other => std::error::Error::source(other),
+        }
+    }
+}
 
 /// What kind of PDU this is, for logs and errors: never its content, which may carry patient data.
 pub fn pdu_kind(pdu: &Pdu) -> String {

@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::dimse::{self, Command};
-use super::pdu_kind;
 use super::syntaxes;
+use super::{UlFailure, pdu_kind};
 use crate::config::Config;
 use crate::dicom::{Status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
@@ -170,7 +170,7 @@ impl Scp {
                         AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
                         other => format!("rejected: {other:?}"),
                     },
-                    other => format!("failed: {other}"),
+                    _ => format!("failed: {}", chain(&UlFailure::from(e))),
                 };
                 warn!(%peer, calling_ae = %calling, called_ae = %called, "association {outcome}");
                 if let Err(e) = index
@@ -242,7 +242,7 @@ enum ProtocolViolation {
     #[error("command for an unknown presentation context {0}")]
     UnknownPresentationContext(u8),
     #[error("cannot send a response")]
-    Send(#[from] UlError),
+    Send(#[source] UlFailure),
 }
 
 struct AssociationHandler<'a> {
@@ -272,7 +272,7 @@ impl AssociationHandler<'_> {
                     break "timed out".to_string();
                 }
                 Err(e) => {
-                    let why = chain(&e);
+                    let why = chain(&UlFailure::from(e));
                     warn!(error = %why, "association broken");
                     break format!("broken: {why}");
                 }
@@ -464,6 +464,7 @@ async fn send_command(
 ) -> Result<(), ProtocolViolation> {
     association
         .send(&dimse::command_pdu(presentation_context_id, bytes))
-        .await?;
+        .await
+        .map_err(|e| ProtocolViolation::Send(e.into()))?;
     Ok(())
 }

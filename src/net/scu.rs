@@ -11,6 +11,7 @@ use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::UlFailure;
 use super::dimse::{self, Command};
 use crate::dicom::sop_class::VERIFICATION;
 use crate::dicom::trim_padding;
@@ -34,10 +35,10 @@ pub enum ScuError {
     Associate {
         called_ae: String,
         address: String,
-        source: Box<UlError>,
+        source: UlFailure,
     },
     #[error("association with {0} failed")]
-    Association(String, #[source] Box<UlError>),
+    Association(String, #[source] UlFailure),
     #[error("connection to {0} failed")]
     Io(String, #[source] std::io::Error),
     #[error(transparent)]
@@ -69,7 +70,7 @@ fn associate_error(remote: &Remote, source: UlError) -> ScuError {
     ScuError::Associate {
         called_ae: remote.called_ae.clone(),
         address: remote.address.clone(),
-        source: Box::new(source),
+        source: source.into(),
     }
 }
 
@@ -106,7 +107,7 @@ async fn receive_command(
         let pdu = association
             .receive()
             .await
-            .map_err(|e| ScuError::Association(remote.called_ae.clone(), Box::new(e)))?;
+            .map_err(|e| ScuError::Association(remote.called_ae.clone(), e.into()))?;
         match pdu {
             Pdu::PData { data } => {
                 for value in data {
@@ -132,7 +133,7 @@ async fn send_command(
     association
         .send(&dimse::command_pdu(presentation_context_id, data))
         .await
-        .map_err(|e| ScuError::Association(remote.called_ae.clone(), Box::new(e)))
+        .map_err(|e| ScuError::Association(remote.called_ae.clone(), e.into()))
 }
 
 /// C-ECHO: returns the round-trip time of the whole exchange and the status the peer answered.
