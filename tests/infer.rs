@@ -202,18 +202,6 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     );
 }
 
-/// The error and its causes, as the command line prints them.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 #[test]
 fn an_analyzer_verifies_its_model_again_only_when_the_files_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,7 +232,7 @@ fn an_analyzer_verifies_its_model_again_only_when_the_files_change() {
     std::fs::write(&onnx, bytes).unwrap();
     let error = match analyzer.refresh() {
         Ok(reloaded) => panic!("a changed model was accepted (reloaded: {reloaded})"),
-        Err(e) => chain(&e),
+        Err(e) => msnode::logging::chain(&e),
     };
     assert!(
         error.contains("cannot open the model") && error.contains("sha256 of model.onnx is"),
