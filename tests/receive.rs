@@ -519,3 +519,48 @@ fn a_pdu_out_of_place_is_named_by_kind_and_never_dumped() {
         assert!(!log.contains(secret), "the PDU reached the log:\n{log}");
     }
 }
+
+/// A peer that never ends a command set, or starts a second C-STORE before the first one's data
+/// set ended (after more than is held in memory), is aborted with the reason; nothing is left in
+/// `incoming/` and the node goes on serving.
+#[test]
+fn endless_command_sets_and_interleaved_stores_are_aborted_and_leave_nothing_behind() {
+    let node = Node::start("");
+    let cases = [
+        ("endless-command", "a command set of more than 65536 bytes"),
+        (
+            "interleaved-store",
+            "a new command before the data set of the C-STORE in progress ended",
+        ),
+    ];
+    for (n, (scenario, reason)) in cases.into_iter().enumerate() {
+        let output = run(Command::new(python())
+            .arg(repo_root().join("tests/tools/dicom_peer.py"))
+            .args([
+                "raw",
+                "127.0.0.1",
+                &node.port.to_string(),
+                "PYNETDICOM",
+                NODE_AE,
+            ])
+            .arg(scenario));
+        assert!(output.status.success(), "{}", text(&output));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["aborted_by_peer"], true, "{scenario}: {report}");
+        // One row more than the harness's readiness probe for each case so far.
+        let rows = node.ended_associations(n + 2);
+        assert!(
+            rows.iter()
+                .any(|r| r.outcome == format!("aborted: {reason}")),
+            "{scenario}: {rows:#?}"
+        );
+    }
+    let incoming: Vec<_> = std::fs::read_dir(node.data_dir().join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(incoming.is_empty(), "left behind: {incoming:?}");
+    let echo = run(Command::new(tool("echoscu"))
+        .args(["-aec", NODE_AE, "127.0.0.1"])
+        .arg(node.port.to_string()));
+    assert!(echo.status.success(), "{}", text(&echo));
+}

@@ -232,6 +232,9 @@ struct PendingStore {
     incoming: IncomingInstance,
 }
 
+/// A command set is a few hundred bytes; this bounds what a peer can make us hold for one.
+const MAX_COMMAND_SET_BYTES: usize = 64 * 1024;
+
 /// Why the association must be aborted: the peer broke the protocol.
 #[derive(Debug, thiserror::Error)]
 enum ProtocolViolation {
@@ -239,6 +242,10 @@ enum ProtocolViolation {
     Command(#[from] dimse::DimseError),
     #[error("data set fragment without a C-STORE request")]
     UnexpectedData,
+    #[error("a command set of more than {MAX_COMMAND_SET_BYTES} bytes")]
+    CommandTooLarge,
+    #[error("a new command before the data set of the C-STORE in progress ended")]
+    InterleavedCommand,
     #[error("command for an unknown presentation context {0}")]
     UnknownPresentationContext(u8),
     #[error("cannot send a response")]
@@ -326,6 +333,9 @@ impl AssociationHandler<'_> {
         for value in values {
             match value.value_type {
                 PDataValueType::Command => {
+                    if command_bytes.len() + value.data.len() > MAX_COMMAND_SET_BYTES {
+                        return Err(ProtocolViolation::CommandTooLarge);
+                    }
                     command_bytes.extend_from_slice(&value.data);
                     if value.is_last {
                         let command = Command::decode(command_bytes)?;
@@ -362,6 +372,11 @@ impl AssociationHandler<'_> {
         presentation_context_id: u8,
         pending: &mut Option<PendingStore>,
     ) -> Result<(), ProtocolViolation> {
+        // Without asynchronous operations negotiated, a peer finishes one C-STORE before the
+        // next command; the pending transfer is dropped (its part file removed) by the caller.
+        if pending.is_some() {
+            return Err(ProtocolViolation::InterleavedCommand);
+        }
         let context = association
             .presentation_contexts()
             .iter()

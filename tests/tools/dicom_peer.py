@@ -8,19 +8,27 @@ Usage:
       to FILE and flushed before the next one is sent.
   dicom_peer.py hold HOST PORT CALLING CALLED SECONDS
       Associate, send nothing for SECONDS, then print {"established_after": bool}.
+  dicom_peer.py raw HOST PORT CALLING CALLED SCENARIO
+      Associate for MR Image Storage, then break the protocol with hand-made P-DATA-TF PDUs:
+        endless-command   command fragments that never end (16 MiB in 16 KiB pieces);
+        interleaved-store a C-STORE request, 9 MiB of its data set (more than is held in memory),
+                          then a second C-STORE request before the data set ended.
+      Prints {"aborted_by_peer": bool, "sent_bytes": int}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 import time
 from pathlib import Path
 
 from pydicom import dcmread
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
 
 def file_identity(path: Path) -> tuple[str, str, str]:
@@ -87,10 +95,66 @@ def hold(args: argparse.Namespace) -> int:
     return 0
 
 
+def pdata(context_id: int, payload: bytes, command: bool, last: bool) -> bytes:
+    """One P-DATA-TF PDU holding one presentation data value."""
+    header = (1 if command else 0) | (2 if last else 0)
+    item = struct.pack(">IBB", len(payload) + 2, context_id, header) + payload
+    return struct.pack(">BBI", 0x04, 0, len(item)) + item
+
+
+def store_request(message_id: int, sop_instance_uid: str) -> bytes:
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+
+    command = Dataset()
+    command.AffectedSOPClassUID = MRImageStorage
+    command.CommandField = 0x0001
+    command.MessageID = message_id
+    command.Priority = 0
+    command.CommandDataSetType = 0x0000
+    command.AffectedSOPInstanceUID = sop_instance_uid
+    encoded = encode(command, True, True)
+    assert encoded is not None
+    return encoded
+
+
+def raw(args: argparse.Namespace) -> int:
+    ae = AE(ae_title=args.calling)
+    ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate(args.host, args.port, ae_title=args.called)
+    if not assoc.is_established:
+        print(json.dumps({"error": "association not established"}))
+        return 2
+    context_id = assoc.accepted_contexts[0].context_id
+    sock = assoc.dul.socket
+    assert sock is not None
+    sent = 0
+    pdus: list[bytes] = []
+    if args.scenario == "endless-command":
+        pdus = [pdata(context_id, b"\0" * 16384, True, False) for _ in range(1024)]
+    else:
+        pdus.append(pdata(context_id, store_request(1, "1.2.3.4.5.6.1"), True, True))
+        pdus.extend(pdata(context_id, b"\x55" * 65536, False, False) for _ in range(144))
+        pdus.append(pdata(context_id, store_request(2, "1.2.3.4.5.6.2"), True, True))
+    for pdu in pdus:
+        if assoc.is_aborted or not assoc.is_established:
+            break
+        try:
+            sock.send(pdu)
+        except OSError:
+            break
+        sent += len(pdu)
+    deadline = time.monotonic() + 30
+    while assoc.is_established and not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(json.dumps({"aborted_by_peer": bool(assoc.is_aborted), "sent_bytes": sent}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("store", "hold"):
+    for name in ("store", "hold", "raw"):
         p = sub.add_parser(name)
         p.add_argument("host")
         p.add_argument("port", type=int)
@@ -99,10 +163,12 @@ def main() -> int:
         if name == "store":
             p.add_argument("--success-log")
             p.add_argument("files", nargs="+")
-        else:
+        elif name == "hold":
             p.add_argument("seconds", type=float)
+        else:
+            p.add_argument("scenario", choices=["endless-command", "interleaved-store"])
     args = parser.parse_args()
-    return store(args) if args.command == "store" else hold(args)
+    return {"store": store, "hold": hold, "raw": raw}[args.command](args)
 
 
 if __name__ == "__main__":
