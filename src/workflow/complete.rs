@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::selection::{SeriesHeader, rank};
@@ -23,24 +24,32 @@ fn is_quiet(received_at: &str, stable_after: Duration) -> bool {
 }
 
 /// Judge every series that went quiet, and queue a job for each chosen FLAIR.
-pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), WorkflowError> {
+/// Workers waiting on `queued` are woken when a job was queued.
+pub async fn step(
+    settings: Arc<WorkflowSettings>,
+    index: Index,
+    queued: Arc<Notify>,
+) -> Result<(), WorkflowError> {
     for series in index.unjudged_series().await? {
-        if is_quiet(&series.last_received_at, settings.stable_after) {
-            judge(&settings, &index, &series).await?;
+        if is_quiet(&series.last_received_at, settings.stable_after)
+            && judge(&settings, &index, &series).await?
+        {
+            queued.notify_waiters();
         }
     }
     Ok(())
 }
 
+/// Judge one series; returns whether a job was queued for it.
 async fn judge(
     settings: &WorkflowSettings,
     index: &Index,
     series: &UnjudgedSeries,
-) -> Result<(), WorkflowError> {
+) -> Result<bool, WorkflowError> {
     let uid = &series.series_instance_uid;
     let files = index.series_files(uid).await?;
     let Some(first) = files.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let path = settings.data_dir.join(first);
     let count = files.len();
@@ -60,13 +69,19 @@ async fn judge(
     };
     index.record_verdict(series, &row).await?;
     info!(series = %uid, flair = row.flair, chosen = row.chosen, rule = %row.rule, why = %row.why, "series judged");
-    if row.chosen {
-        match index.create_job(uid, &series.last_received_at).await? {
-            Some(job) => info!(job, series = %uid, "job queued"),
-            None => warn!(series = %uid, "a job for this input exists already"),
+    if !row.chosen {
+        return Ok(false);
+    }
+    match index.create_job(uid, &series.last_received_at).await? {
+        Some(job) => {
+            info!(job, series = %uid, "job queued");
+            Ok(true)
+        }
+        None => {
+            warn!(series = %uid, "a job for this input exists already");
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// The verdict on a readable series: FLAIR or not, and whether it is its study's best FLAIR.

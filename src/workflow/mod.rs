@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
@@ -86,28 +86,26 @@ pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Rece
         Err(e) => error!(error = %describe(&e), "cannot requeue interrupted jobs"),
     }
     let settings = Arc::new(settings);
+    // Wakes the workers when a job is queued, so they need not wait for their next poll.
+    let queued = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
+    let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
     tasks.spawn(every(
         "series completion",
         settings.poll(),
         shutdown.clone(),
-        complete::step,
-        (settings.clone(), index.clone()),
+        move || complete::step(s.clone(), i.clone(), q.clone()),
     ));
     for worker in 0..settings.workers {
-        tasks.spawn(runner::work(
-            worker,
-            settings.clone(),
-            index.clone(),
-            shutdown.clone(),
-        ));
+        let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
+        tasks.spawn(runner::work(worker, s, i, q, shutdown.clone()));
     }
+    let (s, i) = (settings.clone(), index.clone());
     tasks.spawn(every(
         "delivery",
         settings.poll(),
         shutdown.clone(),
-        deliver::step,
-        (settings.clone(), index.clone()),
+        move || deliver::step(s.clone(), i.clone()),
     ));
     while tasks.join_next().await.is_some() {}
 }
@@ -118,16 +116,15 @@ async fn every<F, Fut>(
     period: Duration,
     mut shutdown: watch::Receiver<bool>,
     step: F,
-    context: (Arc<WorkflowSettings>, Index),
 ) where
-    F: Fn(Arc<WorkflowSettings>, Index) -> Fut,
+    F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), WorkflowError>>,
 {
     loop {
         if *shutdown.borrow() {
             return;
         }
-        if let Err(e) = step(context.0.clone(), context.1.clone()).await {
+        if let Err(e) = step().await {
             error!(loop_name = name, error = %describe(&e), "workflow step failed; trying again");
         }
         tokio::select! {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use super::{WorkflowError, WorkflowSettings, describe, prior};
@@ -23,6 +23,7 @@ pub async fn work(
     worker: usize,
     settings: Arc<WorkflowSettings>,
     index: Index,
+    queued: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Opened at the first job, kept for every next one.
@@ -56,6 +57,7 @@ pub async fn work(
         if !ran {
             tokio::select! {
                 _ = tokio::time::sleep(settings.poll()) => {}
+                _ = queued.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
