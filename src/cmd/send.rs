@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::bail;
-use msnode::net::scu;
+use msnode::net::scu::{self, ScuError};
 use msnode::settings::Settings;
 
 #[derive(clap::Args)]
@@ -20,12 +20,14 @@ pub struct Args {
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     let remote = settings.remote(&args.peer)?;
     let mut files = Vec::new();
-    let mut failed = 0usize;
+    let (mut failed, mut skipped) = (0usize, 0usize);
     for path in scu::collect_files(&args.paths) {
         match scu::inspect(&path) {
             Ok(file) => files.push(file),
+            // Files that are not DICOM (previews, NIfTI, JSON beside the objects) are not sent.
+            Err(ScuError::NotDicom { .. } | ScuError::BadMeta { .. }) => skipped += 1,
             Err(e) => {
-                eprintln!("skipped: {}", crate::render(&e.into()));
+                eprintln!("not sent: {}", crate::render(&e.into()));
                 failed += 1;
             }
         }
@@ -54,7 +56,8 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "sent {sent} of {} instance(s) to {} in {seconds:.2} s ({:.0} instances/s); {failed} failed",
+        "sent {sent} of {} instance(s) to {} in {seconds:.2} s ({:.0} instances/s); {failed} failed; \
+         {skipped} file(s) skipped, not DICOM",
         sent + failed,
         remote.called_ae,
         sent as f64 / seconds.max(1e-9)
