@@ -25,6 +25,8 @@ pub enum DimseError {
     Parse(#[source] Box<dicom_object::ReadError>),
     #[error("the command set lacks {0}")]
     Missing(&'static str),
+    #[error("the command set is malformed: {0}")]
+    Malformed(&'static str),
     #[error("cannot encode a command set")]
     Encode(#[source] Box<dicom_object::WriteError>),
 }
@@ -59,6 +61,7 @@ fn optional_u16(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
 
 impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, DimseError> {
+        check_flat(bytes)?;
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .map_err(|e| DimseError::Parse(Box::new(e)))?;
@@ -81,6 +84,33 @@ impl Command {
             error_comment: text(&obj, tags::ERROR_COMMENT),
         })
     }
+}
+
+/// A command set is a flat list of group 0000 elements of defined length (PS3.7 6.3.1). Anything
+/// else is refused before it is parsed, so a peer can make the parser neither nest (sequences,
+/// items) nor reserve a declared length that the bytes do not hold.
+fn check_flat(bytes: &[u8]) -> Result<(), DimseError> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + 8)
+            .ok_or(DimseError::Malformed("an element header is cut short"))?;
+        if u16::from_le_bytes([header[0], header[1]]) != 0 {
+            return Err(DimseError::Malformed("an element lies outside group 0000"));
+        }
+        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if length == u32::MAX {
+            return Err(DimseError::Malformed("an element has an undefined length"));
+        }
+        let length = length as usize;
+        if length > bytes.len() - at - 8 {
+            return Err(DimseError::Malformed(
+                "an element is longer than the command set",
+            ));
+        }
+        at += 8 + length;
+    }
+    Ok(())
 }
 
 fn encode(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>, DimseError> {
@@ -194,6 +224,36 @@ pub fn store_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_or_oversized_command_sets_are_refused_before_parsing() {
+        let valid = store_request(1, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4").unwrap();
+        // Thousands of nested sequences of undefined length: would overflow the parser's stack.
+        let mut nested = valid.clone();
+        for _ in 0..5000 {
+            nested.extend_from_slice(&[0x00, 0x00, 0x99, 0x99, 0xFF, 0xFF, 0xFF, 0xFF]);
+            nested.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        // One element declaring 2 GiB with a few bytes behind it: would be reserved in full.
+        let mut huge = valid.clone();
+        huge.extend_from_slice(&[0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x80, 1, 2, 3]);
+        let mut outside = valid.clone();
+        outside.extend_from_slice(&[0x08, 0x00, 0x10, 0x00, 0x02, 0x00, 0x00, 0x00, b'A', b'B']);
+        let mut cut = valid.clone();
+        cut.extend_from_slice(&[0x00, 0x00, 0x00]);
+        for (what, bytes) in [
+            ("nested", nested),
+            ("huge", huge),
+            ("outside", outside),
+            ("cut", cut),
+        ] {
+            assert!(
+                matches!(Command::decode(&bytes), Err(DimseError::Malformed(_))),
+                "{what} accepted"
+            );
+        }
+        assert!(Command::decode(&valid).is_ok());
+    }
 
     #[test]
     fn store_request_round_trips_and_is_answered() {
