@@ -525,17 +525,21 @@ fn a_pdu_out_of_place_is_named_by_kind_and_never_dumped() {
     }
 }
 
-/// A peer that never ends a command set, or starts a second C-STORE before the first one's data
-/// set ended (after more than is held in memory), is aborted with the reason; nothing is left in
-/// `incoming/` and the node goes on serving.
+/// A peer that never ends a command set, starts a second C-STORE before the first one's data set
+/// ended (after more than is held in memory), or nests thousands of sequences in a command set is
+/// aborted with the reason; nothing is left in `incoming/` and the node goes on serving.
 #[test]
-fn endless_command_sets_and_interleaved_stores_are_aborted_and_leave_nothing_behind() {
+fn hostile_command_sets_and_interleaved_stores_are_aborted_and_leave_nothing_behind() {
     let node = Node::start("");
     let cases = [
         ("endless-command", "a command set of more than 65536 bytes"),
         (
             "interleaved-store",
             "a new command before the data set of the C-STORE in progress ended",
+        ),
+        (
+            "nested-command",
+            "the command set is malformed: an element has an undefined length",
         ),
     ];
     for (n, (scenario, reason)) in cases.into_iter().enumerate() {

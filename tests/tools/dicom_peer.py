@@ -12,7 +12,8 @@ Usage:
       Associate for MR Image Storage, then break the protocol with hand-made P-DATA-TF PDUs:
         endless-command   command fragments that never end (16 MiB in 16 KiB pieces);
         interleaved-store a C-STORE request, 9 MiB of its data set (more than is held in memory),
-                          then a second C-STORE request before the data set ended.
+                          then a second C-STORE request before the data set ended;
+        nested-command    a complete command set holding 3000 nested sequences.
       Prints {"aborted_by_peer": bool, "sent_bytes": int}.
 """
 
@@ -132,6 +133,9 @@ def raw(args: argparse.Namespace) -> int:
     pdus: list[bytes] = []
     if args.scenario == "endless-command":
         pdus = [pdata(context_id, b"\0" * 16384, True, False) for _ in range(1024)]
+    elif args.scenario == "nested-command":
+        level = struct.pack("<HHI", 0x0000, 0x9999, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        pdus = [pdata(context_id, store_request(1, "1.2.3.4.5.6.1") + level * 3000, True, True)]
     else:
         pdus.append(pdata(context_id, store_request(1, "1.2.3.4.5.6.1"), True, True))
         pdus.extend(pdata(context_id, b"\x55" * 65536, False, False) for _ in range(144))
@@ -166,7 +170,7 @@ def main() -> int:
         elif name == "hold":
             p.add_argument("seconds", type=float)
         else:
-            p.add_argument("scenario", choices=["endless-command", "interleaved-store"])
+            p.add_argument("scenario", choices=["endless-command", "interleaved-store", "nested-command"])
     args = parser.parse_args()
     return {"store": store, "hold": hold, "raw": raw}[args.command](args)
 
