@@ -286,18 +286,50 @@ pub fn write_report(
         created: &created,
     };
     let mut obj = series.instance(COMPREHENSIVE_3D_SR_STORAGE, &instance_uid, 1);
+    put_document_status(&mut obj, source, content, evidence);
+
+    let mut measurements = vec![summary_group(content, &uids.issue())];
+    for lesion in content.lesions {
+        measurements.push(lesion_group(lesion, content, source, &uids.issue()));
+    }
+    let mut children = vec![code_item(
+        "HAS CONCEPT MOD",
+        code("121049", "DCM", "Language of Content Item and Descendants"),
+        code("en-US", "RFC5646", "English (United States)"),
+    )];
+    children.extend(observer_context(algorithm));
+    children.push(code_item(
+        "HAS CONCEPT MOD",
+        code("121058", "DCM", "Procedure reported"),
+        code("24590-2", "LN", "MR Brain"),
+    ));
+    children.push(image_library(source, evidence));
+    children.push(container(
+        "CONTAINS",
+        code("126010", "DCM", "Imaging Measurements"),
+        measurements,
+    ));
+    put_content_root(&mut obj, children);
+    write_file(obj, COMPREHENSIVE_3D_SR_STORAGE, &instance_uid, path)?;
+    Ok(instance_uid)
+}
+
+/// SR Document General: completion and verification flags, and the evidence the report rests on
+/// (the given series and the SEG it points into).
+fn put_document_status(
+    obj: &mut InMemDicomObject,
+    source: &SourceSeries,
+    content: &ReportContent<'_>,
+    evidence: &[Evidence],
+) {
     put_sequence(
-        &mut obj,
+        obj,
         tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE,
         Vec::new(),
     );
-    put(&mut obj, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
-    put(&mut obj, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
-    put_sequence(
-        &mut obj,
-        tags::PERFORMED_PROCEDURE_CODE_SEQUENCE,
-        Vec::new(),
-    );
+    put(obj, tags::COMPLETION_FLAG, VR::CS, "COMPLETE");
+    put(obj, tags::VERIFICATION_FLAG, VR::CS, "UNVERIFIED");
+    put_sequence(obj, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE, Vec::new());
     let mut all_evidence = evidence.to_vec();
     all_evidence.push(Evidence {
         study_instance_uid: source.study_instance_uid.clone(),
@@ -306,11 +338,14 @@ pub fn write_report(
         sop_instance_uids: vec![content.seg.sop_instance_uid.clone()],
     });
     put_sequence(
-        &mut obj,
+        obj,
         tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
         evidence_sequence(&all_evidence),
     );
+}
 
+/// The summary measurement group: lesion count and total volume, the notes, the review caveat.
+fn summary_group(content: &ReportContent<'_>, tracking_uid: &str) -> InMemDicomObject {
     let total: f64 = content.lesions.iter().map(|l| l.volume_mm3).sum();
     let new = content
         .lesions
@@ -318,8 +353,8 @@ pub fn write_report(
         .filter(|l| l.change == Change::New)
         .count();
     let enlarging = content.lesions.len() - new;
-    let mut summary_children = group_opening("Summary", &uids.issue());
-    summary_children.extend([
+    let mut children = group_opening("Summary", tracking_uid);
+    children.extend([
         num_item(
             code("246205007", "SCT", "Quantity"),
             content.lesions.len() as f64,
@@ -335,28 +370,19 @@ pub fn write_report(
             ),
         ),
     ]);
-    for note in &content.notes {
-        summary_children.push(text_item(
-            "CONTAINS",
-            code("121106", "DCM", "Comment"),
-            note,
-        ));
-    }
-    summary_children.push(text_item(
-        "CONTAINS",
-        code("121106", "DCM", "Comment"),
-        REVIEW_CAVEAT,
-    ));
-    let mut measurements = vec![container(
+    let comment = |text: &str| text_item("CONTAINS", code("121106", "DCM", "Comment"), text);
+    children.extend(content.notes.iter().map(|note| comment(note)));
+    children.push(comment(REVIEW_CAVEAT));
+    container(
         "CONTAINS",
         code("125007", "DCM", "Measurement Group"),
-        summary_children,
-    )];
-    for lesion in content.lesions {
-        measurements.push(lesion_group(lesion, content, source, &uids.issue()));
-    }
+        children,
+    )
+}
 
-    let observer = vec![
+/// The device that made the report (TID 1004).
+fn observer_context(algorithm: &Algorithm) -> Vec<InMemDicomObject> {
+    vec![
         code_item(
             "HAS OBS CONTEXT",
             code("121005", "DCM", "Observer Type"),
@@ -372,8 +398,12 @@ pub fn write_report(
             code("121013", "DCM", "Device Observer Name"),
             &format!("{} {}", algorithm.name, algorithm.version),
         ),
-    ];
-    let library_entries = evidence
+    ]
+}
+
+/// The Image Library: every instance of the current series.
+fn image_library(source: &SourceSeries, evidence: &[Evidence]) -> InMemDicomObject {
+    let entries = evidence
         .iter()
         .filter(|e| e.series_instance_uid == source.series_instance_uid)
         .flat_map(|e| {
@@ -388,45 +418,29 @@ pub fn write_report(
             })
         })
         .collect();
-    let library = container(
+    container(
         "CONTAINS",
         code("111028", "DCM", "Image Library"),
         vec![container(
             "CONTAINS",
             code("126200", "DCM", "Image Library Group"),
-            library_entries,
+            entries,
         )],
-    );
-    let mut children = vec![code_item(
-        "HAS CONCEPT MOD",
-        code("121049", "DCM", "Language of Content Item and Descendants"),
-        code("en-US", "RFC5646", "English (United States)"),
-    )];
-    children.extend(observer);
-    children.push(code_item(
-        "HAS CONCEPT MOD",
-        code("121058", "DCM", "Procedure reported"),
-        code("24590-2", "LN", "MR Brain"),
-    ));
-    children.push(library);
-    children.push(container(
-        "CONTAINS",
-        code("126010", "DCM", "Imaging Measurements"),
-        measurements,
-    ));
+    )
+}
 
-    put(&mut obj, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+/// The root of the content tree: an Imaging Measurement Report (TID 1500) holding `children`.
+fn put_content_root(obj: &mut InMemDicomObject, children: Vec<InMemDicomObject>) {
+    put(obj, tags::VALUE_TYPE, VR::CS, "CONTAINER");
     put_sequence(
-        &mut obj,
+        obj,
         tags::CONCEPT_NAME_CODE_SEQUENCE,
         vec![code("126000", "DCM", "Imaging Measurement Report")],
     );
-    put(&mut obj, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
+    put(obj, tags::CONTINUITY_OF_CONTENT, VR::CS, "SEPARATE");
     let mut template = InMemDicomObject::new_empty();
     put(&mut template, tags::MAPPING_RESOURCE, VR::CS, "DCMR");
     put(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "1500");
-    put_sequence(&mut obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
-    put_sequence(&mut obj, tags::CONTENT_SEQUENCE, children);
-    write_file(obj, COMPREHENSIVE_3D_SR_STORAGE, &instance_uid, path)?;
-    Ok(instance_uid)
+    put_sequence(obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
+    put_sequence(obj, tags::CONTENT_SEQUENCE, children);
 }
