@@ -87,14 +87,7 @@ fn a_stored_series_is_found_by_its_uid_through_the_index() {
     let store = node.storescu("STORESCU", &files);
     assert!(store.status.success(), "{}", text(&store));
     node.ended_associations(1);
-    let series_uid = dicom_object::open_file(&files[0])
-        .unwrap()
-        .element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches(['\0', ' '])
-        .to_string();
+    let series_uid = series_instance_uid(&files[0]);
     let out = tempfile::tempdir().unwrap();
     let exported = out.path().join("series.nii.gz");
     let output = run(node

@@ -153,18 +153,11 @@ fn job_of<'a>(jobs: &'a [serde_json::Value], series: &str) -> Option<&'a serde_j
 
 /// The Series Instance UID of a series folder's first file, or of a file.
 fn series_uid(path: &Path) -> String {
-    let file = if path.is_dir() {
-        files_in(path)[0].clone()
+    if path.is_dir() {
+        series_instance_uid(&files_in(path)[0])
     } else {
-        path.to_owned()
-    };
-    let obj = dicom_object::open_file(&file).unwrap();
-    obj.element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches(['\0', ' '])
-        .to_string()
+        series_instance_uid(path)
+    }
 }
 
 /// What PACS must hold after one job: one SEG, one SR, one overlay image per current slice.

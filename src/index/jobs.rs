@@ -78,7 +78,19 @@ pub struct UnjudgedSeries {
     pub last_received_at: String,
 }
 
-/// What selection decided about a series.
+/// What selection decided about a series, as recorded for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub flair: bool,
+    /// The best FLAIR of its study: it starts a job.
+    pub chosen: bool,
+    pub rule: String,
+    pub why: String,
+    /// The header selection read (JSON).
+    pub header: String,
+}
+
+/// A recorded verdict, as read back.
 #[derive(Debug, Clone, PartialEq, FromRow, Serialize)]
 pub struct VerdictRow {
     pub series_instance_uid: String,
@@ -193,7 +205,7 @@ impl Index {
     pub async fn record_verdict(
         &self,
         series: &UnjudgedSeries,
-        verdict: &VerdictRow,
+        verdict: &Judgement,
     ) -> Result<(), IndexError> {
         sqlx::query(
             "INSERT INTO series_verdicts (series, judged_received_at, flair, chosen, rule, why, header, judged_at)
@@ -415,14 +427,14 @@ impl Index {
 
     /// Jobs a crash left `running` are queued again, to run from the start. Returns how many.
     pub async fn requeue_interrupted_jobs(&self) -> Result<u64, IndexError> {
+        let mut tx = self.pool.begin().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'queued', updated_at = ?1 WHERE state = 'running' RETURNING id",
         )
         .bind(now_rfc3339())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         for id in &ids {
-            let mut tx = self.pool.begin().await?;
             insert_event(
                 &mut tx,
                 *id,
@@ -430,8 +442,8 @@ impl Index {
                 Some("interrupted: run again"),
             )
             .await?;
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(ids.len() as u64)
     }
 
@@ -640,15 +652,12 @@ mod tests {
             .iter()
             .find(|s| s.series_instance_uid == series)
             .unwrap();
-        let verdict = VerdictRow {
-            series_instance_uid: series.into(),
-            judged_received_at: series_row.last_received_at.clone(),
+        let verdict = Judgement {
             flair: true,
             chosen: true,
             rule: "4 name".into(),
             why: "test".into(),
             header: format!(r#"{{"series_instance_uid": "{series}", "instances": 1}}"#),
-            judged_at: String::new(),
         };
         index.record_verdict(series_row, &verdict).await.unwrap();
     }

@@ -17,8 +17,8 @@ use time::format_description::well_known::Rfc3339;
 pub mod jobs;
 
 pub use jobs::{
-    Attempt, Delivery, JobEvent, JobRow, JobState, OutboxRow, PriorCandidate, UnjudgedSeries,
-    VerdictRow, WorkflowCounts,
+    Attempt, Delivery, JobEvent, JobRow, JobState, Judgement, OutboxRow, PriorCandidate,
+    UnjudgedSeries, VerdictRow, WorkflowCounts,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,9 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::selection::{SeriesHeader, rank};
-use super::{WorkflowError, WorkflowSettings, describe};
-use crate::index::{Index, UnjudgedSeries, VerdictRow};
+use super::{WorkflowError, WorkflowSettings};
+use crate::index::{Index, Judgement, UnjudgedSeries};
+use crate::logging::chain;
 
 /// Whether `received_at` (RFC 3339) lies at least `stable_after` in the past. A time that does
 /// not parse counts as quiet: it cannot hold a series back for ever.
@@ -56,15 +57,12 @@ async fn judge(
     let header = tokio::task::spawn_blocking(move || SeriesHeader::read(&path, count)).await?;
     let row = match header {
         Ok(header) => verdict_row(settings, index, series, header).await?,
-        Err(e) => VerdictRow {
-            series_instance_uid: uid.clone(),
-            judged_received_at: series.last_received_at.clone(),
+        Err(e) => Judgement {
             flair: false,
             chosen: false,
             rule: "0 unreadable".into(),
-            why: describe(&e),
+            why: chain(&e),
             header: "{}".into(),
-            judged_at: String::new(),
         },
     };
     index.record_verdict(series, &row).await?;
@@ -90,7 +88,7 @@ async fn verdict_row(
     index: &Index,
     series: &UnjudgedSeries,
     header: SeriesHeader,
-) -> Result<VerdictRow, WorkflowError> {
+) -> Result<Judgement, WorkflowError> {
     let verdict = settings.selection.judge(&header);
     let mut why = verdict.why;
     let mut chosen = verdict.flair;
@@ -115,15 +113,12 @@ async fn verdict_row(
             );
         }
     }
-    Ok(VerdictRow {
-        series_instance_uid: series.series_instance_uid.clone(),
-        judged_received_at: series.last_received_at.clone(),
+    Ok(Judgement {
         flair: verdict.flair,
         chosen,
         rule: verdict.rule.to_string(),
         why,
         header: serde_json::to_string(&header).unwrap_or_else(|_| "{}".into()),
-        judged_at: String::new(),
     })
 }
 

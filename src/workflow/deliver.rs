@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{Destination, WorkflowError, WorkflowSettings, describe};
+use super::{Destination, WorkflowError, WorkflowSettings};
 use crate::index::{Attempt, Index, OutboxRow};
+use crate::logging::chain;
 use crate::net::scu;
 
 fn unix_now() -> i64 {
@@ -97,7 +98,7 @@ async fn send_to(
             // The file is ours and gone: no retry brings it back.
             Err(e) => {
                 index
-                    .record_attempt(row.id, &Attempt::Error(describe(&e)), None)
+                    .record_attempt(row.id, &Attempt::Error(chain(&e)), None)
                     .await?
             }
         }
@@ -113,7 +114,7 @@ async fn send_to(
                 Err(why) => Attempt::Error(why),
             })
             .collect(),
-        Err(e) => vec![Attempt::Error(describe(&e)); files.len()],
+        Err(e) => vec![Attempt::Error(chain(&e)); files.len()],
     };
     let now = unix_now();
     let (mut sent, mut failed) = (0usize, 0usize);

@@ -28,6 +28,7 @@ use tracing::{error, info};
 use crate::analyze::AnalysisSettings;
 use crate::config::PriorConfig;
 use crate::index::{Index, IndexError};
+use crate::logging::chain;
 use crate::net::scu::Remote;
 
 use selection::SelectionRules;
@@ -71,9 +72,6 @@ impl WorkflowSettings {
     }
 }
 
-/// The error and its causes on one line: what a job's reason says.
-pub use crate::logging::chain as describe;
-
 /// Run the workflow until `shutdown` turns true. A job running at that moment is left `running`
 /// and runs again at the next start.
 pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Receiver<bool>) {
@@ -83,7 +81,7 @@ pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Rece
             jobs = n,
             "jobs interrupted by the last stop are queued again"
         ),
-        Err(e) => error!(error = %describe(&e), "cannot requeue interrupted jobs"),
+        Err(e) => error!(error = %chain(&e), "cannot requeue interrupted jobs"),
     }
     let settings = Arc::new(settings);
     // Wakes the workers when a job is queued, so they need not wait for their next poll.
@@ -125,7 +123,7 @@ async fn every<F, Fut>(
             return;
         }
         if let Err(e) = step().await {
-            error!(loop_name = name, error = %describe(&e), "workflow step failed; trying again");
+            error!(loop_name = name, error = %chain(&e), "workflow step failed; trying again");
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

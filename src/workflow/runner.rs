@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use super::{WorkflowError, WorkflowSettings, describe, prior};
-use crate::analyze::{AnalysisSummary, Analyzer, ScanSource};
+use super::{WorkflowError, WorkflowSettings, prior};
+use crate::analyze::{Analyzer, ScanSource};
 use crate::dicom::uid::Uids;
 use crate::index::{Delivery, Index, JobRow, JobState};
+use crate::logging::chain;
 use crate::net::scu;
 
 /// Where a job's results are written, under the data directory.
@@ -37,20 +38,20 @@ pub async fn work(
                 info!(worker, job = job.id, series = %job.current_series, "job started");
                 let outcome = run_job(&settings, &index, &job, &mut analyzer).await;
                 if let Err(e) = outcome {
-                    let reason = describe(&e);
+                    let reason = chain(&e);
                     error!(job = job.id, %reason, "job failed");
                     if let Err(e) = index
                         .set_job_state(job.id, JobState::Failed, Some(&reason))
                         .await
                     {
-                        error!(job = job.id, error = %describe(&e), "cannot record the failure");
+                        error!(job = job.id, error = %chain(&e), "cannot record the failure");
                     }
                 }
                 true
             }
             Ok(None) => false,
             Err(e) => {
-                error!(worker, error = %describe(&e), "cannot claim a job");
+                error!(worker, error = %chain(&e), "cannot claim a job");
                 false
             }
         };
@@ -122,7 +123,7 @@ async fn run_job(
     let summary = match result {
         Ok(summary) => summary,
         Err(e) => {
-            let reason = describe(&e);
+            let reason = chain(&e);
             error!(job = job.id, %reason, "analysis failed");
             index
                 .set_job_state(job.id, JobState::Failed, Some(&reason))
@@ -130,7 +131,17 @@ async fn run_job(
             return Ok(());
         }
     };
-    let deliveries = deliveries(settings, &summary);
+    // Reading each object's meta group is file I/O: off the async threads.
+    let data_dir = settings.data_dir.clone();
+    let destinations: Vec<String> = settings
+        .destinations
+        .iter()
+        .map(|d| d.ae_title.clone())
+        .collect();
+    let for_pacs = summary.for_pacs.clone();
+    let deliveries =
+        tokio::task::spawn_blocking(move || deliveries(&data_dir, &destinations, &for_pacs))
+            .await?;
     let json = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into());
     let state = index.finish_analysis(job.id, &json, &deliveries).await?;
     info!(
@@ -143,22 +154,29 @@ async fn run_job(
     Ok(())
 }
 
-/// Every object for PACS to every destination.
-fn deliveries(settings: &WorkflowSettings, summary: &AnalysisSummary) -> Vec<Delivery> {
-    let mut out = Vec::new();
-    for destination in &settings.destinations {
-        for path in &summary.for_pacs {
-            let relative = path.strip_prefix(&settings.data_dir).unwrap_or(path);
+/// Every object for PACS to every destination; each object's meta group is read once.
+fn deliveries(data_dir: &Path, destinations: &[String], for_pacs: &[PathBuf]) -> Vec<Delivery> {
+    let objects: Vec<(String, String)> = for_pacs
+        .iter()
+        .map(|path| {
+            let relative = path.strip_prefix(data_dir).unwrap_or(path);
             // The audit names the instance; a file that cannot be read fails at delivery.
             let sop_instance_uid = scu::inspect(path)
                 .map(|f| f.sop_instance_uid)
                 .unwrap_or_default();
-            out.push(Delivery {
-                destination: destination.ae_title.clone(),
-                file_path: relative.to_string_lossy().into_owned(),
-                sop_instance_uid,
-            });
-        }
-    }
-    out
+            (relative.to_string_lossy().into_owned(), sop_instance_uid)
+        })
+        .collect();
+    destinations
+        .iter()
+        .flat_map(|destination| {
+            objects
+                .iter()
+                .map(|(file_path, sop_instance_uid)| Delivery {
+                    destination: destination.clone(),
+                    file_path: file_path.clone(),
+                    sop_instance_uid: sop_instance_uid.clone(),
+                })
+        })
+        .collect()
 }

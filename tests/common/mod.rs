@@ -333,6 +333,16 @@ pub fn sop_instance_uid(path: &Path) -> String {
         .to_string()
 }
 
+/// Series Instance UID of a DICOM file.
+pub fn series_instance_uid(path: &Path) -> String {
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap();
+    msnode::dicom::read::text(&obj, dicom_dictionary_std::tags::SERIES_INSTANCE_UID)
+        .unwrap_or_else(|| panic!("{} has no Series Instance UID", path.display()))
+}
+
 /// The real GE series from dcm_qa_nih (150 slices of about 25 KB each).
 pub fn ge_series(n: usize) -> Vec<PathBuf> {
     let dir = shared_data().join(format!("dicom/dcm_qa_nih/In/20180918GE/mr_000{n}"));
