@@ -19,7 +19,7 @@ setup: system-deps venv
 system-deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		dcmtk cmake dcm2niix python3-venv >/dev/null
+		dcmtk orthanc curl cmake dcm2niix python3-venv >/dev/null
 
 venv: $(VENV)/.installed
 

@@ -48,6 +48,8 @@ pub struct PriorConfig {
     pub policy: PriorPolicy,
     /// A prior must be at least this many days older than the current study.
     pub min_interval_days: u32,
+    /// How long asking one PACS for a prior (C-FIND, then C-MOVE) may take before the job gives up.
+    pub retrieve_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +178,7 @@ impl Default for Config {
             prior: PriorConfig {
                 policy: PriorPolicy::MostRecent,
                 min_interval_days: 30,
+                retrieve_timeout: Duration::from_secs(300),
             },
             jobs: JobsConfig { workers: 1 },
             model: ModelConfig {
@@ -555,6 +558,12 @@ fn read_peers(root: &Table, problems: &mut Vec<Problem>) -> Vec<Peer> {
                 problems.push(Problem::new(format!("{prefix}.{key}"), "is required"));
             }
         }
+        if query_for_priors && !store_to_us {
+            problems.push(Problem::new(
+                format!("{prefix}.query_for_priors"),
+                "needs store_to_us = true: the prior it moves to us arrives in a C-STORE association from that peer",
+            ));
+        }
         s.finish(problems);
         if let (Some(ae_title), Some(host), Some(port)) = (ae_title, host, port) {
             peers.push(Peer {
@@ -673,6 +682,16 @@ fn read_prior(root: &Table, d: PriorConfig, problems: &mut Vec<Problem>) -> Prio
         min_interval_days: s
             .get::<u32>("min_interval_days", problems)
             .unwrap_or(d.min_interval_days),
+        retrieve_timeout: s
+            .get_checked("retrieve_timeout_s", problems, |v: &u64| {
+                if *v == 0 {
+                    Err("must be at least 1".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .map(Duration::from_secs)
+            .unwrap_or(d.retrieve_timeout),
     };
     s.finish(problems);
     prior

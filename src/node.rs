@@ -75,7 +75,7 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
         let _ = stop.send(true);
     };
     tokio::join!(
-        Scp::new(config.clone(), ingest).run(listener, signal, SHUTDOWN_GRACE),
+        Scp::new(config.clone(), ingest, settings.peers()).run(listener, signal, SHUTDOWN_GRACE),
         workflow::run(settings.workflow, index.clone(), stopped),
     );
     index.close().await;

@@ -60,6 +60,7 @@ impl Settings {
                     inversion_time_ms: config.selection.inversion_time_ms,
                 },
                 prior: config.prior.clone(),
+                prior_sources: Vec::new(),
                 workers: config.jobs.workers,
                 analysis: analysis.clone(),
                 destinations: Vec::new(),
@@ -85,7 +86,21 @@ impl Settings {
                 })
             })
             .collect();
+        settings.workflow.prior_sources = config
+            .peers
+            .iter()
+            .filter(|p| p.query_for_priors)
+            .filter_map(|p| settings.remote(&p.ae_title).ok())
+            .collect();
         settings
+    }
+
+    /// Every configured peer (where a C-MOVE we answer may send).
+    pub fn peers(&self) -> Vec<Remote> {
+        self.peers
+            .iter()
+            .filter_map(|p| self.remote(&p.ae_title).ok())
+            .collect()
     }
 
     /// A peer named by its AE title (from the configuration) or given as AE@host:port.

@@ -117,6 +117,9 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
     if let Some(why) = &job.prior_why {
         println!("           {why}");
     }
+    if let Some(query) = &job.prior_query {
+        println!("from PACS  {query}");
+    }
     if let Some(s) = summary {
         println!(
             "lesions    {} ({} new, {} enlarging), {:.1} mm3",

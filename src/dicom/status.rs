@@ -16,6 +16,14 @@ pub enum Status {
     UnrecognizedOperation,
     /// 0110
     ProcessingFailure,
+    /// FF00: a C-FIND match or a C-MOVE progress report follows; more responses come.
+    Pending,
+    /// B000: a C-MOVE or C-GET ended with some sub-operations failed.
+    SubOperationsFailed,
+    /// A801: the C-MOVE destination is not a known peer.
+    MoveDestinationUnknown,
+    /// A702: no sub-operation could be performed (the move destination cannot be reached).
+    UnableToPerformSubOperations,
 }
 
 impl Status {
@@ -28,6 +36,10 @@ impl Status {
             Status::SopClassNotSupported => 0x0122,
             Status::UnrecognizedOperation => 0x0211,
             Status::ProcessingFailure => 0x0110,
+            Status::Pending => 0xFF00,
+            Status::SubOperationsFailed => 0xB000,
+            Status::MoveDestinationUnknown => 0xA801,
+            Status::UnableToPerformSubOperations => 0xA702,
         }
     }
 }

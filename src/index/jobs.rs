@@ -76,6 +76,8 @@ pub struct UnjudgedSeries {
     pub series_instance_uid: String,
     pub study_instance_uid: String,
     pub last_received_at: String,
+    /// Moved to us from PACS as a job's prior: judged, but it starts no job.
+    pub retrieved_prior: bool,
 }
 
 /// What selection decided about a series, as recorded for it.
@@ -130,6 +132,8 @@ pub struct JobRow {
     pub created_at: String,
     pub updated_at: String,
     pub summary: Option<String>,
+    /// What asking PACS for a prior found; None when PACS was not asked.
+    pub prior_query: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, FromRow, Serialize)]
@@ -179,19 +183,13 @@ pub struct WorkflowCounts {
     pub outbox: Vec<(String, i64)>,
 }
 
-/// The columns of a [`JobRow`], for `concat!` into a static query.
-macro_rules! job_columns {
-    () => {
-        "id, current_series, input_received_at, prior_series, prior_why, state, reason, attempts, \
-         created_at, updated_at, summary"
-    };
-}
-
 impl Index {
     /// Series whose latest instance has no verdict yet, oldest first.
     pub async fn unjudged_series(&self) -> Result<Vec<UnjudgedSeries>, IndexError> {
         Ok(sqlx::query_as::<_, UnjudgedSeries>(
-            "SELECT se.id, se.series_instance_uid, st.study_instance_uid, se.last_received_at
+            "SELECT se.id, se.series_instance_uid, st.study_instance_uid, se.last_received_at,
+                    EXISTS (SELECT 1 FROM prior_retrievals r
+                            WHERE r.series_instance_uid = se.series_instance_uid) AS retrieved_prior
              FROM series se JOIN studies st ON st.id = se.study
              LEFT JOIN series_verdicts v ON v.series = se.id
              WHERE v.series IS NULL OR v.judged_received_at <> se.last_received_at
@@ -450,7 +448,7 @@ impl Index {
     /// Put a finished job back in the queue (`msnode retry`).
     pub async fn requeue_job(&self, id: i64) -> Result<bool, IndexError> {
         let updated = sqlx::query(
-            "UPDATE jobs SET state = 'queued', reason = NULL, updated_at = ?2
+            "UPDATE jobs SET state = 'queued', reason = NULL, prior_query = NULL, updated_at = ?2
              WHERE id = ?1 AND state IN ('failed', 'no_prior', 'done')",
         )
         .bind(id)
@@ -604,7 +602,7 @@ impl Index {
     }
 }
 
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job: i64,
     state: JobState,

@@ -14,12 +14,23 @@ use sqlx::{FromRow, Row};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// The columns of a [`JobRow`], for `concat!` into a static query.
+macro_rules! job_columns {
+    () => {
+        "id, current_series, input_received_at, prior_series, prior_why, state, reason, attempts, \
+         created_at, updated_at, summary, prior_query"
+    };
+}
+
 pub mod jobs;
+pub mod query;
+pub mod retrievals;
 
 pub use jobs::{
     Attempt, Delivery, JobEvent, JobRow, JobState, Judgement, OutboxRow, PriorCandidate,
     UnjudgedSeries, VerdictRow, WorkflowCounts,
 };
+pub use retrievals::JobPatient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

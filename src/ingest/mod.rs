@@ -17,7 +17,7 @@ use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
 use tokio::io::AsyncWriteExt;
 
-mod structure;
+pub mod structure;
 
 use crate::dicom::Status;
 use crate::dicom::meta::file_meta;

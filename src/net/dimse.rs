@@ -15,6 +15,17 @@ pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_STORE_RSP: u16 = 0x8001;
 pub const C_ECHO_RQ: u16 = 0x0030;
 pub const C_ECHO_RSP: u16 = 0x8030;
+pub const C_FIND_RQ: u16 = 0x0020;
+pub const C_FIND_RSP: u16 = 0x8020;
+pub const C_MOVE_RQ: u16 = 0x0021;
+pub const C_MOVE_RSP: u16 = 0x8021;
+pub const C_GET_RQ: u16 = 0x0010;
+pub const C_GET_RSP: u16 = 0x8010;
+/// C-CANCEL-RQ: a peer stops its C-FIND, C-MOVE or C-GET in progress.
+pub const C_CANCEL_RQ: u16 = 0x0FFF;
+
+/// A command set is a few hundred bytes; this bounds what a peer can make us hold for one.
+pub const MAX_COMMAND_SET_BYTES: usize = 64 * 1024;
 
 /// Command Data Set Type value meaning "no data set follows".
 const NO_DATA_SET: u16 = 0x0101;
@@ -41,6 +52,42 @@ pub struct Command {
     pub has_data_set: bool,
     pub status: Option<u16>,
     pub error_comment: Option<String>,
+    /// C-MOVE-RQ: the AE title the instances go to.
+    pub move_destination: Option<String>,
+    /// C-MOVE-RSP / C-GET-RSP: progress of the sub-operations.
+    pub sub_operations: SubOperations,
+}
+
+/// Counts of a C-MOVE's or C-GET's C-STORE sub-operations (PS3.7 9.3.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperations {
+    pub remaining: Option<u16>,
+    pub completed: Option<u16>,
+    pub failed: Option<u16>,
+    pub warning: Option<u16>,
+}
+
+impl SubOperations {
+    fn elements(&self) -> Vec<DataElement<InMemDicomObject>> {
+        [
+            (tags::NUMBER_OF_REMAINING_SUBOPERATIONS, self.remaining),
+            (tags::NUMBER_OF_COMPLETED_SUBOPERATIONS, self.completed),
+            (tags::NUMBER_OF_FAILED_SUBOPERATIONS, self.failed),
+            (tags::NUMBER_OF_WARNING_SUBOPERATIONS, self.warning),
+        ]
+        .into_iter()
+        .filter_map(|(tag, n)| n.map(|n| DataElement::new(tag, VR::US, dicom_value!(U16, [n]))))
+        .collect()
+    }
+
+    fn read(obj: &InMemDicomObject) -> SubOperations {
+        SubOperations {
+            remaining: optional_u16(obj, tags::NUMBER_OF_REMAINING_SUBOPERATIONS),
+            completed: optional_u16(obj, tags::NUMBER_OF_COMPLETED_SUBOPERATIONS),
+            failed: optional_u16(obj, tags::NUMBER_OF_FAILED_SUBOPERATIONS),
+            warning: optional_u16(obj, tags::NUMBER_OF_WARNING_SUBOPERATIONS),
+        }
+    }
 }
 
 /// A whole command set as one P-DATA-TF PDU (command sets are small: one fragment).
@@ -82,6 +129,8 @@ impl Command {
             has_data_set,
             status: optional_u16(&obj, tags::STATUS),
             error_comment: text(&obj, tags::ERROR_COMMENT),
+            move_destination: text(&obj, tags::MOVE_DESTINATION),
+            sub_operations: SubOperations::read(&obj),
         })
     }
 }
@@ -126,6 +175,87 @@ fn error_comment(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
+/// A response to `request`: its command field, status and optional comment, whether an
+/// identifier follows (C-FIND matches), and sub-operation counts (C-MOVE, C-GET).
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    pub field: u16,
+    pub status: Status,
+    pub comment: Option<&'a str>,
+    pub data_set: bool,
+    pub sub_operations: SubOperations,
+}
+
+impl<'a> Reply<'a> {
+    pub fn new(field: u16, status: Status) -> Reply<'a> {
+        Reply {
+            field,
+            status,
+            comment: None,
+            data_set: false,
+            sub_operations: SubOperations::default(),
+        }
+    }
+
+    pub fn comment(self, comment: &'a str) -> Reply<'a> {
+        Reply {
+            comment: Some(comment),
+            ..self
+        }
+    }
+}
+
+fn data_set_type(data_set: bool) -> DataElement<InMemDicomObject> {
+    // Any value other than 0101 means a data set follows.
+    let value = if data_set { 0x0000 } else { NO_DATA_SET };
+    DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        dicom_value!(U16, [value]),
+    )
+}
+
+fn uid_element(tag: dicom_core::Tag, uid: &str) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::UI, PrimitiveValue::from(uid))
+}
+
+/// Encode the response `reply` to `request`.
+pub fn respond(request: &Command, reply: Reply<'_>) -> Result<Vec<u8>, DimseError> {
+    let mut elements = vec![
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            dicom_value!(U16, [reply.field]),
+        ),
+        DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            dicom_value!(U16, [request.message_id]),
+        ),
+        data_set_type(reply.data_set),
+        DataElement::new(
+            tags::STATUS,
+            VR::US,
+            dicom_value!(U16, [reply.status.code()]),
+        ),
+    ];
+    if let Some(uid) = &request.affected_sop_class_uid {
+        elements.push(uid_element(tags::AFFECTED_SOP_CLASS_UID, uid));
+    }
+    if let Some(uid) = &request.affected_sop_instance_uid {
+        elements.push(uid_element(tags::AFFECTED_SOP_INSTANCE_UID, uid));
+    }
+    if let Some(text) = reply.comment {
+        elements.push(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(error_comment(text)),
+        ));
+    }
+    elements.extend(reply.sub_operations.elements());
+    encode(elements)
+}
+
 /// The response to a C-ECHO or C-STORE request.
 pub fn response(
     request: &Command,
@@ -133,92 +263,95 @@ pub fn response(
     status: Status,
     comment: Option<&str>,
 ) -> Result<Vec<u8>, DimseError> {
+    let mut reply = Reply::new(response_field, status);
+    reply.comment = comment;
+    respond(request, reply)
+}
+
+/// A request with the elements every request carries, plus `extra`.
+fn request(
+    field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    data_set: bool,
+    extra: Vec<DataElement<InMemDicomObject>>,
+) -> Result<Vec<u8>, DimseError> {
     let mut elements = vec![
-        DataElement::new(
-            tags::COMMAND_FIELD,
-            VR::US,
-            dicom_value!(U16, [response_field]),
-        ),
-        DataElement::new(
-            tags::MESSAGE_ID_BEING_RESPONDED_TO,
-            VR::US,
-            dicom_value!(U16, [request.message_id]),
-        ),
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
-            VR::US,
-            dicom_value!(U16, [NO_DATA_SET]),
-        ),
-        DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [status.code()])),
+        uid_element(tags::AFFECTED_SOP_CLASS_UID, sop_class_uid),
+        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [field])),
+        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
+        data_set_type(data_set),
     ];
-    if let Some(uid) = &request.affected_sop_class_uid {
+    if field != C_ECHO_RQ {
+        // Priority: medium.
         elements.push(DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(uid.as_str()),
+            tags::PRIORITY,
+            VR::US,
+            dicom_value!(U16, [0x0000]),
         ));
     }
-    if let Some(uid) = &request.affected_sop_instance_uid {
-        elements.push(DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(uid.as_str()),
-        ));
-    }
-    if let Some(text) = comment {
-        elements.push(DataElement::new(
-            tags::ERROR_COMMENT,
-            VR::LO,
-            PrimitiveValue::from(error_comment(text)),
-        ));
-    }
+    elements.extend(extra);
     encode(elements)
 }
 
 pub fn echo_request(message_id: u16) -> Result<Vec<u8>, DimseError> {
-    encode(vec![
-        DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(VERIFICATION),
-        ),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_ECHO_RQ])),
-        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
-            VR::US,
-            dicom_value!(U16, [NO_DATA_SET]),
-        ),
-    ])
+    request(C_ECHO_RQ, message_id, VERIFICATION, false, vec![])
 }
 
+/// A C-STORE request; one that is a sub-operation of a C-MOVE we serve names the move's
+/// originator (AE title, message ID).
 pub fn store_request(
     message_id: u16,
     sop_class_uid: &str,
     sop_instance_uid: &str,
+    move_originator: Option<(&str, u16)>,
 ) -> Result<Vec<u8>, DimseError> {
-    encode(vec![
-        DataElement::new(
-            tags::AFFECTED_SOP_CLASS_UID,
-            VR::UI,
-            PrimitiveValue::from(sop_class_uid),
-        ),
-        DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [C_STORE_RQ])),
-        DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
-        // Priority: medium.
-        DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0x0000])),
-        // Any value other than 0101 means a data set follows.
-        DataElement::new(
-            tags::COMMAND_DATA_SET_TYPE,
+    let mut extra = vec![uid_element(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        sop_instance_uid,
+    )];
+    if let Some((ae_title, message_id)) = move_originator {
+        extra.push(DataElement::new(
+            tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+            VR::AE,
+            PrimitiveValue::from(ae_title),
+        ));
+        extra.push(DataElement::new(
+            tags::MOVE_ORIGINATOR_MESSAGE_ID,
             VR::US,
-            dicom_value!(U16, [0x0000]),
-        ),
-        DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(sop_instance_uid),
-        ),
-    ])
+            dicom_value!(U16, [message_id]),
+        ));
+    }
+    request(C_STORE_RQ, message_id, sop_class_uid, true, extra)
+}
+
+/// A C-FIND request; the identifier follows as a data set.
+pub fn find_request(message_id: u16, sop_class_uid: &str) -> Result<Vec<u8>, DimseError> {
+    request(C_FIND_RQ, message_id, sop_class_uid, true, vec![])
+}
+
+/// A C-MOVE request to `destination`; the identifier follows as a data set.
+pub fn move_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    destination: &str,
+) -> Result<Vec<u8>, DimseError> {
+    request(
+        C_MOVE_RQ,
+        message_id,
+        sop_class_uid,
+        true,
+        vec![DataElement::new(
+            tags::MOVE_DESTINATION,
+            VR::AE,
+            PrimitiveValue::from(destination),
+        )],
+    )
+}
+
+/// A C-GET request; the identifier follows as a data set.
+pub fn get_request(message_id: u16, sop_class_uid: &str) -> Result<Vec<u8>, DimseError> {
+    request(C_GET_RQ, message_id, sop_class_uid, true, vec![])
 }
 
 #[cfg(test)]
@@ -227,7 +360,7 @@ mod tests {
 
     #[test]
     fn nested_or_oversized_command_sets_are_refused_before_parsing() {
-        let valid = store_request(1, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4").unwrap();
+        let valid = store_request(1, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4", None).unwrap();
         // Thousands of nested sequences of undefined length: would overflow the parser's stack.
         let mut nested = valid.clone();
         for _ in 0..5000 {
@@ -257,7 +390,13 @@ mod tests {
 
     #[test]
     fn store_request_round_trips_and_is_answered() {
-        let bytes = store_request(7, "1.2.840.10008.5.1.4.1.1.4", "1.2.3.4").unwrap();
+        let bytes = store_request(
+            7,
+            "1.2.840.10008.5.1.4.1.1.4",
+            "1.2.3.4",
+            Some(("MOVER", 9)),
+        )
+        .unwrap();
         let command = Command::decode(&bytes).unwrap();
         assert_eq!(command.command_field, C_STORE_RQ);
         assert_eq!(command.message_id, 7);

@@ -1,6 +1,11 @@
-//! DICOM networking: DIMSE command sets, negotiated syntaxes, the SCP and the SCU.
+//! DICOM networking: DIMSE command sets (`dimse`), query/retrieve identifiers (`identifier`),
+//! negotiated syntaxes (`syntaxes`), the SCP (`scp`, with `qr` answering C-FIND and C-MOVE), the
+//! SCU (`scu`: C-ECHO, C-STORE) and query/retrieve as a client (`retrieve`: C-FIND, C-MOVE).
 
 pub mod dimse;
+pub mod identifier;
+pub mod qr;
+pub mod retrieve;
 pub mod scp;
 pub mod scu;
 pub mod syntaxes;

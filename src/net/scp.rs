@@ -1,5 +1,5 @@
 //! The DICOM listener: accepts connections, negotiates associations with known peers only, and
-//! answers C-ECHO and C-STORE. Each association runs in its own task; the number of concurrent
+//! answers C-ECHO, C-STORE, C-FIND (study and series level) and C-MOVE (to a configured peer). Each association runs in its own task; the number of concurrent
 //! associations is bounded; shutdown stops accepting and lets running associations finish.
 
 use std::future::Future;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dicom_object::InMemDicomObject;
 use dicom_ul::ServerAssociationOptions;
 use dicom_ul::association::Error as UlError;
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
@@ -14,13 +15,16 @@ use dicom_ul::pdu::{
     AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
     UserIdentity,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::dimse::{self, Command};
-use super::syntaxes;
+use super::dimse::{self, Command, MAX_COMMAND_SET_BYTES, Reply, SubOperations};
+use super::identifier::{self, MAX_IDENTIFIER_BYTES};
+use super::scu::{self, Remote};
 use super::{UlFailure, pdu_kind};
+use super::{qr, syntaxes};
 use crate::config::Config;
 use crate::dicom::{Status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
@@ -61,10 +65,16 @@ pub struct Scp {
     config: Arc<Config>,
     ingest: Arc<Ingest>,
     allowed_callers: Arc<Vec<String>>,
+    /// Where a C-MOVE may send: the configured peers, by AE title.
+    move_destinations: Arc<Vec<Remote>>,
 }
 
 impl Scp {
-    pub fn new(config: Arc<Config>, ingest: Arc<Ingest>) -> Arc<Scp> {
+    pub fn new(
+        config: Arc<Config>,
+        ingest: Arc<Ingest>,
+        move_destinations: Vec<Remote>,
+    ) -> Arc<Scp> {
         let allowed_callers = config
             .peers
             .iter()
@@ -75,6 +85,7 @@ impl Scp {
             config,
             ingest,
             allowed_callers: Arc::new(allowed_callers),
+            move_destinations: Arc::new(move_destinations),
         })
     }
 
@@ -200,6 +211,7 @@ impl Scp {
             info_span!("association", id = audit_id.unwrap_or(-1), calling_ae = %calling, %peer);
         let outcome = AssociationHandler {
             ingest: &self.ingest,
+            scp: &self,
             calling_ae: calling.clone(),
             audit_id,
             stored: 0,
@@ -232,16 +244,30 @@ struct PendingStore {
     incoming: IncomingInstance,
 }
 
-/// A command set is a few hundred bytes; this bounds what a peer can make us hold for one.
-const MAX_COMMAND_SET_BYTES: usize = 64 * 1024;
+/// A C-FIND or C-MOVE whose identifier is still arriving.
+struct PendingQuery {
+    command: Command,
+    presentation_context_id: u8,
+    abstract_syntax: String,
+    transfer_syntax: String,
+    identifier: Vec<u8>,
+}
+
+/// The data set the association is receiving.
+enum Pending {
+    Store(Box<PendingStore>),
+    Query(PendingQuery),
+}
 
 /// Why the association must be aborted: the peer broke the protocol.
 #[derive(Debug, thiserror::Error)]
 enum ProtocolViolation {
     #[error(transparent)]
     Command(#[from] dimse::DimseError),
-    #[error("data set fragment without a C-STORE request")]
+    #[error("data set fragment without a C-STORE, C-FIND or C-MOVE request")]
     UnexpectedData,
+    #[error("an identifier of more than {MAX_IDENTIFIER_BYTES} bytes")]
+    IdentifierTooLarge,
     #[error("a command set of more than {MAX_COMMAND_SET_BYTES} bytes")]
     CommandTooLarge,
     #[error("a new command before the data set of the C-STORE in progress ended")]
@@ -250,10 +276,13 @@ enum ProtocolViolation {
     UnknownPresentationContext(u8),
     #[error("cannot send a response")]
     Send(#[source] UlFailure),
+    #[error("cannot send a response's identifier")]
+    SendData(#[source] std::io::Error),
 }
 
 struct AssociationHandler<'a> {
     ingest: &'a Ingest,
+    scp: &'a Scp,
     calling_ae: String,
     audit_id: Option<i64>,
     stored: u64,
@@ -269,7 +298,7 @@ impl AssociationHandler<'_> {
             "association accepted"
         );
         let mut command_bytes: Vec<u8> = Vec::new();
-        let mut pending: Option<PendingStore> = None;
+        let mut pending: Option<Pending> = None;
         let text = loop {
             let pdu = match association.receive().await {
                 Ok(pdu) => pdu,
@@ -311,7 +340,7 @@ impl AssociationHandler<'_> {
                 }
             }
         };
-        if let Some(pending) = pending {
+        if let Some(Pending::Store(pending)) = pending {
             warn!(sop_instance_uid = ?pending.command.affected_sop_instance_uid, "transfer interrupted; nothing stored");
             self.ingest.abandon(pending.incoming).await;
         }
@@ -328,7 +357,7 @@ impl AssociationHandler<'_> {
         association: &mut ServerAssociation,
         values: Vec<PDataValue>,
         command_bytes: &mut Vec<u8>,
-        pending: &mut Option<PendingStore>,
+        pending: &mut Option<Pending>,
     ) -> Result<(), ProtocolViolation> {
         for value in values {
             match value.value_type {
@@ -349,17 +378,28 @@ impl AssociationHandler<'_> {
                         .await?;
                     }
                 }
-                PDataValueType::Data => {
-                    let Some(store) = pending.as_mut() else {
-                        return Err(ProtocolViolation::UnexpectedData);
-                    };
-                    self.ingest.push(&mut store.incoming, &value.data).await;
-                    if value.is_last
-                        && let Some(store) = pending.take()
-                    {
-                        self.finish_store(association, store).await?;
+                PDataValueType::Data => match pending.as_mut() {
+                    None => return Err(ProtocolViolation::UnexpectedData),
+                    Some(Pending::Store(store)) => {
+                        self.ingest.push(&mut store.incoming, &value.data).await;
+                        if value.is_last
+                            && let Some(Pending::Store(store)) = pending.take()
+                        {
+                            self.finish_store(association, *store).await?;
+                        }
                     }
-                }
+                    Some(Pending::Query(query)) => {
+                        if query.identifier.len() + value.data.len() > MAX_IDENTIFIER_BYTES {
+                            return Err(ProtocolViolation::IdentifierTooLarge);
+                        }
+                        query.identifier.extend_from_slice(&value.data);
+                        if value.is_last
+                            && let Some(Pending::Query(query)) = pending.take()
+                        {
+                            self.answer_query(association, query).await?;
+                        }
+                    }
+                },
             }
         }
         Ok(())
@@ -370,7 +410,7 @@ impl AssociationHandler<'_> {
         association: &mut ServerAssociation,
         command: Command,
         presentation_context_id: u8,
-        pending: &mut Option<PendingStore>,
+        pending: &mut Option<Pending>,
     ) -> Result<(), ProtocolViolation> {
         // Without asynchronous operations negotiated, a peer finishes one C-STORE before the
         // next command; the pending transfer is dropped (its part file removed) by the caller.
@@ -418,11 +458,26 @@ impl AssociationHandler<'_> {
                         )
                         .await;
                 }
-                *pending = Some(PendingStore {
+                *pending = Some(Pending::Store(Box::new(PendingStore {
                     command,
                     presentation_context_id,
                     incoming,
-                });
+                })));
+                Ok(())
+            }
+            dimse::C_FIND_RQ | dimse::C_MOVE_RQ if command.has_data_set => {
+                *pending = Some(Pending::Query(PendingQuery {
+                    command,
+                    presentation_context_id,
+                    abstract_syntax,
+                    transfer_syntax: transfer_syntax_uid,
+                    identifier: Vec::new(),
+                }));
+                Ok(())
+            }
+            // Answers are sent as soon as they are known: there is nothing left to cancel.
+            dimse::C_CANCEL_RQ => {
+                debug!(message_id = command.message_id, "C-CANCEL after the answer");
                 Ok(())
             }
             other => {
@@ -434,11 +489,162 @@ impl AssociationHandler<'_> {
                     &command,
                     other | 0x8000,
                     Status::UnrecognizedOperation,
-                    Some("msnode accepts only C-ECHO and C-STORE"),
+                    Some("msnode answers C-ECHO, C-STORE, C-FIND and C-MOVE"),
                 )?;
                 send_command(association, presentation_context_id, rsp).await
             }
         }
+    }
+
+    /// Answer a C-FIND or C-MOVE whose identifier has arrived. A query msnode cannot answer
+    /// gets a failure status; the association goes on.
+    async fn answer_query(
+        &mut self,
+        association: &mut ServerAssociation,
+        query: PendingQuery,
+    ) -> Result<(), ProtocolViolation> {
+        let is_find = query.command.command_field == dimse::C_FIND_RQ;
+        let (models, rsp_field) = if is_find {
+            (&syntaxes::FIND_MODELS, dimse::C_FIND_RSP)
+        } else {
+            (&syntaxes::MOVE_MODELS, dimse::C_MOVE_RSP)
+        };
+        let (status, why) = if !models.contains(&query.abstract_syntax.as_str())
+            || query.command.affected_sop_class_uid.as_deref() != Some(&query.abstract_syntax)
+        {
+            (
+                Status::SopClassNotSupported,
+                "SOP class not negotiated on this presentation context".to_string(),
+            )
+        } else {
+            match identifier::decode(&query.identifier, &query.transfer_syntax) {
+                Ok(request) if is_find => {
+                    return self.answer_find(association, &query, &request).await;
+                }
+                Ok(request) => return self.answer_move(association, &query, &request).await,
+                Err(e) => (Status::DataSetDoesNotMatchSopClass, chain(&e)),
+            }
+        };
+        warn!(command_field = format!("{:#06x}", query.command.command_field), reason = %why, "query refused");
+        let rsp = dimse::respond(&query.command, Reply::new(rsp_field, status).comment(&why))?;
+        send_command(association, query.presentation_context_id, rsp).await
+    }
+
+    async fn answer_find(
+        &mut self,
+        association: &mut ServerAssociation,
+        query: &PendingQuery,
+        request: &InMemDicomObject,
+    ) -> Result<(), ProtocolViolation> {
+        let pc = query.presentation_context_id;
+        let ae_title = &self.scp.config.node.ae_title;
+        let matches = match qr::find(self.ingest.index(), request, ae_title).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                let why = chain(&e);
+                warn!(reason = %why, "C-FIND refused");
+                let reply = Reply::new(dimse::C_FIND_RSP, Status::CannotUnderstand).comment(&why);
+                return send_command(association, pc, dimse::respond(&query.command, reply)?).await;
+            }
+        };
+        info!(matches = matches.len(), "C-FIND answered");
+        for found in &matches {
+            let mut reply = Reply::new(dimse::C_FIND_RSP, Status::Pending);
+            reply.data_set = true;
+            send_command(association, pc, dimse::respond(&query.command, reply)?).await?;
+            let bytes = identifier::encode(found, &query.transfer_syntax)
+                .map_err(|e| ProtocolViolation::SendData(std::io::Error::other(e)))?;
+            let mut writer = association.send_pdata(pc);
+            writer
+                .write_all(&bytes)
+                .await
+                .map_err(ProtocolViolation::SendData)?;
+            writer.finish().await.map_err(ProtocolViolation::SendData)?;
+        }
+        let done = Reply::new(dimse::C_FIND_RSP, Status::Success);
+        send_command(association, pc, dimse::respond(&query.command, done)?).await
+    }
+
+    async fn answer_move(
+        &mut self,
+        association: &mut ServerAssociation,
+        query: &PendingQuery,
+        request: &InMemDicomObject,
+    ) -> Result<(), ProtocolViolation> {
+        let pc = query.presentation_context_id;
+        let destination = query.command.move_destination.clone().unwrap_or_default();
+        let reply = match self
+            .scp
+            .move_destinations
+            .iter()
+            .find(|r| r.called_ae == destination)
+        {
+            None => Err((
+                Status::MoveDestinationUnknown,
+                format!("move destination {destination:?} is not a configured peer"),
+            )),
+            Some(remote) => self.move_files(remote, query, request).await,
+        };
+        let rsp = match &reply {
+            Ok((status, counts)) => {
+                let mut reply = Reply::new(dimse::C_MOVE_RSP, *status);
+                reply.sub_operations = *counts;
+                dimse::respond(&query.command, reply)?
+            }
+            Err((status, why)) => {
+                warn!(%destination, reason = %why, "C-MOVE refused");
+                let reply = Reply::new(dimse::C_MOVE_RSP, *status).comment(why);
+                dimse::respond(&query.command, reply)?
+            }
+        };
+        send_command(association, pc, rsp).await
+    }
+
+    /// Send what a C-MOVE names to `remote`: the final status and sub-operation counts, or the
+    /// failure status and why.
+    async fn move_files(
+        &self,
+        remote: &Remote,
+        query: &PendingQuery,
+        request: &InMemDicomObject,
+    ) -> Result<(Status, SubOperations), (Status, String)> {
+        let files = qr::files_to_retrieve(self.ingest.index(), request)
+            .await
+            .map_err(|e| (Status::DataSetDoesNotMatchSopClass, chain(&e)))?;
+        let data_dir = self.scp.config.node.data_dir.clone();
+        let outgoing = tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|f| scu::inspect(&data_dir.join(&f.file_path)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| (Status::ProcessingFailure, e.to_string()))?
+        .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))?;
+        let originator = (self.calling_ae.as_str(), query.command.message_id);
+        let results = scu::send_for(remote, &outgoing, Some(originator))
+            .await
+            .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))?;
+        let count = |f: &dyn Fn(&Result<u16, String>) -> bool| {
+            u16::try_from(results.iter().filter(|r| f(&r.outcome)).count()).unwrap_or(u16::MAX)
+        };
+        let counts = SubOperations {
+            remaining: Some(0),
+            completed: Some(count(&|o| matches!(o, Ok(0)))),
+            warning: Some(count(
+                &|o| matches!(o, Ok(s) if *s == 0x0001 || (*s & 0xF000) == 0xB000),
+            )),
+            failed: Some(count(
+                &|o| !matches!(o, Ok(s) if *s == 0 || *s == 0x0001 || (*s & 0xF000) == 0xB000),
+            )),
+        };
+        info!(destination = %remote.called_ae, instances = outgoing.len(), completed = ?counts.completed, failed = ?counts.failed, "C-MOVE done");
+        let status = if counts.failed == Some(0) && counts.warning == Some(0) {
+            Status::Success
+        } else {
+            Status::SubOperationsFailed
+        };
+        Ok((status, counts))
     }
 
     async fn finish_store(

@@ -16,7 +16,8 @@ use super::dimse::{self, Command};
 use crate::dicom::sop_class::VERIFICATION;
 use crate::dicom::trim_padding;
 
-type ClientAssociation = dicom_ul::association::client::AsyncClientAssociation<TcpStream>;
+pub(super) type ClientAssociation =
+    dicom_ul::association::client::AsyncClientAssociation<TcpStream>;
 
 /// Where to reach a peer.
 #[derive(Debug, Clone)]
@@ -74,7 +75,7 @@ fn associate_error(remote: &Remote, source: UlError) -> ScuError {
     }
 }
 
-async fn connect(
+pub(super) async fn connect(
     remote: &Remote,
     options: ClientAssociationOptions<'_>,
 ) -> Result<ClientAssociation, ScuError> {
@@ -98,7 +99,7 @@ async fn connect(
 }
 
 /// Read PDUs until a complete command set arrives.
-async fn receive_command(
+pub(super) async fn receive_command(
     association: &mut ClientAssociation,
     remote: &Remote,
 ) -> Result<Command, ScuError> {
@@ -124,7 +125,7 @@ async fn receive_command(
     }
 }
 
-async fn send_command(
+pub(super) async fn send_command(
     association: &mut ClientAssociation,
     remote: &Remote,
     presentation_context_id: u8,
@@ -241,6 +242,16 @@ pub struct SendResult {
 
 /// C-STORE every file in one association, each in its own transfer syntax (no transcoding).
 pub async fn send(remote: &Remote, files: &[OutgoingFile]) -> Result<Vec<SendResult>, ScuError> {
+    send_for(remote, files, None).await
+}
+
+/// [`send`] on behalf of a C-MOVE: each C-STORE names the move's originator (AE title and
+/// message ID) when one is given.
+pub async fn send_for(
+    remote: &Remote,
+    files: &[OutgoingFile],
+    move_originator: Option<(&str, u16)>,
+) -> Result<Vec<SendResult>, ScuError> {
     let mut contexts: BTreeMap<(String, String), ()> = BTreeMap::new();
     for file in files {
         contexts.insert(
@@ -295,8 +306,12 @@ pub async fn send(remote: &Remote, files: &[OutgoingFile]) -> Result<Vec<SendRes
             }
         };
         let message_id = (n % 0xFFFF) as u16 + 1;
-        let command =
-            dimse::store_request(message_id, &file.sop_class_uid, &file.sop_instance_uid)?;
+        let command = dimse::store_request(
+            message_id,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+            move_originator,
+        )?;
         send_command(&mut association, remote, context_id, command).await?;
         let mut writer = association.send_pdata(context_id);
         writer

@@ -1,8 +1,10 @@
-//! What msnode negotiates: the storage SOP classes it keeps and the transfer syntaxes it accepts.
+//! What msnode negotiates: the storage SOP classes it keeps, the query/retrieve models it
+//! answers, and the transfer syntaxes it accepts.
 
 use crate::dicom::sop_class::{
     COMPREHENSIVE_3D_SR_STORAGE, ENHANCED_MR_IMAGE_STORAGE, ENHANCED_SR_STORAGE, MR_IMAGE_STORAGE,
-    SECONDARY_CAPTURE_IMAGE_STORAGE, SEGMENTATION_STORAGE, VERIFICATION,
+    PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, SECONDARY_CAPTURE_IMAGE_STORAGE, SEGMENTATION_STORAGE,
+    STUDY_ROOT_FIND, STUDY_ROOT_MOVE, VERIFICATION,
 };
 use crate::dicom::transfer_syntax::{
     DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, JPEG_2000, JPEG_2000_LOSSLESS,
@@ -36,9 +38,16 @@ pub const ACCEPTED_TRANSFER_SYNTAXES: [&str; 11] = [
     RLE_LOSSLESS,
 ];
 
+/// Query/Retrieve models the SCP answers: C-FIND and C-MOVE, Patient and Study Root.
+pub const FIND_MODELS: [&str; 2] = [PATIENT_ROOT_FIND, STUDY_ROOT_FIND];
+pub const MOVE_MODELS: [&str; 2] = [PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE];
+
 /// Every abstract syntax the SCP negotiates.
 pub fn scp_abstract_syntaxes() -> impl Iterator<Item = &'static str> {
-    std::iter::once(VERIFICATION).chain(STORAGE_SOP_CLASSES)
+    std::iter::once(VERIFICATION)
+        .chain(STORAGE_SOP_CLASSES)
+        .chain(FIND_MODELS)
+        .chain(MOVE_MODELS)
 }
 
 pub fn is_storage_sop_class(uid: &str) -> bool {

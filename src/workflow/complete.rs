@@ -1,6 +1,7 @@
 //! Series completion: a series is complete when no instance of it arrived for the stable
 //! timeout. The check reads the index only, so series that went quiet while the node was down are
-//! picked up at the next start; an instance arriving later makes the series unjudged again.
+//! picked up at the next start; an instance arriving later makes the series unjudged again. A
+//! series moved to us as a job's prior is judged (so the index knows it is a FLAIR) but starts no job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,23 @@ pub async fn step(
     Ok(())
 }
 
-/// Judge one series; returns whether a job was queued for it.
+/// Judge these series now, without waiting for the stable timeout: a C-MOVE we asked for ended,
+/// so they are complete. Series already judged for their latest instance are left as they are.
+pub async fn judge_now(
+    settings: &WorkflowSettings,
+    index: &Index,
+    series_uids: &[String],
+) -> Result<(), WorkflowError> {
+    for series in index.unjudged_series().await? {
+        if series_uids.contains(&series.series_instance_uid) {
+            judge(settings, index, &series).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Judge one series; returns whether a job was queued for it (a series moved to us as a prior
+/// starts none).
 async fn judge(
     settings: &WorkflowSettings,
     index: &Index,
@@ -67,7 +84,7 @@ async fn judge(
     };
     index.record_verdict(series, &row).await?;
     info!(series = %uid, flair = row.flair, chosen = row.chosen, rule = %row.rule, why = %row.why, "series judged");
-    if !row.chosen {
+    if !row.chosen || series.retrieved_prior {
         return Ok(false);
     }
     match index.create_job(uid, &series.last_received_at).await? {

@@ -4,6 +4,7 @@
 //!   [`selection`]; the best FLAIR of its study gets a queued job (one per input);
 //! - [`runner`]: workers claim queued jobs, find the prior ([`prior`]), run the
 //!   [`Analyzer`](crate::analyze::Analyzer) each holds, and queue the results for every destination;
+//!   a job whose prior is not in the index waits while [`retrieve`] asks PACS for it;
 //! - [`deliver`]: the outbox is sent to PACS with exponential backoff, and a job is `done` when
 //!   everything arrived (or `failed` naming what did not).
 //!
@@ -14,6 +15,7 @@ pub mod complete;
 pub mod deliver;
 pub mod header;
 pub mod prior;
+pub mod retrieve;
 pub mod runner;
 pub mod selection;
 
@@ -56,6 +58,8 @@ pub struct WorkflowSettings {
     pub stable_after: Duration,
     pub selection: SelectionRules,
     pub prior: PriorConfig,
+    /// Peers asked for a prior the index lacks (`query_for_priors`), in configuration order.
+    pub prior_sources: Vec<Remote>,
     pub workers: usize,
     pub analysis: AnalysisSettings,
     pub destinations: Vec<Destination>,
@@ -97,6 +101,15 @@ pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Rece
     for worker in 0..settings.workers {
         let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
         tasks.spawn(runner::work(worker, s, i, q, shutdown.clone()));
+    }
+    if !settings.prior_sources.is_empty() {
+        let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
+        tasks.spawn(every(
+            "prior retrieval",
+            settings.poll(),
+            shutdown.clone(),
+            move || retrieve::step(s.clone(), i.clone(), q.clone()),
+        ));
     }
     let (s, i) = (settings.clone(), index.clone());
     tasks.spawn(every(

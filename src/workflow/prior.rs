@@ -72,6 +72,18 @@ pub fn choose(
     Ok((chosen, why))
 }
 
+/// The latest Study Date (YYYYMMDD) a prior of a study dated `current` may have under the
+/// minimum interval; None when the current study has no valid date.
+pub fn latest_prior_date(current: &str, policy: &PriorConfig) -> Option<String> {
+    let latest = parse_date(current)? - time::Duration::days(i64::from(policy.min_interval_days));
+    Some(format!(
+        "{:04}{:02}{:02}",
+        latest.year(),
+        u8::from(latest.month()),
+        latest.day()
+    ))
+}
+
 /// A DICOM date (YYYYMMDD).
 fn parse_date(da: &str) -> Option<Date> {
     let da = da.trim();
@@ -87,6 +99,24 @@ fn parse_date(da: &str) -> Option<Date> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_prior_date_keeps_the_minimum_interval() {
+        let policy = |days| PriorConfig {
+            policy: PriorPolicy::MostRecent,
+            min_interval_days: days,
+            retrieve_timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(
+            latest_prior_date("20240301", &policy(30)).as_deref(),
+            Some("20240131")
+        );
+        assert_eq!(
+            latest_prior_date("20240301", &policy(0)).as_deref(),
+            Some("20240301")
+        );
+        assert_eq!(latest_prior_date("2024", &policy(30)), None);
+    }
 
     fn candidate(series: &str, study: &str, date: &str) -> PriorCandidate {
         let header = SeriesHeader {
@@ -116,6 +146,7 @@ mod tests {
         let most_recent = PriorConfig {
             policy: PriorPolicy::MostRecent,
             min_interval_days: 30,
+            retrieve_timeout: std::time::Duration::from_secs(1),
         };
         let (series, why) = choose(&candidates, &most_recent).unwrap();
         assert_eq!(series, "s2", "s3 is only 12 days before");

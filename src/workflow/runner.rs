@@ -92,7 +92,24 @@ async fn run_job(
             index.set_job_prior(job.id, &series, &why).await?;
             series
         }
+        Err(why) if job.prior_query.is_none() && !settings.prior_sources.is_empty() => {
+            let asking: Vec<&str> = settings
+                .prior_sources
+                .iter()
+                .map(|r| r.called_ae.as_str())
+                .collect();
+            let reason = format!("{why}; asking {}", asking.join(", "));
+            info!(job = job.id, %reason, "waiting for a prior");
+            index
+                .set_job_state(job.id, JobState::WaitingForPrior, Some(&reason))
+                .await?;
+            return Ok(());
+        }
         Err(why) => {
+            let why = match &job.prior_query {
+                Some(query) => format!("{why}; {query}"),
+                None => why,
+            };
             warn!(job = job.id, %why, "no prior");
             index
                 .set_job_state(job.id, JobState::NoPrior, Some(&why))

@@ -101,6 +101,17 @@ fn matches(pattern: &str, text: &str) -> bool {
 }
 
 impl SelectionRules {
+    /// Which of the named values (field, value) a FLAIR name pattern matches, said as a reason.
+    /// Rule 4 alone: what a C-FIND answer about a PACS's series lets us judge.
+    pub fn name_match(&self, names: &[(&str, &String)]) -> Option<String> {
+        names.iter().find_map(|(field, value)| {
+            self.name_patterns
+                .iter()
+                .find(|p| matches(p, value))
+                .map(|p| format!("{field} {value:?} matches {p:?}"))
+        })
+    }
+
     /// Judge one series.
     pub fn judge(&self, header: &SeriesHeader) -> Verdict {
         if header.modality != "MR" {
@@ -141,11 +152,8 @@ impl SelectionRules {
             ("protocol name", &header.protocol_name),
             ("sequence name", &header.sequence_name),
         ];
-        for (field, value) in names {
-            if let Some(p) = self.name_patterns.iter().find(|p| matches(p, value)) {
-                let why = format!("{field} {value:?} matches {p:?}");
-                return verdict(true, "4 name", why);
-            }
+        if let Some(why) = self.name_match(&names) {
+            return verdict(true, "4 name", why);
         }
         if header.scanning_sequence.iter().any(|s| s == "IR") && ti_in_range == Some(true) {
             let why = format!(

@@ -1,0 +1,221 @@
+//! Query/Retrieve as a client: C-FIND a peer (Patient Root), and C-MOVE what it found to an AE
+//! title. The moved instances arrive through the SCP like any other C-STORE.
+
+use dicom_object::InMemDicomObject;
+use dicom_ul::ClientAssociationOptions;
+use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
+use tokio::io::AsyncWriteExt;
+
+use super::dimse::{self, Command, SubOperations};
+use super::identifier::{self, IdentifierError, MAX_IDENTIFIER_BYTES, QUERY_TRANSFER_SYNTAXES};
+use super::scu::{ClientAssociation, Remote, ScuError, connect, send_command};
+use crate::dicom::Status;
+use crate::dicom::sop_class::{PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE};
+use crate::dicom::trim_padding;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    #[error(transparent)]
+    Scu(#[from] ScuError),
+    #[error("identifier")]
+    Identifier(#[from] IdentifierError),
+    #[error(transparent)]
+    Dimse(#[from] dimse::DimseError),
+    #[error("{called_ae} accepted no {model} presentation context")]
+    NotAccepted {
+        called_ae: String,
+        model: &'static str,
+    },
+    #[error("{called_ae} answered the {operation} with status {status:#06x}{}", comment.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Refused {
+        called_ae: String,
+        operation: &'static str,
+        status: u16,
+        comment: Option<String>,
+    },
+}
+
+/// An association carrying one query/retrieve model, and the context it was accepted on.
+struct QueryAssociation {
+    association: ClientAssociation,
+    context_id: u8,
+    transfer_syntax: String,
+}
+
+async fn open(remote: &Remote, model: &'static str) -> Result<QueryAssociation, RetrieveError> {
+    let options = ClientAssociationOptions::new()
+        .with_presentation_context(model, QUERY_TRANSFER_SYNTAXES.to_vec());
+    let association = connect(remote, options).await?;
+    let Some(context) = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| (pc.id, trim_padding(&pc.transfer_syntax).to_string()))
+    else {
+        let _ = association.abort().await;
+        return Err(RetrieveError::NotAccepted {
+            called_ae: remote.called_ae.clone(),
+            model,
+        });
+    };
+    Ok(QueryAssociation {
+        association,
+        context_id: context.0,
+        transfer_syntax: context.1,
+    })
+}
+
+impl QueryAssociation {
+    /// Send a command and the identifier that follows it.
+    async fn request(
+        &mut self,
+        remote: &Remote,
+        command: Vec<u8>,
+        identifier: &InMemDicomObject,
+    ) -> Result<(), RetrieveError> {
+        let data = identifier::encode(identifier, &self.transfer_syntax)?;
+        send_command(&mut self.association, remote, self.context_id, command).await?;
+        let io = |e| ScuError::Io(remote.called_ae.clone(), e);
+        let mut writer = self.association.send_pdata(self.context_id);
+        writer.write_all(&data).await.map_err(io)?;
+        writer.finish().await.map_err(io)?;
+        Ok(())
+    }
+
+    /// The next response, and the data set that follows it when its command says one does.
+    /// Command and data may share a PDU or not; both are bounded in size.
+    async fn receive(&mut self, remote: &Remote) -> Result<(Command, Vec<u8>), RetrieveError> {
+        let mut command_bytes = Vec::new();
+        let mut command: Option<Command> = None;
+        let mut data = Vec::new();
+        loop {
+            let pdu = self
+                .association
+                .receive()
+                .await
+                .map_err(|e| ScuError::Association(remote.called_ae.clone(), e.into()))?;
+            let Pdu::PData { data: values } = pdu else {
+                return Err(ScuError::UnexpectedPdu(super::pdu_kind(&pdu)).into());
+            };
+            for value in values {
+                let (buffer, limit) = match value.value_type {
+                    PDataValueType::Command if command.is_none() => {
+                        (&mut command_bytes, dimse::MAX_COMMAND_SET_BYTES)
+                    }
+                    PDataValueType::Data if command.is_some() => (&mut data, MAX_IDENTIFIER_BYTES),
+                    _ => {
+                        return Err(ScuError::UnexpectedPdu(
+                            "a P-DATA fragment out of order".into(),
+                        )
+                        .into());
+                    }
+                };
+                if buffer.len() + value.data.len() > limit {
+                    return Err(IdentifierError::TooLarge.into());
+                }
+                buffer.extend_from_slice(&value.data);
+                if !value.is_last {
+                    continue;
+                }
+                match command.take() {
+                    None => {
+                        let decoded = Command::decode(&command_bytes)?;
+                        if !decoded.has_data_set {
+                            return Ok((decoded, data));
+                        }
+                        command = Some(decoded);
+                    }
+                    Some(done) => return Ok((done, data)),
+                }
+            }
+        }
+    }
+
+    async fn release(self) {
+        let _ = self.association.release().await;
+    }
+}
+
+fn refused(remote: &Remote, operation: &'static str, response: &Command) -> RetrieveError {
+    RetrieveError::Refused {
+        called_ae: remote.called_ae.clone(),
+        operation,
+        status: response.status.unwrap_or(0xFFFF),
+        comment: response.error_comment.clone(),
+    }
+}
+
+fn is_pending(status: Option<u16>) -> bool {
+    matches!(status, Some(0xFF00 | 0xFF01))
+}
+
+/// C-FIND with the Patient Root model: every match the peer returns.
+pub async fn find(
+    remote: &Remote,
+    keys: &InMemDicomObject,
+) -> Result<Vec<InMemDicomObject>, RetrieveError> {
+    let mut qa = open(remote, PATIENT_ROOT_FIND).await?;
+    qa.request(remote, dimse::find_request(1, PATIENT_ROOT_FIND)?, keys)
+        .await?;
+    let mut matches = Vec::new();
+    loop {
+        let (response, bytes) = qa.receive(remote).await?;
+        if response.has_data_set && is_pending(response.status) {
+            matches.push(identifier::decode(&bytes, &qa.transfer_syntax)?);
+        }
+        match response.status {
+            status if is_pending(status) => continue,
+            Some(0x0000) => break,
+            _ => {
+                qa.release().await;
+                return Err(refused(remote, "C-FIND", &response));
+            }
+        }
+    }
+    qa.release().await;
+    Ok(matches)
+}
+
+/// What a C-MOVE did, by the peer's final response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveOutcome {
+    pub status: u16,
+    pub sub_operations: SubOperations,
+}
+
+/// C-MOVE with the Patient Root model to `destination`; returns when the peer's final response
+/// arrives (every sub-operation has ended by then).
+pub async fn move_to(
+    remote: &Remote,
+    keys: &InMemDicomObject,
+    destination: &str,
+) -> Result<MoveOutcome, RetrieveError> {
+    let mut qa = open(remote, PATIENT_ROOT_MOVE).await?;
+    qa.request(
+        remote,
+        dimse::move_request(1, PATIENT_ROOT_MOVE, destination)?,
+        keys,
+    )
+    .await?;
+    loop {
+        // A data set after a C-MOVE response lists failed instances: not needed here.
+        let (response, _) = qa.receive(remote).await?;
+        match response.status {
+            status if is_pending(status) => continue,
+            Some(status)
+                if status == Status::Success.code()
+                    || status == Status::SubOperationsFailed.code() =>
+            {
+                qa.release().await;
+                return Ok(MoveOutcome {
+                    status,
+                    sub_operations: response.sub_operations,
+                });
+            }
+            _ => {
+                qa.release().await;
+                return Err(refused(remote, "C-MOVE", &response));
+            }
+        }
+    }
+}
