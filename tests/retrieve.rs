@@ -456,3 +456,60 @@ store_to_us = true
     let said = text(&output);
     assert!(said.contains("MoveDestinationUnknown"), "{said}");
 }
+
+#[test]
+fn results_wait_for_an_orthanc_that_is_down_and_arrive_once_when_it_is_back() {
+    let work = tempfile::tempdir().unwrap();
+    let orthanc_port = free_port();
+    let node = node_with_pacs(orthanc_port, "");
+    let (prior, current) = lesjak_visits(work.path());
+    for folder in [&prior, &current] {
+        storescu_to(node.port, NODE_AE, &files_in(folder));
+    }
+    let current_uid = series_instance_uid(&files_in(&current)[0]);
+    // Orthanc is down: the analysis runs, and every delivery fails at least once.
+    wait_until(
+        300,
+        "failed delivery attempts",
+        || node.log(),
+        || {
+            jobs(&node)
+                .iter()
+                .any(|j| j["current_series"] == current_uid.as_str() && j["state"] == "delivering")
+                && node.log().contains("delivery incomplete")
+        },
+    );
+    let orthanc = Orthanc::start(&work.path().join("orthanc"), orthanc_port, node.port);
+    let log = || format!("node:\n{}\northanc:\n{}", node.log(), orthanc.log());
+    wait_until(120, "the deliveries after Orthanc is back", log, || {
+        jobs(&node)
+            .iter()
+            .any(|j| j["current_series"] == current_uid.as_str() && j["state"] == "done")
+    });
+    let job = jobs(&node)
+        .into_iter()
+        .find(|j| j["current_series"] == current_uid.as_str())
+        .unwrap();
+    let detail = run(node.cli().args(["job", &job["id"].to_string(), "--json"]));
+    let detail: serde_json::Value = serde_json::from_slice(&detail.stdout).unwrap();
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    let expected = files_in(&current).len() + 2;
+    assert_eq!(deliveries.len(), expected);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d["state"] == "sent" && d["attempts"].as_i64().unwrap() >= 2),
+        "{deliveries:#?}"
+    );
+    // Orthanc holds each result once: one SEG, one SR, one overlay image per slice.
+    let statistics = orthanc.get("/statistics").unwrap();
+    assert_eq!(statistics["CountInstances"], expected, "{statistics:#}");
+    let changes = orthanc.get("/changes?limit=10000").unwrap();
+    let new_instances = changes["Changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ChangeType"] == "NewInstance")
+        .count();
+    assert_eq!(new_instances, expected, "an instance arrived twice");
+}
