@@ -4,11 +4,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use msnode::dicom::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE};
 
 fn pydicom_test_file(name: &str) -> PathBuf {
     let path = site_packages().join("pydicom/data/test_files").join(name);
@@ -572,4 +573,93 @@ fn hostile_command_sets_and_interleaved_stores_are_aborted_and_leave_nothing_beh
         .args(["-aec", NODE_AE, "127.0.0.1"])
         .arg(node.port.to_string()));
     assert!(echo.status.success(), "{}", text(&echo));
+}
+
+/// A copy of `source` whose data set is `data_set`, behind a file meta group naming `ts`.
+fn file_with_data_set(dir: &Path, name: &str, source: &Path, ts: &str, data_set: &[u8]) -> PathBuf {
+    let original = dicom_object::open_file(source).unwrap();
+    let meta = msnode::dicom::meta::file_meta(
+        original.meta().media_storage_sop_class_uid(),
+        original.meta().media_storage_sop_instance_uid(),
+        ts,
+    )
+    .build()
+    .unwrap();
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    bytes.extend_from_slice(data_set);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `inner` wrapped `levels` times in a defined-length sequence of one defined-length item
+/// (explicit VR), as a parser that recurses would walk it.
+fn nested_defined_length(levels: usize, inner: Vec<u8>) -> Vec<u8> {
+    let mut nested = inner;
+    for _ in 0..levels {
+        let mut item = vec![0xfe, 0xff, 0x00, 0xe0];
+        item.extend_from_slice(&(nested.len() as u32).to_le_bytes());
+        item.extend(nested);
+        let mut sq = vec![0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0];
+        sq.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        sq.extend(item);
+        nested = sq;
+    }
+    nested
+}
+
+#[test]
+fn nesting_inside_defined_lengths_and_deflate_bombs_are_refused_and_the_node_lives() {
+    let node = Node::start("max_instance_mb = 8");
+    let work = tempfile::tempdir().unwrap();
+    let source = &ge_series(4)[0];
+    let original = data_set_bytes(source);
+    // 3000 levels of defined-length nesting ahead of the real attributes.
+    let mut deep = nested_defined_length(3000, Vec::new());
+    deep.extend_from_slice(&original);
+    let deep = file_with_data_set(work.path(), "deep.dcm", source, EXPLICIT_VR_LE, &deep);
+    // A deflated data set of well under 1 MiB that inflates to 64 MiB (private OB of zeros).
+    let mut huge = original.clone();
+    huge.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+    huge.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    huge.resize(huge.len() + (64 << 20), 0);
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &huge).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let bomb = file_with_data_set(
+        work.path(),
+        "bomb.dcm",
+        source,
+        DEFLATED_EXPLICIT_VR_LE,
+        &bomb,
+    );
+
+    let report = node.pynetdicom_store(&[deep, bomb], None);
+    assert_eq!(report[0]["status"], 0xC000, "{report}");
+    assert_eq!(report[1]["status"], 0xA700, "{report}");
+    assert!(node.indexed().is_empty());
+    let log = node.log();
+    assert!(log.contains("sequences nested too deeply"), "{log}");
+    assert!(
+        log.contains("inflates to more than the 8 MiB limit"),
+        "{log}"
+    );
+    // A well-formed deflated instance still goes in.
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, &original).unwrap();
+    let fine = encoder.finish().unwrap();
+    let fine = file_with_data_set(
+        work.path(),
+        "fine.dcm",
+        source,
+        DEFLATED_EXPLICIT_VR_LE,
+        &fine,
+    );
+    let report = node.pynetdicom_store(&[fine], None);
+    assert_eq!(report[0]["status"], 0, "{report}");
+    assert_eq!(node.indexed().len(), 1);
 }

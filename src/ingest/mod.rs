@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use tokio::io::AsyncWriteExt;
 
 pub mod structure;
@@ -212,11 +213,20 @@ impl Ingest {
         let store = self.store.clone();
         let size = incoming.received;
         let data_offset = incoming.data_offset;
+        let max_bytes = self.max_instance_bytes;
         let IncomingInstance {
             request, part_path, ..
         } = incoming;
         let record = tokio::task::spawn_blocking(move || {
-            place_durably(&store, complete, &part_path, &request, data_offset, size)
+            place_durably(
+                &store,
+                complete,
+                &part_path,
+                &request,
+                data_offset,
+                size,
+                max_bytes,
+            )
         })
         .await
         .unwrap_or_else(|e| {
@@ -307,6 +317,7 @@ fn place_durably(
     request: &StoreRequest,
     data_offset: u64,
     data_set_size: u64,
+    max_bytes: u64,
 ) -> Result<InstanceRecord, Refusal> {
     let placed = match complete {
         Complete::Memory(bytes) => {
@@ -316,6 +327,7 @@ fn place_durably(
                 request,
                 data_offset,
                 data_set_size,
+                max_bytes,
             )
             .and_then(|record| {
                 write_synced(part_path, &bytes).map_err(write_refusal)?;
@@ -326,7 +338,7 @@ fn place_durably(
             drop(file);
             let file = std::fs::File::open(part_path)
                 .map_err(|e| Refusal::new(Status::ProcessingFailure, e.to_string()))?;
-            read_record(file, request, data_offset, data_set_size)
+            read_record(file, request, data_offset, data_set_size, max_bytes)
         }),
     }
     .and_then(|record| {
@@ -341,6 +353,39 @@ fn place_durably(
     placed
 }
 
+/// The inflated data set that starts at `data_offset`, refused once it passes `max_bytes`: a
+/// small deflated stream can inflate a thousandfold.
+fn inflate<R: Read + Seek>(
+    source: &mut R,
+    data_offset: u64,
+    max_bytes: u64,
+) -> Result<Vec<u8>, Refusal> {
+    let malformed = |e: std::io::Error| {
+        Refusal::new(
+            Status::CannotUnderstand,
+            format!("malformed deflated data set: {e}"),
+        )
+    };
+    source
+        .seek(SeekFrom::Start(data_offset))
+        .map_err(malformed)?;
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(source)
+        .take(max_bytes + 1)
+        .read_to_end(&mut inflated)
+        .map_err(malformed)?;
+    if inflated.len() as u64 > max_bytes {
+        return Err(Refusal::new(
+            Status::OutOfResources,
+            format!(
+                "the deflated data set inflates to more than the {} MiB limit",
+                max_bytes >> 20
+            ),
+        ));
+    }
+    Ok(inflated)
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
@@ -348,19 +393,23 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Parse a received instance (preamble, file meta group, data set) and build its index record,
-/// refusing what is malformed or contradicts the C-STORE request.
+/// refusing what is malformed or contradicts the C-STORE request. A deflated data set is
+/// inflated at most to `max_bytes` (the instance size limit counts inflated bytes) and walked
+/// like any other before it is parsed.
 fn read_record<R: Read + Seek>(
     mut source: R,
     request: &StoreRequest,
     data_offset: u64,
     data_set_size: u64,
+    max_bytes: u64,
 ) -> Result<InstanceRecord, Refusal> {
     let malformed =
         |e: String| Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}"));
-    let deflated = request.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE;
-    let options = if deflated {
-        // A deflated stream cannot be walked without inflating it: parse it whole instead.
-        OpenFileOptions::new()
+    let obj = if request.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
+        let inflated = inflate(&mut source, data_offset, max_bytes)?;
+        structure::check_data_set(std::io::Cursor::new(&inflated), 0, true).map_err(malformed)?;
+        InMemDicomObject::read_dataset_with_ts(&inflated[..], &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| malformed(e.to_string()))?
     } else {
         structure::check_data_set(
             &mut source,
@@ -368,16 +417,17 @@ fn read_record<R: Read + Seek>(
             request.transfer_syntax_uid != IMPLICIT_VR_LE,
         )
         .map_err(malformed)?;
+        source
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| malformed(e.to_string()))?;
         // The structure is sound: attributes before the pixel data are all the index needs.
-        OpenFileOptions::new().read_until(tags::PIXEL_DATA)
+        OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .read_preamble(ReadPreamble::Always)
+            .from_reader(source)
+            .map_err(|e| malformed(e.to_string()))?
+            .into_inner()
     };
-    source
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| malformed(e.to_string()))?;
-    let obj = options
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(source)
-        .map_err(|e| malformed(e.to_string()))?;
     let mismatch = |what: &str| Refusal::new(Status::DataSetDoesNotMatchSopClass, what.to_string());
     let sop_instance =
         text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| mismatch("no SOP Instance UID"))?;
@@ -426,4 +476,35 @@ fn read_record<R: Read + Seek>(
         calling_ae: request.calling_ae.clone(),
         association: request.association,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn deflated(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_refused_at_the_inflated_limit() {
+        // 64 MiB of zeros deflate to about 64 KiB.
+        let bomb = deflated(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let mut source = Cursor::new([vec![0u8; 10], bomb].concat());
+        let refusal = inflate(&mut source, 10, 8 << 20).unwrap_err();
+        assert_eq!(refusal.status, Status::OutOfResources);
+        assert!(refusal.reason.contains("8 MiB"), "{}", refusal.reason);
+
+        let small = b"within the limit".repeat(100);
+        let mut source = Cursor::new([vec![0u8; 3], deflated(&small)].concat());
+        assert_eq!(inflate(&mut source, 3, 8 << 20).unwrap(), small);
+        let mut garbage = Cursor::new(vec![0xFFu8; 100]);
+        let refusal = inflate(&mut garbage, 0, 8 << 20).unwrap_err();
+        assert_eq!(refusal.status, Status::CannotUnderstand);
+    }
 }

@@ -7,12 +7,16 @@
 
 use std::io::{self, BufRead, BufReader, Read, Seek};
 
+use dicom_core::VR;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_dictionary_std::StandardDataDictionary;
+
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
 const ITEM_DELIMITER: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_DELIMITER: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 const UNDEFINED: u32 = 0xFFFF_FFFF;
-/// Deeper nesting than this is not a real instance.
+/// Deeper nesting than this is not a real instance (and deeper recursion could exhaust a stack).
 const MAX_DEPTH: usize = 32;
 
 /// Explicit VRs whose length field is 4 bytes, after 2 reserved bytes.
@@ -28,6 +32,14 @@ struct Walker<R> {
 }
 
 type Tag = (u16, u16);
+
+/// Where a run of elements stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    End,
+    ItemDelimiter,
+    Position(u64),
+}
 
 fn describe(tag: Tag) -> String {
     format!("({:04X},{:04X})", tag.0, tag.1)
@@ -76,38 +88,67 @@ impl<R: Read + Seek> Walker<R> {
         Ok(())
     }
 
-    /// Read an element header after its tag; returns the value length.
-    fn read_header(&mut self, tag: Tag) -> Result<u32, String> {
-        if !self.explicit_vr || tag.0 == 0xFFFE {
-            return self.read_u32("an element length");
+    /// Read an element header after its tag; returns the value length and whether the element
+    /// is a sequence (its VR says SQ; with implicit VR, the dictionary does, as for the parser).
+    fn read_header(&mut self, tag: Tag) -> Result<(u32, bool), String> {
+        if tag.0 == 0xFFFE {
+            return Ok((self.read_u32("an element length")?, false));
+        }
+        if !self.explicit_vr {
+            let sequence = StandardDataDictionary
+                .by_tag(dicom_core::Tag(tag.0, tag.1))
+                .is_some_and(|entry| entry.vr().relaxed() == VR::SQ);
+            return Ok((self.read_u32("an element length")?, sequence));
         }
         let mut vr = [0u8; 2];
         self.read_exact(&mut vr, "a value representation")?;
         if !vr.iter().all(u8::is_ascii_uppercase) {
             return Err(format!("element {} has no valid VR", describe(tag)));
         }
-        if LONG_VRS.contains(&&vr) {
+        let length = if LONG_VRS.contains(&&vr) {
             let mut reserved = [0u8; 2];
             self.read_exact(&mut reserved, "an element header")?;
-            self.read_u32("an element length")
+            self.read_u32("an element length")?
         } else {
             let mut b = [0u8; 2];
             self.read_exact(&mut b, "an element length")?;
-            Ok(u32::from(u16::from_le_bytes(b)))
-        }
+            u32::from(u16::from_le_bytes(b))
+        };
+        Ok((length, &vr == b"SQ"))
     }
 
-    /// Elements until the end of the data, or until an item delimiter when `in_item`.
-    fn elements(&mut self, in_item: bool, depth: usize) -> Result<(), String> {
+    /// Where the value of `length` bytes that starts here ends, if it fits inside `within`.
+    fn value_end(&self, tag: Tag, length: u32, within: u64) -> Result<u64, String> {
+        let end = self.position + u64::from(length);
+        if end > within {
+            return Err(format!(
+                "element {} declares {length} bytes but only {} remain around it",
+                describe(tag),
+                within - self.position
+            ));
+        }
+        Ok(end)
+    }
+
+    /// Elements until `until`: the end of the data, an item delimiter, or the end of a
+    /// defined-length item. Nesting is walked whatever the lengths say, so a parser that
+    /// recurses into it meets no deeper nesting than [`MAX_DEPTH`].
+    fn elements(&mut self, until: Until, depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err("sequences nested too deeply".into());
         }
+        let within = match until {
+            Until::Position(end) => end,
+            _ => self.end,
+        };
         loop {
-            if !in_item && self.remaining() == 0 {
-                return Ok(());
+            match until {
+                Until::End if self.remaining() == 0 => return Ok(()),
+                Until::Position(end) if self.position == end => return Ok(()),
+                _ => {}
             }
             let tag = self.read_tag()?;
-            if tag == ITEM_DELIMITER && in_item {
+            if tag == ITEM_DELIMITER && until == Until::ItemDelimiter {
                 self.read_u32("an item delimiter")?;
                 return Ok(());
             }
@@ -118,32 +159,49 @@ impl<R: Read + Seek> Walker<R> {
                     self.position - 4
                 ));
             }
-            let length = self.read_header(tag)?;
-            if length != UNDEFINED {
-                self.skip(tag, length)?;
-            } else if tag == PIXEL_DATA {
+            let (length, sequence) = self.read_header(tag)?;
+            if length == UNDEFINED && tag == PIXEL_DATA {
                 self.fragments()?;
-            } else {
+            } else if length == UNDEFINED {
                 // Undefined length: a sequence, whatever the VR says (implicit VR has none).
-                self.items(depth + 1)?;
+                self.items(None, depth + 1)?;
+            } else if sequence {
+                let end = self.value_end(tag, length, within)?;
+                self.items(Some(end), depth + 1)?;
+            } else {
+                self.value_end(tag, length, within)?;
+                self.skip(tag, length)?;
             }
         }
     }
 
-    fn items(&mut self, depth: usize) -> Result<(), String> {
+    /// The items of a sequence, until its delimiter (`end` None) or its defined end.
+    fn items(&mut self, end: Option<u64>, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err("sequences nested too deeply".into());
+        }
         loop {
+            if end == Some(self.position) {
+                return Ok(());
+            }
             let tag = self.read_tag()?;
             let length = self.read_u32("an item length")?;
             match tag {
-                SEQUENCE_DELIMITER => return Ok(()),
-                ITEM if length == UNDEFINED => self.elements(true, depth)?,
-                ITEM => self.skip(tag, length)?,
+                SEQUENCE_DELIMITER if end.is_none() => return Ok(()),
+                ITEM if length == UNDEFINED => self.elements(Until::ItemDelimiter, depth)?,
+                ITEM => {
+                    let item_end = self.value_end(tag, length, end.unwrap_or(self.end))?;
+                    self.elements(Until::Position(item_end), depth)?;
+                }
                 other => {
                     return Err(format!(
                         "expected an item in a sequence, found {}",
                         describe(other)
                     ));
                 }
+            }
+            if end.is_some_and(|e| self.position > e) {
+                return Err("an item runs past the end of its sequence".into());
             }
         }
     }
@@ -180,7 +238,7 @@ pub fn check_data_set<R: Read + Seek>(
         end,
         explicit_vr,
     };
-    walker.elements(false, 0)?;
+    walker.elements(Until::End, 0)?;
     // Nothing may follow the last element.
     if walker
         .reader
@@ -236,6 +294,50 @@ mod tests {
         px.extend([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
         ds.extend(&px);
         assert_eq!(check(&ds), Ok(()));
+    }
+
+    /// A defined-length sequence (explicit VR when `vr`, else implicit) holding one
+    /// defined-length item with `inner` in it.
+    fn defined_sequence(tag: (u16, u16), vr: bool, inner: &[u8]) -> Vec<u8> {
+        let mut item = vec![0xfe, 0xff, 0x00, 0xe0];
+        item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        item.extend_from_slice(inner);
+        let mut out = Vec::new();
+        out.extend_from_slice(&tag.0.to_le_bytes());
+        out.extend_from_slice(&tag.1.to_le_bytes());
+        if vr {
+            out.extend_from_slice(b"SQ\0\0");
+        }
+        out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        out.extend(item);
+        out
+    }
+
+    #[test]
+    fn nesting_inside_defined_lengths_is_walked_and_bounded() {
+        let leaf = explicit((0x0008, 0x1150), b"UI", b"1.2\0");
+        let one = defined_sequence((0x0008, 0x1115), true, &leaf);
+        assert_eq!(check(&one), Ok(()));
+        // Thousands of defined-length levels: the parser would recurse through each one.
+        for explicit_vr in [true, false] {
+            let mut nested = if explicit_vr {
+                leaf.clone()
+            } else {
+                vec![0x08, 0x00, 0x50, 0x11, 4, 0, 0, 0, b'1', b'.', b'2', 0]
+            };
+            for _ in 0..3000 {
+                nested = defined_sequence((0x0008, 0x1115), explicit_vr, &nested);
+            }
+            let error = check_data_set(Cursor::new(&nested), 0, explicit_vr).unwrap_err();
+            assert!(error.contains("nested too deeply"), "{error}");
+        }
+        // An element inside an item may not claim more than the item holds.
+        let mut liar = explicit((0x0010, 0x0020), b"LO", b"ID");
+        liar[6] = 200;
+        let mut outer = defined_sequence((0x0008, 0x1115), true, &liar);
+        outer.extend(explicit((0x0010, 0x0010), b"PN", &[b'X'; 200]));
+        let error = check(&outer).unwrap_err();
+        assert!(error.contains("remain around it"), "{error}");
     }
 
     #[test]
