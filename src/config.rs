@@ -89,8 +89,19 @@ pub struct Peer {
     pub port: u16,
     /// May open associations to us and store instances.
     pub store_to_us: bool,
-    /// We may ask it for prior studies (C-FIND/C-MOVE).
+    /// We may ask it for prior studies (C-FIND, then C-MOVE or C-GET).
     pub query_for_priors: bool,
+    /// How a prior found on it is fetched.
+    pub retrieve: RetrieveMethod,
+}
+
+/// How a prior is fetched from a PACS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrieveMethod {
+    /// C-MOVE to our own AE title: the PACS opens an association to us (it must know our address).
+    Move,
+    /// C-GET: the instances come back on our own association (for a PACS that cannot reach us).
+    Get,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -549,6 +560,17 @@ fn read_peers(root: &Table, problems: &mut Vec<Problem>) -> Vec<Peer> {
         });
         let store_to_us = s.get::<bool>("store_to_us", problems).unwrap_or(false);
         let query_for_priors = s.get::<bool>("query_for_priors", problems).unwrap_or(false);
+        let parse_method = |v: &str| match v {
+            "move" => Ok(RetrieveMethod::Move),
+            "get" => Ok(RetrieveMethod::Get),
+            other => Err(format!("must be \"move\" or \"get\", found {other:?}")),
+        };
+        let retrieve = s
+            .get_checked("retrieve", problems, |v: &String| {
+                parse_method(v).map(|_| ())
+            })
+            .and_then(|v| parse_method(&v).ok())
+            .unwrap_or(RetrieveMethod::Move);
         for (key, present) in [
             ("ae_title", ae_title.is_some()),
             ("host", host.is_some()),
@@ -558,10 +580,10 @@ fn read_peers(root: &Table, problems: &mut Vec<Problem>) -> Vec<Peer> {
                 problems.push(Problem::new(format!("{prefix}.{key}"), "is required"));
             }
         }
-        if query_for_priors && !store_to_us {
+        if query_for_priors && !store_to_us && retrieve == RetrieveMethod::Move {
             problems.push(Problem::new(
                 format!("{prefix}.query_for_priors"),
-                "needs store_to_us = true: the prior it moves to us arrives in a C-STORE association from that peer",
+                "needs store_to_us = true with retrieve = \"move\": the prior it moves to us arrives in a C-STORE association from that peer",
             ));
         }
         s.finish(problems);
@@ -572,6 +594,7 @@ fn read_peers(root: &Table, problems: &mut Vec<Problem>) -> Vec<Peer> {
                 port,
                 store_to_us,
                 query_for_priors,
+                retrieve,
             });
         }
     }

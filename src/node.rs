@@ -75,8 +75,12 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
         let _ = stop.send(true);
     };
     tokio::join!(
-        Scp::new(config.clone(), ingest, settings.peers()).run(listener, signal, SHUTDOWN_GRACE),
-        workflow::run(settings.workflow, index.clone(), stopped),
+        Scp::new(config.clone(), ingest.clone(), settings.peers()).run(
+            listener,
+            signal,
+            SHUTDOWN_GRACE
+        ),
+        workflow::run(settings.workflow, index.clone(), ingest, stopped),
     );
     index.close().await;
     info!("msnode stopped");

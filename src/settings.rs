@@ -11,7 +11,7 @@ use crate::infer::RuntimeSettings;
 use crate::net::scu::Remote;
 use crate::register::RegisterOptions;
 use crate::workflow::selection::SelectionRules;
-use crate::workflow::{Destination, WorkflowSettings};
+use crate::workflow::{Destination, PriorSource, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -90,7 +90,12 @@ impl Settings {
             .peers
             .iter()
             .filter(|p| p.query_for_priors)
-            .filter_map(|p| settings.remote(&p.ae_title).ok())
+            .filter_map(|p| {
+                Some(PriorSource {
+                    remote: settings.remote(&p.ae_title).ok()?,
+                    retrieve: p.retrieve,
+                })
+            })
             .collect();
         settings
     }

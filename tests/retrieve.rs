@@ -182,10 +182,27 @@ fn storescu_to(port: u16, called: &str, files: &[PathBuf]) {
 
 #[test]
 fn a_prior_only_pacs_holds_is_queried_moved_and_the_results_reach_that_pacs() {
+    prior_from_orthanc("", "moved");
+}
+
+#[test]
+fn a_pacs_that_cannot_reach_the_node_gives_the_prior_by_c_get() {
+    // Orthanc knows msnode's AE title at a port where nothing listens: a C-MOVE would fail.
+    prior_from_orthanc("retrieve = \"get\"", "got");
+}
+
+/// Orthanc holds the prior only; the node fetches it (`peer_extra` configures how) and Orthanc
+/// ends up with the results.
+fn prior_from_orthanc(peer_extra: &str, verb: &str) {
     let work = tempfile::tempdir().unwrap();
     let orthanc_port = free_port();
-    let node = node_with_pacs(orthanc_port, "");
-    let orthanc = Orthanc::start(&work.path().join("orthanc"), orthanc_port, node.port);
+    let node = node_with_pacs(orthanc_port, peer_extra);
+    let node_port_for_orthanc = if verb == "got" { 1 } else { node.port };
+    let orthanc = Orthanc::start(
+        &work.path().join("orthanc"),
+        orthanc_port,
+        node_port_for_orthanc,
+    );
     let (prior, current) = lesjak_visits(work.path());
     storescu_to(orthanc_port, ORTHANC_AE, &files_in(&prior));
     let (prior_uid, current_uid) = (
@@ -210,7 +227,7 @@ fn a_prior_only_pacs_holds_is_queried_moved_and_the_results_reach_that_pacs() {
     assert_eq!(job["prior_series"], prior_uid.as_str(), "{job:#}");
     let query = job["prior_query"].as_str().unwrap();
     assert!(
-        query.contains(ORTHANC_AE) && query.contains("moved 1 FLAIR series"),
+        query.contains(ORTHANC_AE) && query.contains(&format!("{verb} 1 FLAIR series")),
         "{query}"
     );
     assert!(

@@ -1,5 +1,6 @@
 //! Query/Retrieve as a client: C-FIND a peer (Patient Root), and C-MOVE what it found to an AE
-//! title. The moved instances arrive through the SCP like any other C-STORE.
+//! title (the moved instances arrive through the SCP like any other C-STORE) or C-GET it (the
+//! instances come back on the same association and go through [`Ingest`] as the SCP's do).
 
 use dicom_object::InMemDicomObject;
 use dicom_ul::ClientAssociationOptions;
@@ -10,8 +11,13 @@ use super::dimse::{self, Command, SubOperations};
 use super::identifier::{self, IdentifierError, MAX_IDENTIFIER_BYTES, QUERY_TRANSFER_SYNTAXES};
 use super::scu::{ClientAssociation, Remote, ScuError, connect, send_command};
 use crate::dicom::Status;
-use crate::dicom::sop_class::{PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE};
+use crate::dicom::sop_class::{
+    ENHANCED_MR_IMAGE_STORAGE, MR_IMAGE_STORAGE, PATIENT_ROOT_FIND, PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+};
 use crate::dicom::trim_padding;
+use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
+use crate::logging::chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrieveError {
@@ -43,13 +49,24 @@ struct QueryAssociation {
 }
 
 async fn open(remote: &Remote, model: &'static str) -> Result<QueryAssociation, RetrieveError> {
-    let options = ClientAssociationOptions::new()
-        .with_presentation_context(model, QUERY_TRANSFER_SYNTAXES.to_vec());
+    open_with(remote, model, ClientAssociationOptions::new()).await
+}
+
+/// [`open`] with the model proposed after the presentation contexts `options` holds already.
+async fn open_with(
+    remote: &Remote,
+    model: &'static str,
+    options: ClientAssociationOptions<'static>,
+) -> Result<QueryAssociation, RetrieveError> {
+    let options = options.with_presentation_context(model, QUERY_TRANSFER_SYNTAXES.to_vec());
     let association = connect(remote, options).await?;
     let Some(context) = association
         .presentation_contexts()
         .iter()
-        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .find(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance
+                && trim_padding(&pc.abstract_syntax) == model
+        })
         .map(|pc| (pc.id, trim_padding(&pc.transfer_syntax).to_string()))
     else {
         let _ = association.abort().await;
@@ -218,4 +235,151 @@ pub async fn move_to(
             }
         }
     }
+}
+
+/// The storage classes a C-GET of a prior may bring back, proposed in the transfer syntaxes the
+/// SCP accepts, with our SCP role for them (PS3.7 D.3.3.4).
+fn get_options() -> ClientAssociationOptions<'static> {
+    let mut options = ClientAssociationOptions::new();
+    for class in [MR_IMAGE_STORAGE, ENHANCED_MR_IMAGE_STORAGE] {
+        options = options
+            .with_presentation_context(class, super::syntaxes::ACCEPTED_TRANSFER_SYNTAXES.to_vec())
+            .with_role_selection(class, false, true);
+    }
+    options
+}
+
+/// C-GET with the Patient Root model: the peer's C-STORE sub-operations arrive on this
+/// association and are stored through `ingest` (checked, made durable and indexed before
+/// Success is answered, as the SCP does); returns at the peer's final response.
+pub async fn get(
+    remote: &Remote,
+    keys: &InMemDicomObject,
+    ingest: &Ingest,
+) -> Result<MoveOutcome, RetrieveError> {
+    let mut qa = open_with(remote, PATIENT_ROOT_GET, get_options()).await?;
+    qa.request(remote, dimse::get_request(1, PATIENT_ROOT_GET)?, keys)
+        .await?;
+    let mut command_bytes = Vec::new();
+    let mut storing: Option<(Command, u8, IncomingInstance)> = None;
+    loop {
+        let pdu = qa
+            .association
+            .receive()
+            .await
+            .map_err(|e| ScuError::Association(remote.called_ae.clone(), e.into()))?;
+        let Pdu::PData { data: values } = pdu else {
+            if let Some((_, _, incoming)) = storing.take() {
+                ingest.abandon(incoming).await;
+            }
+            return Err(ScuError::UnexpectedPdu(super::pdu_kind(&pdu)).into());
+        };
+        for value in values {
+            if value.value_type == PDataValueType::Data {
+                let Some((command, pc, incoming)) = storing.as_mut() else {
+                    return Err(ScuError::UnexpectedPdu("data without a C-STORE".into()).into());
+                };
+                ingest.push(incoming, &value.data).await;
+                if value.is_last {
+                    let (command, pc) = (command.clone(), *pc);
+                    if let Some((_, _, incoming)) = storing.take() {
+                        store_sub_operation(&mut qa, remote, ingest, &command, pc, incoming)
+                            .await?;
+                    }
+                }
+                continue;
+            }
+            if command_bytes.len() + value.data.len() > dimse::MAX_COMMAND_SET_BYTES {
+                return Err(IdentifierError::TooLarge.into());
+            }
+            command_bytes.extend_from_slice(&value.data);
+            if !value.is_last {
+                continue;
+            }
+            let command = Command::decode(&std::mem::take(&mut command_bytes))?;
+            if command.command_field == dimse::C_STORE_RQ {
+                let incoming =
+                    begin_sub_store(&qa, remote, ingest, &command, value.presentation_context_id);
+                storing = Some((command, value.presentation_context_id, incoming));
+                continue;
+            }
+            if command.has_data_set {
+                // A failed-instances list after a C-GET response: not needed here.
+                qa.receive(remote).await?;
+            }
+            match command.status {
+                status if is_pending(status) => {}
+                Some(status)
+                    if status == Status::Success.code()
+                        || status == Status::SubOperationsFailed.code() =>
+                {
+                    qa.release().await;
+                    return Ok(MoveOutcome {
+                        status,
+                        sub_operations: command.sub_operations,
+                    });
+                }
+                _ => {
+                    qa.release().await;
+                    return Err(refused(remote, "C-GET", &command));
+                }
+            }
+        }
+    }
+}
+
+fn begin_sub_store(
+    qa: &QueryAssociation,
+    remote: &Remote,
+    ingest: &Ingest,
+    command: &Command,
+    pc: u8,
+) -> IncomingInstance {
+    let transfer_syntax_uid = qa
+        .association
+        .presentation_contexts()
+        .iter()
+        .find(|c| c.id == pc)
+        .map(|c| trim_padding(&c.transfer_syntax).to_string())
+        .unwrap_or_default();
+    ingest.begin(StoreRequest {
+        sop_class_uid: command.affected_sop_class_uid.clone().unwrap_or_default(),
+        sop_instance_uid: command
+            .affected_sop_instance_uid
+            .clone()
+            .unwrap_or_default(),
+        transfer_syntax_uid,
+        calling_ae: remote.called_ae.clone(),
+        association: None,
+    })
+}
+
+/// Finish one C-STORE sub-operation and answer it with the ingest's status.
+async fn store_sub_operation(
+    qa: &mut QueryAssociation,
+    remote: &Remote,
+    ingest: &Ingest,
+    command: &Command,
+    pc: u8,
+    incoming: IncomingInstance,
+) -> Result<(), RetrieveError> {
+    let reply = match ingest.finish(incoming).await {
+        Ok(_) => dimse::respond(
+            command,
+            dimse::Reply::new(dimse::C_STORE_RSP, Status::Success),
+        )?,
+        Err(refusal) => {
+            tracing::warn!(peer = %remote.called_ae, reason = %refusal.reason, "C-GET instance refused");
+            dimse::respond(
+                command,
+                dimse::Reply::new(dimse::C_STORE_RSP, refusal.status).comment(&refusal.reason),
+            )?
+        }
+    };
+    send_command(&mut qa.association, remote, pc, reply)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %chain(&e), "cannot answer a C-GET sub-operation");
+            e.into()
+        })
 }

@@ -28,8 +28,9 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::analyze::AnalysisSettings;
-use crate::config::PriorConfig;
+use crate::config::{PriorConfig, RetrieveMethod};
 use crate::index::{Index, IndexError};
+use crate::ingest::Ingest;
 use crate::logging::chain;
 use crate::net::scu::Remote;
 
@@ -50,6 +51,13 @@ pub struct Destination {
     pub remote: Remote,
 }
 
+/// A PACS asked for priors, and how a prior found there is fetched.
+#[derive(Debug, Clone)]
+pub struct PriorSource {
+    pub remote: Remote,
+    pub retrieve: RetrieveMethod,
+}
+
 /// What the workflow runs with (from [`crate::settings::Settings::workflow`]).
 #[derive(Debug, Clone)]
 pub struct WorkflowSettings {
@@ -59,7 +67,7 @@ pub struct WorkflowSettings {
     pub selection: SelectionRules,
     pub prior: PriorConfig,
     /// Peers asked for a prior the index lacks (`query_for_priors`), in configuration order.
-    pub prior_sources: Vec<Remote>,
+    pub prior_sources: Vec<PriorSource>,
     pub workers: usize,
     pub analysis: AnalysisSettings,
     pub destinations: Vec<Destination>,
@@ -78,7 +86,12 @@ impl WorkflowSettings {
 
 /// Run the workflow until `shutdown` turns true. A job running at that moment is left `running`
 /// and runs again at the next start.
-pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    settings: WorkflowSettings,
+    index: Index,
+    ingest: Arc<Ingest>,
+    shutdown: watch::Receiver<bool>,
+) {
     match index.requeue_interrupted_jobs().await {
         Ok(0) => {}
         Ok(n) => info!(
@@ -108,7 +121,7 @@ pub async fn run(settings: WorkflowSettings, index: Index, shutdown: watch::Rece
             "prior retrieval",
             settings.poll(),
             shutdown.clone(),
-            move || retrieve::step(s.clone(), i.clone(), q.clone()),
+            move || retrieve::step(s.clone(), i.clone(), ingest.clone(), q.clone()),
         ));
     }
     let (s, i) = (settings.clone(), index.clone());

@@ -5,8 +5,9 @@
 //!    interval before the current one, taken in the order of the prior policy;
 //! 2. C-FIND at series level in each: MR series whose description or protocol matches a FLAIR
 //!    name pattern (rule 4 of [`selection`](super::selection); a PACS's answer carries no more);
-//! 3. C-MOVE of those series to our own AE title; they arrive through the SCP, are recorded as
-//!    this job's prior (so they start no job themselves) and judged at once.
+//! 3. C-MOVE of those series to our own AE title (they arrive through the SCP), or C-GET of them
+//!    (`retrieve = "get"`: they arrive on our association); they are recorded as this job's prior
+//!    (so they start no job themselves) and judged at once.
 //!
 //! The first peer that yields a prior the index accepts ends the wait: the job is queued again
 //! and a worker finds the prior in the index. Otherwise the job ends `no_prior` with what each
@@ -21,10 +22,11 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::complete;
-use super::{WorkflowError, WorkflowSettings, prior};
-use crate::config::PriorPolicy;
+use super::{PriorSource, WorkflowError, WorkflowSettings, prior};
+use crate::config::{PriorPolicy, RetrieveMethod};
 use crate::dicom::read::text;
 use crate::index::{Index, JobPatient, JobRow, JobState};
+use crate::ingest::Ingest;
 use crate::logging::chain;
 use crate::net::identifier::{Keys, Level};
 use crate::net::retrieve::{self, RetrieveError};
@@ -34,10 +36,11 @@ use crate::net::scu::Remote;
 pub async fn step(
     settings: Arc<WorkflowSettings>,
     index: Index,
+    ingest: Arc<Ingest>,
     queued: Arc<Notify>,
 ) -> Result<(), WorkflowError> {
     for job in index.jobs_waiting_for_prior().await? {
-        let (outcome, arrived) = ask_for_prior(&settings, &index, &job).await?;
+        let (outcome, arrived) = ask_for_prior(&settings, &index, &ingest, &job).await?;
         let state = index.finish_prior_query(job.id, &outcome, arrived).await?;
         if state == JobState::Queued {
             info!(job = job.id, %outcome, "prior retrieved from PACS");
@@ -53,14 +56,21 @@ pub async fn step(
 async fn ask_for_prior(
     settings: &WorkflowSettings,
     index: &Index,
+    ingest: &Ingest,
     job: &JobRow,
 ) -> Result<(String, bool), WorkflowError> {
     let patient = index.job_patient(&job.current_series).await?;
     let mut answers = Vec::new();
-    for remote in &settings.prior_sources {
+    for source in &settings.prior_sources {
+        let remote = &source.remote;
+        let peer = Peer {
+            source,
+            ingest,
+            patient: &patient,
+        };
         let asked = tokio::time::timeout(
             settings.prior.retrieve_timeout,
-            ask_peer(settings, index, job, &patient, remote),
+            ask_peer(settings, index, job, &peer),
         )
         .await;
         let answer = match asked {
@@ -112,13 +122,20 @@ struct FoundStudy {
     time: String,
 }
 
+/// One PACS being asked, for one patient.
+struct Peer<'a> {
+    source: &'a PriorSource,
+    ingest: &'a Ingest,
+    patient: &'a JobPatient,
+}
+
 async fn ask_peer(
     settings: &WorkflowSettings,
     index: &Index,
     job: &JobRow,
-    patient: &JobPatient,
-    remote: &Remote,
+    peer: &Peer<'_>,
 ) -> Result<Asked, AskError> {
+    let (remote, patient) = (&peer.source.remote, peer.patient);
     let latest = patient
         .study_date
         .as_deref()
@@ -147,13 +164,22 @@ async fn ask_peer(
                 .with(tags::STUDY_INSTANCE_UID, VR::UI, &study.uid)
                 .with(tags::SERIES_INSTANCE_UID, VR::UI, uid)
                 .build();
-            // Our own AE title: the PACS must know it as a move destination.
-            let outcome = retrieve::move_to(remote, &keys, &remote.calling_ae).await?;
+            let outcome = match peer.source.retrieve {
+                // Our own AE title: the PACS must know it as a move destination.
+                RetrieveMethod::Move => {
+                    retrieve::move_to(remote, &keys, &remote.calling_ae).await?
+                }
+                RetrieveMethod::Get => retrieve::get(remote, &keys, peer.ingest).await?,
+            };
             moved += u32::from(outcome.sub_operations.completed.unwrap_or(0));
         }
         complete::judge_now(settings, index, &series).await?;
+        let verb = match peer.source.retrieve {
+            RetrieveMethod::Move => "moved",
+            RetrieveMethod::Get => "got",
+        };
         return Ok(Asked::Moved(format!(
-            "moved {} FLAIR series ({moved} instances) of study {} dated {}",
+            "{verb} {} FLAIR series ({moved} instances) of study {} dated {}",
             series.len(),
             study.uid,
             study.date

@@ -96,7 +96,7 @@ async fn run_job(
             let asking: Vec<&str> = settings
                 .prior_sources
                 .iter()
-                .map(|r| r.called_ae.as_str())
+                .map(|p| p.remote.called_ae.as_str())
                 .collect();
             let reason = format!("{why}; asking {}", asking.join(", "));
             info!(job = job.id, %reason, "waiting for a prior");
