@@ -1,6 +1,6 @@
 //! Query/Retrieve against real peers: Orthanc (Debian's package) as the PACS that holds the
-//! prior, which msnode finds with C-FIND and fetches with C-MOVE; and DCMTK's findscu/movescu
-//! querying and retrieving from msnode.
+//! prior, which msnode finds with C-FIND and fetches with C-MOVE or C-GET; and DCMTK's
+//! findscu/movescu/getscu querying and retrieving from msnode.
 
 mod common;
 
@@ -339,7 +339,7 @@ fn value(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String
 }
 
 #[test]
-fn findscu_and_movescu_query_and_retrieve_what_the_node_stores() {
+fn findscu_movescu_and_getscu_query_and_retrieve_what_the_node_stores() {
     let work = tempfile::tempdir().unwrap();
     let move_port = free_port();
     let node = Node::start(&format!(
@@ -354,6 +354,12 @@ store_to_us = true
 ae_title = "MOVESCU"
 host = "127.0.0.1"
 port = {move_port}
+store_to_us = true
+
+[[peers]]
+ae_title = "GETSCU"
+host = "127.0.0.1"
+port = 1
 store_to_us = true
 "#
     ));
@@ -457,6 +463,35 @@ store_to_us = true
             .into_iter()
             .find(|f| sop_instance_uid(f) == sop_instance_uid(file))
             .expect("a moved instance the node was not sent");
+        assert_eq!(data_set_bytes(&original), data_set_bytes(file));
+    }
+
+    // C-GET the prior series back on getscu's own association.
+    let got = work.path().join("got");
+    std::fs::create_dir_all(&got).unwrap();
+    let output = run(Command::new(tool("getscu"))
+        .args(["-S", "-od"])
+        .arg(&got)
+        .args(["-aet", "GETSCU", "-aec", NODE_AE, "127.0.0.1", &port])
+        .args(["-k", "QueryRetrieveLevel=SERIES"])
+        .arg("-k")
+        .arg(format!(
+            "StudyInstanceUID={}",
+            value(&prior_file, tags::STUDY_INSTANCE_UID)
+        ))
+        .arg("-k")
+        .arg(format!(
+            "SeriesInstanceUID={}",
+            value(&prior_file, tags::SERIES_INSTANCE_UID)
+        )));
+    assert!(output.status.success(), "{}", text(&output));
+    let received = files_in(&got);
+    assert_eq!(received.len(), files_in(&prior).len(), "{}", text(&output));
+    for file in &received {
+        let original = files_in(&prior)
+            .into_iter()
+            .find(|f| sop_instance_uid(f) == sop_instance_uid(file))
+            .expect("an instance the node was not sent");
         assert_eq!(data_set_bytes(&original), data_set_bytes(file));
     }
 

@@ -1,5 +1,6 @@
 //! The DICOM listener: accepts connections, negotiates associations with known peers only, and
-//! answers C-ECHO, C-STORE, C-FIND (study and series level) and C-MOVE (to a configured peer). Each association runs in its own task; the number of concurrent
+//! answers C-ECHO, C-STORE, C-FIND (study and series level), C-MOVE (to a configured peer) and
+//! C-GET (back on the same association). Each association runs in its own task; the number of concurrent
 //! associations is bounded; shutdown stops accepting and lets running associations finish.
 
 use std::future::Future;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use dicom_object::InMemDicomObject;
 use dicom_ul::ServerAssociationOptions;
 use dicom_ul::association::Error as UlError;
-use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
+use dicom_ul::association::server::{AccessControl, Negotiation};
+use dicom_ul::pdu::RequestorRoles;
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
     UserIdentity,
@@ -57,6 +59,17 @@ impl AccessControl for PeerAccess {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
+    }
+}
+
+/// A C-GET's instances come back on the requestor's association, so it proposes the storage
+/// classes with itself as SCP (PS3.7 D.3.3.4): those roles are granted; others keep the defaults.
+struct StorageRoles;
+
+impl Negotiation for StorageRoles {
+    fn negotiate_roles(&self, sop_class_uid: &str, scu: bool, scp: bool) -> Option<RequestorRoles> {
+        syntaxes::is_storage_sop_class(trim_padding(sop_class_uid))
+            .then_some(RequestorRoles { scu, scp })
     }
 }
 
@@ -136,12 +149,13 @@ impl Scp {
     fn server_options(
         &self,
         seen: Arc<Mutex<Option<(String, String)>>>,
-    ) -> ServerAssociationOptions<'static, PeerAccess, DefaultNegotiation> {
+    ) -> ServerAssociationOptions<'static, PeerAccess, StorageRoles> {
         let mut options = ServerAssociationOptions::new()
             .ae_access_control(PeerAccess {
                 allowed_callers: self.allowed_callers.clone(),
                 seen,
             })
+            .with_negotiation(StorageRoles)
             .ae_title(self.config.node.ae_title.clone())
             .max_pdu_length(self.config.network.max_pdu)
             // Enforced on every read after the association is up: an idle or stuck peer is dropped.
@@ -276,8 +290,12 @@ enum ProtocolViolation {
     UnknownPresentationContext(u8),
     #[error("cannot send a response")]
     Send(#[source] UlFailure),
-    #[error("cannot send a response's identifier")]
+    #[error("cannot send a response's identifier or a C-GET's instance")]
     SendData(#[source] std::io::Error),
+    #[error("no response to a C-GET's C-STORE")]
+    Receive(#[source] UlFailure),
+    #[error("a {0} PDU instead of a C-GET's C-STORE response")]
+    UnexpectedPdu(String),
 }
 
 struct AssociationHandler<'a> {
@@ -465,7 +483,7 @@ impl AssociationHandler<'_> {
                 })));
                 Ok(())
             }
-            dimse::C_FIND_RQ | dimse::C_MOVE_RQ if command.has_data_set => {
+            dimse::C_FIND_RQ | dimse::C_MOVE_RQ | dimse::C_GET_RQ if command.has_data_set => {
                 *pending = Some(Pending::Query(PendingQuery {
                     command,
                     presentation_context_id,
@@ -489,7 +507,7 @@ impl AssociationHandler<'_> {
                     &command,
                     other | 0x8000,
                     Status::UnrecognizedOperation,
-                    Some("msnode answers C-ECHO, C-STORE, C-FIND and C-MOVE"),
+                    Some("msnode answers C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET"),
                 )?;
                 send_command(association, presentation_context_id, rsp).await
             }
@@ -503,11 +521,11 @@ impl AssociationHandler<'_> {
         association: &mut ServerAssociation,
         query: PendingQuery,
     ) -> Result<(), ProtocolViolation> {
-        let is_find = query.command.command_field == dimse::C_FIND_RQ;
-        let (models, rsp_field) = if is_find {
-            (&syntaxes::FIND_MODELS, dimse::C_FIND_RSP)
-        } else {
-            (&syntaxes::MOVE_MODELS, dimse::C_MOVE_RSP)
+        let field = query.command.command_field;
+        let (models, rsp_field) = match field {
+            dimse::C_FIND_RQ => (&syntaxes::FIND_MODELS, dimse::C_FIND_RSP),
+            dimse::C_MOVE_RQ => (&syntaxes::MOVE_MODELS, dimse::C_MOVE_RSP),
+            _ => (&syntaxes::GET_MODELS, dimse::C_GET_RSP),
         };
         let (status, why) = if !models.contains(&query.abstract_syntax.as_str())
             || query.command.affected_sop_class_uid.as_deref() != Some(&query.abstract_syntax)
@@ -518,10 +536,13 @@ impl AssociationHandler<'_> {
             )
         } else {
             match identifier::decode(&query.identifier, &query.transfer_syntax) {
-                Ok(request) if is_find => {
+                Ok(request) if field == dimse::C_FIND_RQ => {
                     return self.answer_find(association, &query, &request).await;
                 }
-                Ok(request) => return self.answer_move(association, &query, &request).await,
+                Ok(request) if field == dimse::C_MOVE_RQ => {
+                    return self.answer_move(association, &query, &request).await;
+                }
+                Ok(request) => return self.answer_get(association, &query, &request).await,
                 Err(e) => (Status::DataSetDoesNotMatchSopClass, chain(&e)),
             }
         };
@@ -608,11 +629,27 @@ impl AssociationHandler<'_> {
         query: &PendingQuery,
         request: &InMemDicomObject,
     ) -> Result<(Status, SubOperations), (Status, String)> {
+        let outgoing = self.outgoing_files(request).await?;
+        let originator = (self.calling_ae.as_str(), query.command.message_id);
+        let results = scu::send_for(remote, &outgoing, Some(originator))
+            .await
+            .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))?;
+        let outcomes: Vec<Result<u16, String>> = results.into_iter().map(|r| r.outcome).collect();
+        let (status, counts) = sub_operation_counts(&outcomes);
+        info!(destination = %remote.called_ae, instances = outgoing.len(), completed = ?counts.completed, failed = ?counts.failed, "C-MOVE done");
+        Ok((status, counts))
+    }
+
+    /// The stored files a retrieve names, with their identity, or the failure status and why.
+    async fn outgoing_files(
+        &self,
+        request: &InMemDicomObject,
+    ) -> Result<Vec<scu::OutgoingFile>, (Status, String)> {
         let files = qr::files_to_retrieve(self.ingest.index(), request)
             .await
             .map_err(|e| (Status::DataSetDoesNotMatchSopClass, chain(&e)))?;
         let data_dir = self.scp.config.node.data_dir.clone();
-        let outgoing = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             files
                 .iter()
                 .map(|f| scu::inspect(&data_dir.join(&f.file_path)))
@@ -620,31 +657,35 @@ impl AssociationHandler<'_> {
         })
         .await
         .map_err(|e| (Status::ProcessingFailure, e.to_string()))?
-        .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))?;
-        let originator = (self.calling_ae.as_str(), query.command.message_id);
-        let results = scu::send_for(remote, &outgoing, Some(originator))
-            .await
-            .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))?;
-        let count = |f: &dyn Fn(&Result<u16, String>) -> bool| {
-            u16::try_from(results.iter().filter(|r| f(&r.outcome)).count()).unwrap_or(u16::MAX)
+        .map_err(|e| (Status::UnableToPerformSubOperations, chain(&e)))
+    }
+
+    /// C-GET: each instance is sent back on this association, on a storage context the
+    /// requestor proposed with its SCP role in the file's own transfer syntax.
+    async fn answer_get(
+        &mut self,
+        association: &mut ServerAssociation,
+        query: &PendingQuery,
+        request: &InMemDicomObject,
+    ) -> Result<(), ProtocolViolation> {
+        let pc = query.presentation_context_id;
+        let outgoing = match self.outgoing_files(request).await {
+            Ok(files) => files,
+            Err((status, why)) => {
+                warn!(reason = %why, "C-GET refused");
+                let reply = Reply::new(dimse::C_GET_RSP, status).comment(&why);
+                return send_command(association, pc, dimse::respond(&query.command, reply)?).await;
+            }
         };
-        let counts = SubOperations {
-            remaining: Some(0),
-            completed: Some(count(&|o| matches!(o, Ok(0)))),
-            warning: Some(count(
-                &|o| matches!(o, Ok(s) if *s == 0x0001 || (*s & 0xF000) == 0xB000),
-            )),
-            failed: Some(count(
-                &|o| !matches!(o, Ok(s) if *s == 0 || *s == 0x0001 || (*s & 0xF000) == 0xB000),
-            )),
-        };
-        info!(destination = %remote.called_ae, instances = outgoing.len(), completed = ?counts.completed, failed = ?counts.failed, "C-MOVE done");
-        let status = if counts.failed == Some(0) && counts.warning == Some(0) {
-            Status::Success
-        } else {
-            Status::SubOperationsFailed
-        };
-        Ok((status, counts))
+        let mut outcomes = Vec::with_capacity(outgoing.len());
+        for (n, file) in outgoing.iter().enumerate() {
+            outcomes.push(store_back(association, file, n).await?);
+        }
+        let (status, counts) = sub_operation_counts(&outcomes);
+        info!(instances = outgoing.len(), completed = ?counts.completed, failed = ?counts.failed, "C-GET done");
+        let mut reply = Reply::new(dimse::C_GET_RSP, status);
+        reply.sub_operations = counts;
+        send_command(association, pc, dimse::respond(&query.command, reply)?).await
     }
 
     async fn finish_store(
@@ -675,6 +716,97 @@ impl AssociationHandler<'_> {
             }
         };
         send_command(association, store.presentation_context_id, rsp).await
+    }
+}
+
+/// One C-GET sub-operation: the peer's C-STORE status, or why the file was not sent.
+async fn store_back(
+    association: &mut ServerAssociation,
+    file: &scu::OutgoingFile,
+    n: usize,
+) -> Result<Result<u16, String>, ProtocolViolation> {
+    let Some(context) = association
+        .presentation_contexts()
+        .iter()
+        .find(|c| {
+            trim_padding(&c.abstract_syntax) == file.sop_class_uid
+                && trim_padding(&c.transfer_syntax) == file.transfer_syntax_uid
+        })
+        .map(|c| c.id)
+    else {
+        return Ok(Err(format!(
+            "no storage context for {} in {}",
+            file.sop_class_uid, file.transfer_syntax_uid
+        )));
+    };
+    let data = match scu::data_set_bytes(&file.path) {
+        Ok(data) => data,
+        Err(e) => return Ok(Err(chain(&e))),
+    };
+    let message_id = (n % 0xFFFF) as u16 + 1;
+    let command = dimse::store_request(
+        message_id,
+        &file.sop_class_uid,
+        &file.sop_instance_uid,
+        None,
+    )?;
+    send_command(association, context, command).await?;
+    let mut writer = association.send_pdata(context);
+    writer
+        .write_all(&data)
+        .await
+        .map_err(ProtocolViolation::SendData)?;
+    writer.finish().await.map_err(ProtocolViolation::SendData)?;
+    let response = receive_response(association).await?;
+    Ok(Ok(response.status.unwrap_or(0xFFFF)))
+}
+
+/// Sub-operation counts and the final status from each sub-operation's outcome: the peer's
+/// C-STORE status, or why nothing was sent.
+fn sub_operation_counts(outcomes: &[Result<u16, String>]) -> (Status, SubOperations) {
+    let warning = |s: u16| s == 0x0001 || (s & 0xF000) == 0xB000;
+    let count = |f: &dyn Fn(&Result<u16, String>) -> bool| {
+        u16::try_from(outcomes.iter().filter(|o| f(o)).count()).unwrap_or(u16::MAX)
+    };
+    let counts = SubOperations {
+        remaining: Some(0),
+        completed: Some(count(&|o| matches!(o, Ok(0)))),
+        warning: Some(count(&|o| matches!(o, Ok(s) if warning(*s)))),
+        failed: Some(count(&|o| !matches!(o, Ok(s) if *s == 0 || warning(*s)))),
+    };
+    let status = if counts.failed == Some(0) && counts.warning == Some(0) {
+        Status::Success
+    } else {
+        Status::SubOperationsFailed
+    };
+    (status, counts)
+}
+
+/// The peer's response to a request we sent on this association (a C-GET's C-STORE).
+async fn receive_response(
+    association: &mut ServerAssociation,
+) -> Result<Command, ProtocolViolation> {
+    let mut bytes = Vec::new();
+    loop {
+        let pdu = association
+            .receive()
+            .await
+            .map_err(|e| ProtocolViolation::Receive(e.into()))?;
+        let Pdu::PData { data } = pdu else {
+            return Err(ProtocolViolation::UnexpectedPdu(pdu_kind(&pdu)));
+        };
+        for value in data {
+            if value.value_type != PDataValueType::Command {
+                return Err(ProtocolViolation::UnexpectedData);
+            }
+            if bytes.len() + value.data.len() > MAX_COMMAND_SET_BYTES {
+                return Err(ProtocolViolation::CommandTooLarge);
+            }
+            bytes.extend_from_slice(&value.data);
+            if value.is_last {
+                return Ok(Command::decode(&bytes)?);
+            }
+        }
     }
 }
 

@@ -192,7 +192,7 @@ pub fn inspect(path: &Path) -> Result<OutgoingFile, ScuError> {
 }
 
 /// The data set bytes of a DICOM file: everything after the file meta group.
-fn data_set_bytes(path: &Path) -> Result<Vec<u8>, ScuError> {
+pub(super) fn data_set_bytes(path: &Path) -> Result<Vec<u8>, ScuError> {
     let bytes = std::fs::read(path).map_err(|source| ScuError::Read {
         path: path.to_owned(),
         source,

@@ -3,8 +3,8 @@
 
 use crate::dicom::sop_class::{
     COMPREHENSIVE_3D_SR_STORAGE, ENHANCED_MR_IMAGE_STORAGE, ENHANCED_SR_STORAGE, MR_IMAGE_STORAGE,
-    PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, SECONDARY_CAPTURE_IMAGE_STORAGE, SEGMENTATION_STORAGE,
-    STUDY_ROOT_FIND, STUDY_ROOT_MOVE, VERIFICATION,
+    PATIENT_ROOT_FIND, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE, SECONDARY_CAPTURE_IMAGE_STORAGE,
+    SEGMENTATION_STORAGE, STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, VERIFICATION,
 };
 use crate::dicom::transfer_syntax::{
     DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE, JPEG_2000, JPEG_2000_LOSSLESS,
@@ -38,9 +38,10 @@ pub const ACCEPTED_TRANSFER_SYNTAXES: [&str; 11] = [
     RLE_LOSSLESS,
 ];
 
-/// Query/Retrieve models the SCP answers: C-FIND and C-MOVE, Patient and Study Root.
+/// Query/Retrieve models the SCP answers: C-FIND, C-MOVE and C-GET, Patient and Study Root.
 pub const FIND_MODELS: [&str; 2] = [PATIENT_ROOT_FIND, STUDY_ROOT_FIND];
 pub const MOVE_MODELS: [&str; 2] = [PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE];
+pub const GET_MODELS: [&str; 2] = [PATIENT_ROOT_GET, STUDY_ROOT_GET];
 
 /// Every abstract syntax the SCP negotiates.
 pub fn scp_abstract_syntaxes() -> impl Iterator<Item = &'static str> {
@@ -48,6 +49,7 @@ pub fn scp_abstract_syntaxes() -> impl Iterator<Item = &'static str> {
         .chain(STORAGE_SOP_CLASSES)
         .chain(FIND_MODELS)
         .chain(MOVE_MODELS)
+        .chain(GET_MODELS)
 }
 
 pub fn is_storage_sop_class(uid: &str) -> bool {
