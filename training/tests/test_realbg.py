@@ -127,3 +127,24 @@ def test_node_mask_is_mapped_to_the_common_grid(tmp_path: Path) -> None:
     zs, ys, xs = np.nonzero(mask)
     assert set(xs) == {4, 5} and set(ys) == {4, 5}  # study x 6-7 = common x 4-5
     assert set(zs) <= {2, 3, 4} and len(set(zs)) >= 2  # one 3 mm slice spans about three 1 mm slices
+
+
+def test_baseline_is_scored_with_size_bins() -> None:
+    from msnode_training.baseline import BaselineParams
+    from msnode_training.compare import score_baseline
+    from msnode_training.readers import LongitudinalCase
+
+    rng = np.random.default_rng(0)
+    geometry = Geometry((3.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (10, 40, 40))
+    brain = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    brain[1:9, 4:36, 4:36] = 1
+    prior = (100 + rng.normal(0, 1, geometry.shape_zyx)).astype(np.float32) * brain
+    current = prior.copy()
+    label = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    label[4:6, 18:24, 18:24] = 1  # 216 mm3
+    current[label > 0] += 30
+    case = LongitudinalCase("unit", prior, current, label, geometry, brain)
+    result = score_baseline(BaselineParams(3.0, 10.0, 0.0), [case])
+    summary = result["summary"]
+    assert summary["mean_f1"] == 1.0 and summary["false_positive_lesions_per_case"] == 0
+    assert summary["sensitivity_by_size_mm3"][">100"] == {"lesions": 1, "detected": 1, "sensitivity": 1.0}
