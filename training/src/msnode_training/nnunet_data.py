@@ -90,6 +90,11 @@ class NetworkSize:
     features_per_stage: tuple[int, ...]
     patch_size: tuple[int, int, int]
     batch_size: int = 2
+    # Per-stage (z, y, x) strides; empty: stride 1 then 2 x 2 x 2 at every later stage. Anisotropic grids (3 mm
+    # slices, 1 mm in plane) keep z at full resolution in the first downsampling, as nnU-Net's planner does.
+    strides: tuple[tuple[int, int, int], ...] = ()
+    # Forces the plan's spacing (z, y, x) when set; otherwise the planner's (the median of the data).
+    spacing_zyx: tuple[float, float, float] | None = None
 
     @property
     def n_stages(self) -> int:
@@ -101,6 +106,10 @@ NETWORK_SIZES = {
     # The CPU model: 1.4 M parameters; 2.1 s per Lesjak case at 2 mm on 2 cores (ONNX Runtime, no mirroring).
     "compact": NetworkSize("compact", (16, 32, 64, 128), (32, 48, 48), 2),
     "small": NetworkSize("small", (16, 32, 64, 128, 256), (64, 96, 96), 2),
+    # Real-background model on the 3 x 1 x 1 mm (z, y, x) pair grid: the compact network with an in-plane-only first
+    # downsampling (total stride 4 x 8 x 8); a 16 x 64 x 64 tile covers 48 x 64 x 64 mm.
+    "realbg": NetworkSize("realbg", (16, 32, 64, 128), (16, 64, 64), 2,
+                          ((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2)), (3.0, 1.0, 1.0)),
     "nnunet_default": NetworkSize("nnunet_default", (), (0, 0, 0), 0),  # the planner's own network, unchanged
 }
 
@@ -126,11 +135,16 @@ def sized_plans(plans: dict, size: NetworkSize) -> dict:
         kwargs["n_stages"] = size.n_stages
         kwargs["features_per_stage"] = list(size.features_per_stage)
         kwargs["kernel_sizes"] = [[3, 3, 3]] * size.n_stages
-        kwargs["strides"] = [[1, 1, 1]] + [[2, 2, 2]] * (size.n_stages - 1)
+        kwargs["strides"] = [list(s) for s in size.strides] if size.strides else \
+            [[1, 1, 1]] + [[2, 2, 2]] * (size.n_stages - 1)
+        if len(kwargs["strides"]) != size.n_stages:
+            raise ValueError(f"{size.name}: {len(kwargs['strides'])} strides for {size.n_stages} stages")
         kwargs["n_conv_per_stage"] = [2] * size.n_stages
         kwargs["n_conv_per_stage_decoder"] = [2] * (size.n_stages - 1)
         configuration["patch_size"] = list(size.patch_size)
         configuration["batch_size"] = size.batch_size
+    if size.spacing_zyx is not None:
+        configuration["spacing"] = [float(v) for v in size.spacing_zyx]
     return plans
 
 

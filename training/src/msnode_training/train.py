@@ -24,9 +24,10 @@ def default_device() -> torch.device:
 
 def train(dataset_id: int, plans_identifier: str, objective: str, settings: TrainingSettings,
           pretrained_checkpoint: Path | None = None, fold: int = 0,
-          device: torch.device | None = None) -> MsnodeTrainer:
+          device: torch.device | None = None, resume: bool = False) -> MsnodeTrainer:
     """Train fold `fold` of a preprocessed dataset; returns the finished trainer (its output_folder holds
-    checkpoint_final.pth and, with F1 validation, checkpoint_best_f1.pth)."""
+    checkpoint_final.pth and, with F1 validation, checkpoint_best_f1.pth). `resume`: continue from the output
+    folder's checkpoint_latest.pth when there is one (weights, optimizer, epoch, F1 bookkeeping)."""
     torch.manual_seed(settings.seed)
     plans = load_plans(dataset_id, plans_identifier)
     plans["continue_training"] = False
@@ -35,7 +36,12 @@ def train(dataset_id: int, plans_identifier: str, objective: str, settings: Trai
     trainer = TRAINERS[objective](plans, CONFIGURATION, fold, dataset_json, device)
     trainer.apply_settings(settings)
     trainer.initialize()
-    if pretrained_checkpoint is not None:
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    if resume and latest.is_file():
+        trainer.load_checkpoint(str(latest))
+        trainer.load_state()
+        print(f"resuming {trainer.output_folder} at epoch {trainer.current_epoch}", flush=True)
+    elif pretrained_checkpoint is not None:
         from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
         load_pretrained_weights(trainer.network, str(pretrained_checkpoint), verbose=False)

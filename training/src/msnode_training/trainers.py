@@ -6,7 +6,10 @@ applied afterwards with `apply_settings` (before `initialize`).
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -46,6 +49,11 @@ class TrainingSettings:
     # few hundred voxels of a brain, and short CPU schedules need every patch to show some.
     foreground_oversampling: float = 0.33
     seed: int = 0
+    # Wall-clock budget: the run stops (as with early stopping) before an epoch that would end after this Unix time;
+    # 0: none. Lets a one-command training keep its total budget whatever the machine's speed.
+    deadline_unix: float = 0.0
+    progress_label: str = ""  # printed with each epoch's progress and ETA (stdout)
+    save_every_epochs: int = 0  # checkpoint_latest.pth every N epochs (resume); 0: only at the end
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -94,6 +102,9 @@ class MsnodeTrainer(nnUNetTrainer):
         self.plateau = PlateauTracker(1, 1)
         self.stop_early = False
         self.f1_history: list[tuple[int, float]] = []
+        self.epoch_seconds: list[float] = []
+        self._epoch_started = 0.0
+        self.stopped_on_deadline = False
         self.apply_settings(self.settings)
 
     def apply_settings(self, settings: TrainingSettings) -> None:
@@ -104,7 +115,7 @@ class MsnodeTrainer(nnUNetTrainer):
         self.num_iterations_per_epoch = settings.iterations_per_epoch
         self.num_val_iterations_per_epoch = settings.val_iterations_per_epoch
         self.initial_lr = settings.initial_lr
-        self.save_every = max(settings.epochs, 1)
+        self.save_every = settings.save_every_epochs or max(settings.epochs, 1)
         self.oversample_foreground_percent = settings.foreground_oversampling
         self.plateau = PlateauTracker(settings.lr_reduce_patience, settings.early_stopping_patience)
 
@@ -130,7 +141,44 @@ class MsnodeTrainer(nnUNetTrainer):
     def current_base_lr(self) -> float:
         return self.initial_lr * (1 - self.current_epoch / self.num_epochs) ** 0.9 * self.lr_scale
 
+    STATE_FILE = "msnode_state.json"
+
+    def save_state(self) -> None:
+        """F1 bookkeeping beside checkpoint_latest.pth, so that a resumed run keeps its best F1 and counters."""
+        state = {"f1_history": self.f1_history, "lr_scale": self.lr_scale, "plateau": asdict(self.plateau),
+                 "epoch_seconds": self.epoch_seconds, "epoch": self.current_epoch}
+        (Path(self.output_folder) / self.STATE_FILE).write_text(json.dumps(state))
+
+    def load_state(self) -> None:
+        path = Path(self.output_folder) / self.STATE_FILE
+        if not path.is_file():
+            return
+        state = json.loads(path.read_text())
+        self.f1_history = [tuple(v) for v in state["f1_history"]]
+        self.lr_scale = state["lr_scale"]
+        self.plateau = PlateauTracker(**state["plateau"])
+        self.epoch_seconds = list(state["epoch_seconds"])
+
+    def report_progress(self) -> None:
+        """One line per epoch on stdout: epoch, seconds per epoch, this stage's ETA, and a deadline check."""
+        seconds = time.time() - self._epoch_started
+        self.epoch_seconds.append(round(seconds, 1))
+        done = self.current_epoch + 1
+        recent = float(np.mean(self.epoch_seconds[-3:]))
+        remaining = max(self.num_epochs - done, 0)
+        line = (f"[{self.settings.progress_label or 'train'}] epoch {done}/{self.num_epochs} {seconds:.0f} s, "
+                f"ETA {remaining * recent / 60:.1f} min")
+        if self.f1_history and self.f1_history[-1][0] == self.current_epoch:
+            line += f", validation F1 {self.f1_history[-1][1]:.3f} (best {self.plateau.best:.3f})"
+        deadline = self.settings.deadline_unix
+        if deadline and remaining and time.time() + recent > deadline:
+            self.stop_early = self.stopped_on_deadline = True
+            line += "; time budget reached: stopping"
+            self.print_to_log_file("time budget reached: stopping")
+        print(line, flush=True)
+
     def on_train_epoch_start(self):
+        self._epoch_started = time.time()
         self.network.train()
         base = self.current_base_lr()
         for group in self.optimizer.param_groups:
@@ -180,7 +228,10 @@ class MsnodeTrainer(nnUNetTrainer):
             if stop:
                 self.stop_early = True
                 self.print_to_log_file("early stopping on validation F1")
+        self.report_progress()
         super().on_epoch_end()
+        if self.save_every and self.current_epoch % self.save_every == 0:  # nnU-Net advanced current_epoch
+            self.save_state()
 
     def run_training(self):
         """nnU-Net's loop, ended early when validation F1 stops improving."""

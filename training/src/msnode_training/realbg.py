@@ -1,0 +1,375 @@
+"""One-command training of the real-background model (issue 19): real-background two-visit pairs on the anisotropic
+3 x 1 x 1 mm (z, y, x) pair grid, pretraining (self-supervised context inpainting on the training pairs' images, or
+none) then fine-tuning for new and enlarging lesions, post-processing chosen on validation pairs only, evaluation
+on held-out pairs and on the real Lesjak patient03 pair (never used for training or tuning), ONNX export with its
+parity check and the model card.
+
+Every stage writes a marker under the work folder, so a rerun of the same command resumes: finished stages are
+skipped and a training stage continues from its `checkpoint_latest.pth`. Progress (epoch, seconds, ETA) goes to
+stdout; `--budget-minutes` bounds the whole run (training stages stop early when the next epoch would not fit).
+
+    PYTHONPATH=training/src OMP_NUM_THREADS=1 python -m msnode_training.realbg --work training/work/realbg \\
+        --out models/realbg --threads 1 --budget-minutes 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from msnode_training.baseline import DATA_CITATION, score_with_bins, summarize_with_bins
+from msnode_training.export import (
+    build_model_card,
+    export_onnx,
+    load_trained_model,
+    parity_check,
+    validate_model_card,
+    write_model_card_markdown,
+)
+from msnode_training.inference import foreground_probability, lesion_mask, onnx_runner, torch_runner
+from msnode_training.nnunet_data import NETWORK_SIZES, plan_and_preprocess, write_raw_dataset, write_split
+from msnode_training.paths import lesjak_longitudinal_dir, set_nnunet_environment
+from msnode_training.readers import LongitudinalCase, read_lesjak_longitudinal_case
+from msnode_training.realpairs import RealPairConfig, generate_pairs, read_pair
+from msnode_training.search import ValidationCase, search_postprocessing
+from msnode_training.synth import stream_seed
+from msnode_training.train import train
+from msnode_training.trainers import MsnodeTrainer, TrainingSettings
+
+DATASET_ID = 512
+DATASET_NAME = "msnodeRealBg"
+
+
+@dataclass
+class RealBgConfig:
+    work_dir: Path
+    export_dir: Path
+    seed: int = 0
+    network_size: str = "realbg"
+    train_pairs: int = 24
+    validation_pairs: int = 6
+    test_pairs: int = 8
+    pretraining: str = "inpainting"  # "inpainting" (self-supervised, on the training pairs) or "none"
+    pretrain_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
+        epochs=4, iterations_per_epoch=30, val_iterations_per_epoch=1, save_every_epochs=1))
+    finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
+        epochs=16, iterations_per_epoch=30, val_iterations_per_epoch=1, f1_every_epochs=2, f1_threshold=0.3,
+        foreground_oversampling=0.8, early_stopping_patience=5, lr_reduce_patience=2, save_every_epochs=1))
+    thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    min_volumes_mm3: tuple[float, ...] = (3.0, 6.0, 10.0, 20.0, 30.0)
+    budget_minutes: float = 90.0
+    # Share of the budget the training stages may use (the rest: data, preprocessing, evaluation, export).
+    training_share: float = 0.75
+    pretrain_share: float = 0.2  # of the training time
+    data_workers: int = 1
+    model_name: str = "msnode-realbg"
+    model_version: str = "0.1.0"
+    training_scale: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pretraining not in ("inpainting", "none"):
+            raise ValueError("pretraining must be 'inpainting' or 'none'")
+        if self.network_size not in NETWORK_SIZES:
+            raise ValueError(f"network_size must be one of {sorted(NETWORK_SIZES)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def pair_spacing(config: RealBgConfig) -> tuple[float, float, float]:
+    spacing = NETWORK_SIZES[config.network_size].spacing_zyx
+    return spacing if spacing is not None else RealPairConfig().spacing_zyx
+
+
+def pair_seeds(run_seed: int) -> dict[str, int]:
+    """The three disjoint pair streams of a run seed (the baseline uses the same validation and test streams)."""
+    return {split: stream_seed(run_seed, f"real_pairs_{split}") for split in ("train", "validation", "test")}
+
+
+class Stages:
+    """Markers of finished stages (`stages.json`): a rerun skips them and reuses what they recorded."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.path = work_dir / "stages.json"
+        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.started = time.monotonic()
+
+    def finished(self, name: str) -> bool:
+        return name in self.done
+
+    def mark(self, name: str, record: Any) -> None:
+        self.done[name] = record
+        self.path.write_text(json.dumps(self.done, indent=1, default=str))
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now(timezone.utc).strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def patient_case(patient: str) -> LongitudinalCase:
+    case = read_lesjak_longitudinal_case(lesjak_longitudinal_dir() / patient)
+    case.case_id = f"lesjak_{patient}"
+    return case
+
+
+def probability_of(case: LongitudinalCase, model, runner=None) -> np.ndarray:
+    return foreground_probability(case.prior, case.current, case.geometry, model.geometry(),
+                                  runner or torch_runner(model.network))
+
+
+def score_cases(cases: Sequence[LongitudinalCase], probabilities: Sequence[np.ndarray], threshold: float,
+                min_volume_mm3: float) -> dict[str, Any]:
+    """MSSEG-2 scores with size bins and false-positive lesions (the baseline's scorer), summary and per case."""
+    per_case = {}
+    for case, probability in zip(cases, probabilities):
+        assert case.label is not None
+        mask = lesion_mask(probability, case.geometry.spacing_zyx, threshold, min_volume_mm3)
+        per_case[case.case_id] = score_with_bins(case.label, mask, case.geometry.spacing_zyx)
+    return {"summary": summarize_with_bins(list(per_case.values())), "cases": per_case}
+
+
+def stage_deadline(start_unix: float, config: RealBgConfig, share: float) -> float:
+    return start_unix + config.budget_minutes * 60 * config.training_share * share
+
+
+def run_training_stage(stages: Stages, name: str, objective: str, identifier: str, settings: TrainingSettings,
+                       pretrained: Path | None, kept: Path) -> dict[str, Any]:
+    """One resumable training stage; its chosen checkpoint is copied to `kept`."""
+    if stages.finished(name):
+        log(f"{name}: done before, reusing {kept}")
+        return stages.done[name]
+    log(f"{name}: {settings.epochs} epochs x {settings.iterations_per_epoch} iterations, deadline "
+        f"{datetime.fromtimestamp(settings.deadline_unix, timezone.utc).strftime('%H:%M:%S') if settings.deadline_unix else 'none'}")
+    started = time.monotonic()
+    trainer: MsnodeTrainer = train(DATASET_ID, identifier, objective, settings, pretrained, resume=True)
+    folder = Path(trainer.output_folder)
+    best = folder / "checkpoint_best_f1.pth"
+    chosen = best if objective == "segmentation" and best.is_file() else folder / "checkpoint_final.pth"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(chosen, kept)
+    record = {"checkpoint": str(kept), "from": chosen.name, "results_folder": str(trainer.output_folder_base),
+              "epochs_run": trainer.current_epoch, "planned_epochs": settings.epochs,
+              "iterations_per_epoch": settings.iterations_per_epoch, "f1_history": trainer.f1_history,
+              "best_f1": trainer.best_f1, "stopped_early": trainer.stop_early,
+              "stopped_on_time_budget": trainer.stopped_on_deadline, "epoch_seconds": trainer.epoch_seconds,
+              "seconds": round(time.monotonic() - started, 1), "settings": settings.as_dict()}
+    stages.mark(name, record)
+    return record
+
+
+def run_realbg(config: RealBgConfig) -> dict[str, Any]:
+    started = datetime.now(timezone.utc)
+    start_unix = time.time()
+    import os
+
+    os.environ.setdefault("MSNODE_DATA_WORKERS", str(config.data_workers))
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    set_nnunet_environment(config.work_dir / "nnunet")
+    stages = Stages(config.work_dir)
+    if "start_unix" in stages.done:  # a resumed run keeps the first start for its budget
+        start_unix = float(stages.done["start_unix"])
+    else:
+        stages.mark("start_unix", start_unix)
+    torch.manual_seed(config.seed)
+    spacing = pair_spacing(config)
+    pair_config = RealPairConfig(spacing_zyx=spacing)
+    seeds = pair_seeds(config.seed)
+    pairs_root = config.work_dir / "pairs"
+
+    # 1. Real-background pairs (cached by parameters and seed).
+    t = time.monotonic()
+    dirs: dict[str, list[Path]] = {}
+    generation: dict[str, Any] = {}
+    for split, n in (("train", config.train_pairs), ("validation", config.validation_pairs),
+                     ("test", config.test_pairs)):
+        dirs[split], generation[split] = generate_pairs(pairs_root, seeds[split], range(n), pair_config,
+                                                        config.data_workers)
+        log(f"pairs {split}: {n} ({generation[split]})")
+    data_seconds = time.monotonic() - t
+
+    # 2. nnU-Net dataset (train + validation pairs), plans with the realbg network, preprocessing, split.
+    if not stages.finished("preprocess"):
+        t = time.monotonic()
+        cases = [read_pair(d)[0] for d in dirs["train"] + dirs["validation"]]
+        write_raw_dataset(cases, DATASET_ID, DATASET_NAME, spacing,
+                          "new or enlarging MS lesions: real-background two-visit pairs (real FLAIRs, real shapes)")
+        del cases
+        identifier = plan_and_preprocess(DATASET_ID, NETWORK_SIZES[config.network_size])
+        write_split(DATASET_ID, [d.name for d in dirs["train"]], [d.name for d in dirs["validation"]])
+        stages.mark("preprocess", {"identifier": identifier, "seconds": round(time.monotonic() - t, 1)})
+    identifier = stages.done["preprocess"]["identifier"]
+    log(f"preprocessed ({stages.done['preprocess']['seconds']} s); training budget "
+        f"{config.budget_minutes * config.training_share:.0f} min from the start")
+
+    # 3. Pretraining (context inpainting on the same images, labels unused), then fine-tuning.
+    pretrained = None
+    records: dict[str, Any] = {}
+    if config.pretraining == "inpainting":
+        settings = replace(config.pretrain_settings, seed=config.seed, progress_label="pretrain inpainting",
+                           deadline_unix=stage_deadline(start_unix, config, config.pretrain_share))
+        records["pretrain"] = run_training_stage(stages, "pretrain", "inpainting", identifier, settings, None,
+                                                 config.work_dir / "pretrained" / "checkpoint.pth")
+        pretrained = Path(records["pretrain"]["checkpoint"])
+    settings = replace(config.finetune_settings, seed=config.seed, progress_label="fine-tune",
+                       deadline_unix=stage_deadline(start_unix, config, 1.0))
+    records["finetune"] = run_training_stage(stages, "finetune", "segmentation", identifier, settings, pretrained,
+                                             config.work_dir / "finetuned" / "checkpoint.pth")
+    model = load_trained_model(Path(records["finetune"]["results_folder"]), Path(records["finetune"]["checkpoint"]))
+    model.network.cpu()
+
+    # 4. Post-processing on the validation pairs only.
+    t = time.monotonic()
+    validation = [read_pair(d)[0] for d in dirs["validation"]]
+    validation_probabilities = [probability_of(c, model) for c in validation]
+    seconds_per_case = (time.monotonic() - t) / max(len(validation), 1)
+    choice = search_postprocessing(
+        [ValidationCase(c.case_id, p, c.label, c.geometry.spacing_zyx) for c, p in zip(validation, validation_probabilities)],
+        config.thresholds, config.min_volumes_mm3)
+    log(f"post-processing: threshold {choice.threshold}, min volume {choice.min_lesion_volume_mm3} mm3 "
+        f"(validation mean F1 {choice.summary['mean_f1']})")
+    validation_scores = score_cases(validation, validation_probabilities, choice.threshold,
+                                    choice.min_lesion_volume_mm3)
+    del validation_probabilities
+
+    # 5. Export and parity (ONNX Runtime against PyTorch on the real patient01 pair, a training background).
+    config.export_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = config.export_dir / "model.onnx"
+    export_onnx(model, onnx_path)
+    parity = parity_check(model, onnx_path, patient_case("patient01"), choice.threshold,
+                          choice.min_lesion_volume_mm3)
+    log(f"parity: {parity['card_threshold']} passes={parity['passes']}")
+
+    # 6. Held-out pairs and real patient03 through ONNX Runtime (what the node runs).
+    from msnode_training.export import onnx_session
+
+    runner = onnx_runner(onnx_session(onnx_path))
+    test = [read_pair(d)[0] for d in dirs["test"]]
+    test_scores = score_cases(test, [probability_of(c, model, runner) for c in test], choice.threshold,
+                              choice.min_lesion_volume_mm3)
+    del test
+    patient03 = patient_case("patient03")
+    t = time.monotonic()
+    p03_probability = probability_of(patient03, model, runner)
+    p03_seconds = time.monotonic() - t
+    p03_scores = score_cases([patient03], [p03_probability], choice.threshold, choice.min_lesion_volume_mm3)
+    log(f"patient03: {json.dumps({k: p03_scores['summary'][k] for k in ('mean_f1', 'mean_sensitivity', 'mean_ppv')})}")
+    log(f"held-out pairs: {json.dumps({k: test_scores['summary'][k] for k in ('mean_f1', 'mean_sensitivity', 'mean_ppv')})}")
+
+    evaluation = {
+        "rules": "MSSEG-2 (animaSegPerfAnalyzer): lesion-wise detection alpha 0.10, beta 0.70, gamma 0.65; "
+                 "components of 3 mm3 or less ignored; 6-neighbour connectivity; sensitivity by size pooled over "
+                 "lesions; false-positive lesions = predicted components the PPV rule rejects",
+        "test_time_mirroring": False,
+        "lesjak_longitudinal_test": p03_scores["summary"],
+        "lesjak_longitudinal_test_per_case": p03_scores["cases"],
+        "lesjak_patient03_onnx_seconds_python": round(p03_seconds, 1),
+        "held_out_real_background_pairs": test_scores["summary"],
+        "held_out_real_background_pairs_seed": seeds["test"],
+        "validation_real_background_pairs_tuning_set": validation_scores["summary"],
+        "postprocessing_search": [{k: row[k] for k in ("threshold", "min_lesion_volume_mm3", "mean_f1",
+                                                        "mean_n_false_positives")} for row in choice.table],
+        "onnx_parity": parity,
+        "validation_seconds_per_case_torch": round(seconds_per_case, 1),
+    }
+    size = NETWORK_SIZES[config.network_size]
+    provenance = {
+        "training_data": {
+            "real_background_pairs": {"train": config.train_pairs, "validation": config.validation_pairs,
+                                      "test": config.test_pairs, "seeds": seeds, "pair_config": asdict(pair_config),
+                                      "pair_config_key": pair_config.key(), "generation": generation},
+            "backgrounds": list(pair_config.backgrounds),
+            "shapes": "lesion-masks/longitudinal-change (patient03 excluded) and lesion-masks/cross-sectional-mni",
+            "evaluation_only": "lesjak-longitudinal/patient03 (never a background, shape source or tuning case)",
+            "citation": DATA_CITATION,
+        },
+        "training_scale": config.training_scale,
+        "engine": "nnU-Net v2 (planner, augmentation, Dice+CE loss, deep supervision) with msnode trainer classes",
+        "network": {"size": config.network_size, "features_per_stage": list(size.features_per_stage),
+                    "strides": [list(s) for s in size.strides], "plans_identifier": identifier},
+        "pretraining_strategy": "inpainting on the training pairs (self-supervised)" if pretrained else "none",
+        "finetuning_strategy": config.finetune_settings.strategy,
+        "stages": records,
+        "seed": config.seed,
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "device": "cpu",
+                    "torch_threads": torch.get_num_threads()},
+        "date": started.isoformat(timespec="seconds"),
+        "config": config.as_dict(),
+        "seconds": {"pair_generation": round(data_seconds, 1),
+                    "preprocess": stages.done["preprocess"]["seconds"],
+                    **{k: v["seconds"] for k, v in records.items()},
+                    "total_this_invocation": round(time.time() - start_unix, 1)},
+    }
+    card = build_model_card(config.model_name, config.model_version, onnx_path, model, choice.threshold,
+                            choice.min_lesion_volume_mm3, provenance, evaluation)
+    problems = validate_model_card(card, config.export_dir)
+    if problems:
+        raise ValueError(f"model card invalid: {problems}")
+    (config.export_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card_markdown(card, config.export_dir / "MODEL_CARD.md")
+    result = {"export_dir": str(config.export_dir), "threshold": choice.threshold,
+              "min_lesion_volume_mm3": choice.min_lesion_volume_mm3, "patient03": p03_scores["summary"],
+              "held_out": test_scores["summary"], "validation": validation_scores["summary"], "parity": parity,
+              "seconds_since_first_start": round(time.time() - start_unix, 1)}
+    (config.work_dir / "realbg_result.json").write_text(json.dumps(result, indent=2, default=str))
+    log(f"done in {result['seconds_since_first_start']:.0f} s since the first start")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> RealBgConfig:
+    from msnode_training.paths import models_dir, work_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=work_dir() / "realbg")
+    parser.add_argument("--out", type=Path, default=models_dir() / "realbg")
+    parser.add_argument("--name", default="msnode-realbg")
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="realbg", choices=sorted(NETWORK_SIZES))
+    parser.add_argument("--train-pairs", type=int, default=24)
+    parser.add_argument("--validation-pairs", type=int, default=6)
+    parser.add_argument("--test-pairs", type=int, default=8)
+    parser.add_argument("--pretraining", default="inpainting", choices=("inpainting", "none"))
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--finetune-epochs", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--f1-every", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--budget-minutes", type=float, default=90.0)
+    parser.add_argument("--pretrain-share", type=float, default=0.2)
+    parser.add_argument("--training-share", type=float, default=0.75)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="pair generation and preprocessing processes")
+    parser.add_argument("--training-scale", default="")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    defaults = RealBgConfig(Path("."), Path("."))
+    return RealBgConfig(
+        work_dir=args.work, export_dir=args.out, seed=args.seed, network_size=args.size,
+        train_pairs=args.train_pairs, validation_pairs=args.validation_pairs, test_pairs=args.test_pairs,
+        pretraining=args.pretraining,
+        pretrain_settings=replace(defaults.pretrain_settings, epochs=args.pretrain_epochs,
+                                  iterations_per_epoch=args.iterations),
+        finetune_settings=replace(defaults.finetune_settings, epochs=args.finetune_epochs,
+                                  iterations_per_epoch=args.iterations, f1_every_epochs=args.f1_every,
+                                  initial_lr=args.learning_rate),
+        budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
+        data_workers=args.workers, model_name=args.name, model_version=args.version,
+        training_scale=args.training_scale)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_realbg(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
