@@ -451,36 +451,15 @@ impl AssociationHandler<'_> {
                 send_command(association, presentation_context_id, rsp).await
             }
             dimse::C_STORE_RQ if command.has_data_set => {
-                let sop_class_uid = command.affected_sop_class_uid.clone().unwrap_or_default();
-                let sop_instance_uid = command
-                    .affected_sop_instance_uid
-                    .clone()
-                    .unwrap_or_default();
-                let request = StoreRequest {
-                    sop_class_uid: sop_class_uid.clone(),
-                    sop_instance_uid,
-                    transfer_syntax_uid,
-                    calling_ae: self.calling_ae.clone(),
-                    association: self.audit_id,
-                };
-                let mut incoming = self.ingest.begin(request);
-                if sop_class_uid != abstract_syntax
-                    || !syntaxes::is_storage_sop_class(&sop_class_uid)
-                {
-                    // Refuse, but still take in (and drop) the data set that follows.
-                    self.ingest
-                        .reject(
-                            &mut incoming,
-                            Status::SopClassNotSupported,
-                            "SOP class not negotiated on this presentation context",
-                        )
-                        .await;
-                }
-                *pending = Some(Pending::Store(Box::new(PendingStore {
-                    command,
-                    presentation_context_id,
-                    incoming,
-                })));
+                let store = self
+                    .begin_store(
+                        command,
+                        presentation_context_id,
+                        &abstract_syntax,
+                        transfer_syntax_uid,
+                    )
+                    .await;
+                *pending = Some(Pending::Store(Box::new(store)));
                 Ok(())
             }
             dimse::C_FIND_RQ | dimse::C_MOVE_RQ | dimse::C_GET_RQ if command.has_data_set => {
@@ -511,6 +490,43 @@ impl AssociationHandler<'_> {
                 )?;
                 send_command(association, presentation_context_id, rsp).await
             }
+        }
+    }
+
+    /// Start taking in a C-STORE's data set; one whose SOP class is not the context's is
+    /// refused, but its data set is still taken in (and dropped).
+    async fn begin_store(
+        &self,
+        command: Command,
+        presentation_context_id: u8,
+        abstract_syntax: &str,
+        transfer_syntax_uid: String,
+    ) -> PendingStore {
+        let sop_class_uid = command.affected_sop_class_uid.clone().unwrap_or_default();
+        let request = StoreRequest {
+            sop_class_uid: sop_class_uid.clone(),
+            sop_instance_uid: command
+                .affected_sop_instance_uid
+                .clone()
+                .unwrap_or_default(),
+            transfer_syntax_uid,
+            calling_ae: self.calling_ae.clone(),
+            association: self.audit_id,
+        };
+        let mut incoming = self.ingest.begin(request);
+        if sop_class_uid != abstract_syntax || !syntaxes::is_storage_sop_class(&sop_class_uid) {
+            self.ingest
+                .reject(
+                    &mut incoming,
+                    Status::SopClassNotSupported,
+                    "SOP class not negotiated on this presentation context",
+                )
+                .await;
+        }
+        PendingStore {
+            command,
+            presentation_context_id,
+            incoming,
         }
     }
 

@@ -80,17 +80,18 @@ async fn series_source(
     ))
 }
 
-async fn run_job(
+/// The job's prior from the index (recorded with why), or None when the job now waits for PACS
+/// to be asked or ended `no_prior`.
+async fn find_prior(
     settings: &WorkflowSettings,
     index: &Index,
     job: &JobRow,
-    analyzer: &mut Option<Analyzer>,
-) -> Result<(), WorkflowError> {
+) -> Result<Option<String>, WorkflowError> {
     let candidates = index.prior_candidates(&job.current_series).await?;
-    let prior_series = match prior::choose(&candidates, &settings.prior) {
+    match prior::choose(&candidates, &settings.prior) {
         Ok((series, why)) => {
             index.set_job_prior(job.id, &series, &why).await?;
-            series
+            Ok(Some(series))
         }
         Err(why) if job.prior_query.is_none() && !settings.prior_sources.is_empty() => {
             let asking: Vec<&str> = settings
@@ -103,7 +104,7 @@ async fn run_job(
             index
                 .set_job_state(job.id, JobState::WaitingForPrior, Some(&reason))
                 .await?;
-            return Ok(());
+            Ok(None)
         }
         Err(why) => {
             let why = match &job.prior_query {
@@ -114,8 +115,19 @@ async fn run_job(
             index
                 .set_job_state(job.id, JobState::NoPrior, Some(&why))
                 .await?;
-            return Ok(());
+            Ok(None)
         }
+    }
+}
+
+async fn run_job(
+    settings: &WorkflowSettings,
+    index: &Index,
+    job: &JobRow,
+    analyzer: &mut Option<Analyzer>,
+) -> Result<(), WorkflowError> {
+    let Some(prior_series) = find_prior(settings, index, job).await? else {
+        return Ok(());
     };
     let current = series_source(settings, index, &job.current_series).await?;
     let prior = series_source(settings, index, &prior_series).await?;
