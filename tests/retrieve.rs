@@ -565,3 +565,48 @@ fn results_wait_for_an_orthanc_that_is_down_and_arrive_once_when_it_is_back() {
         .count();
     assert_eq!(new_instances, expected, "an instance arrived twice");
 }
+
+#[test]
+fn a_pacs_that_never_answers_is_given_up_after_the_retrieve_timeout() {
+    let work = tempfile::tempdir().unwrap();
+    // Accepts connections (the kernel does) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let node = Node::start(&format!(
+        r#"
+[analysis]
+stable_series_timeout_s = 1
+
+[prior]
+retrieve_timeout_s = 2
+
+[[peers]]
+ae_title = "SILENT"
+host = "127.0.0.1"
+port = {silent_port}
+store_to_us = true
+query_for_priors = true
+"#
+    ));
+    let (_, current) = lesjak_visits(work.path());
+    storescu_to(node.port, NODE_AE, &files_in(&current));
+    let started = Instant::now();
+    wait_until(
+        60,
+        "the job to give up",
+        || node.log(),
+        || jobs(&node).iter().any(|j| j["state"] == "no_prior"),
+    );
+    let job = &jobs(&node)[0];
+    assert_eq!(
+        job["reason"].as_str().unwrap(),
+        "no prior in the index; SILENT: no prior within 2 s"
+    );
+    // Given up at the timeout, not at the 30 s association timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
