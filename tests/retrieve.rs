@@ -130,30 +130,6 @@ query_for_priors = true
     ))
 }
 
-/// Lesjak patient01's two visits as acquired DICOM series: (prior, current) folders.
-fn lesjak_visits(dir: &Path) -> (PathBuf, PathBuf) {
-    let pair = repo_root().join("tests/data/lesjak-longitudinal/patient01");
-    let mut folders = Vec::new();
-    for (visit, date) in [("study1", "20100101"), ("study2", "20100723")] {
-        let out = dir.join(visit);
-        let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
-            .arg("import-nifti")
-            .arg(pair.join(format!("{visit}_FLAIR.nii.gz")))
-            .arg(&out)
-            .args(["--patient-id", "LESJAK01", "--study-date", date])
-            .args(["--series-description", "AX T2 FLAIR", "--as-acquired"]));
-        assert!(output.status.success(), "{}", text(&output));
-        folders.push(out);
-    }
-    (folders[0].clone(), folders[1].clone())
-}
-
-fn jobs(node: &Node) -> Vec<serde_json::Value> {
-    let output = run(node.cli().args(["jobs", "--json"]));
-    assert!(output.status.success(), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 fn wait_until(seconds: u64, what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !done() {

@@ -106,30 +106,6 @@ port = {pacs_port}
     Node::start(&extra)
 }
 
-/// Two visits of Lesjak patient01 as acquired DICOM series: (prior, current) folders.
-fn lesjak_visits(dir: &Path) -> (PathBuf, PathBuf) {
-    let pair = repo_root().join("tests/data/lesjak-longitudinal/patient01");
-    let mut folders = Vec::new();
-    for (visit, date) in [("study1", "20100101"), ("study2", "20100723")] {
-        let out = dir.join(visit);
-        let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
-            .arg("import-nifti")
-            .arg(pair.join(format!("{visit}_FLAIR.nii.gz")))
-            .arg(&out)
-            .args(["--patient-id", "LESJAK01", "--study-date", date])
-            .args(["--series-description", "AX T2 FLAIR", "--as-acquired"]));
-        assert!(output.status.success(), "{}", text(&output));
-        folders.push(out);
-    }
-    (folders[0].clone(), folders[1].clone())
-}
-
-fn jobs(node: &Node) -> Vec<serde_json::Value> {
-    let output = run(node.cli().args(["jobs", "--json"]));
-    assert!(output.status.success(), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// Wait until `done` holds for the node's jobs, or fail with the log.
 fn wait_for(node: &Node, seconds: u64, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);

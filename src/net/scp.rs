@@ -591,12 +591,7 @@ impl AssociationHandler<'_> {
             send_command(association, pc, dimse::respond(&query.command, reply)?).await?;
             let bytes = identifier::encode(found, &query.transfer_syntax)
                 .map_err(|e| ProtocolViolation::SendData(std::io::Error::other(e)))?;
-            let mut writer = association.send_pdata(pc);
-            writer
-                .write_all(&bytes)
-                .await
-                .map_err(ProtocolViolation::SendData)?;
-            writer.finish().await.map_err(ProtocolViolation::SendData)?;
+            send_data(association, pc, &bytes).await?;
         }
         let done = Reply::new(dimse::C_FIND_RSP, Status::Success);
         send_command(association, pc, dimse::respond(&query.command, done)?).await
@@ -767,12 +762,7 @@ async fn store_back(
         None,
     )?;
     send_command(association, context, command).await?;
-    let mut writer = association.send_pdata(context);
-    writer
-        .write_all(&data)
-        .await
-        .map_err(ProtocolViolation::SendData)?;
-    writer.finish().await.map_err(ProtocolViolation::SendData)?;
+    send_data(association, context, &data).await?;
     let response = receive_response(association).await?;
     Ok(Ok(response.status.unwrap_or(0xFFFF)))
 }
@@ -824,6 +814,21 @@ async fn receive_response(
             }
         }
     }
+}
+
+/// A data set after a command (a C-FIND match, a C-GET's instance), in as many P-DATA PDUs as
+/// the peer's maximum length needs.
+async fn send_data(
+    association: &mut ServerAssociation,
+    presentation_context_id: u8,
+    bytes: &[u8],
+) -> Result<(), ProtocolViolation> {
+    let mut writer = association.send_pdata(presentation_context_id);
+    writer
+        .write_all(bytes)
+        .await
+        .map_err(ProtocolViolation::SendData)?;
+    writer.finish().await.map_err(ProtocolViolation::SendData)
 }
 
 async fn send_command(

@@ -381,3 +381,28 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Two visits of Lesjak patient01 as acquired DICOM series: (prior, current) folders.
+pub fn lesjak_visits(dir: &Path) -> (PathBuf, PathBuf) {
+    let pair = repo_root().join("tests/data/lesjak-longitudinal/patient01");
+    let mut folders = Vec::new();
+    for (visit, date) in [("study1", "20100101"), ("study2", "20100723")] {
+        let out = dir.join(visit);
+        let output = run(Command::new(env!("CARGO_BIN_EXE_msnode"))
+            .arg("import-nifti")
+            .arg(pair.join(format!("{visit}_FLAIR.nii.gz")))
+            .arg(&out)
+            .args(["--patient-id", "LESJAK01", "--study-date", date])
+            .args(["--series-description", "AX T2 FLAIR", "--as-acquired"]));
+        assert!(output.status.success(), "{}", text(&output));
+        folders.push(out);
+    }
+    (folders[0].clone(), folders[1].clone())
+}
+
+/// The node's jobs, as `msnode jobs --json` lists them.
+pub fn jobs(node: &Node) -> Vec<serde_json::Value> {
+    let output = run(node.cli().args(["jobs", "--json"]));
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
