@@ -120,6 +120,8 @@ pub struct AnalysisConfig {
     pub min_lesion_volume_mm3: Option<f32>,
     /// A series is complete when no instance arrived for this long.
     pub stable_series_timeout: Duration,
+    /// Degrees of freedom of the prior-to-current alignment.
+    pub registration: crate::register::Model,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +181,7 @@ impl Default for Config {
                 probability_threshold: None,
                 min_lesion_volume_mm3: None,
                 stable_series_timeout: Duration::from_secs(60),
+                registration: crate::register::Model::Affine,
             },
             selection: SelectionConfig {
                 name_patterns: crate::workflow::selection::DEFAULT_NAME_PATTERNS
@@ -625,6 +628,11 @@ fn read_results(root: &Table, d: ResultsConfig, problems: &mut Vec<Problem>) -> 
 
 fn read_analysis(root: &Table, d: AnalysisConfig, problems: &mut Vec<Problem>) -> AnalysisConfig {
     let mut s = Section::new("analysis".into(), section_table(root, "analysis", problems));
+    let parse_model = |v: &str| match v {
+        "rigid" => Ok(crate::register::Model::Rigid),
+        "affine" => Ok(crate::register::Model::Affine),
+        other => Err(format!("must be \"rigid\" or \"affine\", found {other:?}")),
+    };
     let analysis = AnalysisConfig {
         probability_threshold: s
             .get_checked("probability_threshold", problems, |v: &f32| {
@@ -648,6 +656,12 @@ fn read_analysis(root: &Table, d: AnalysisConfig, problems: &mut Vec<Problem>) -
             .get_checked("stable_series_timeout_s", problems, positive_secs)
             .map(Duration::from_secs_f64)
             .unwrap_or(d.stable_series_timeout),
+        registration: s
+            .get_checked("registration", problems, |v: &String| {
+                parse_model(v).map(|_| ())
+            })
+            .and_then(|v| parse_model(&v).ok())
+            .unwrap_or(d.registration),
     };
     s.finish(problems);
     analysis

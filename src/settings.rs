@@ -47,7 +47,10 @@ impl Settings {
             mirror: false,
             threshold: config.analysis.probability_threshold,
             min_lesion_volume_mm3: config.analysis.min_lesion_volume_mm3.map(f64::from),
-            registration: RegisterOptions::default(),
+            registration: RegisterOptions {
+                model: config.analysis.registration,
+                ..RegisterOptions::default()
+            },
         };
         let mut settings = Settings {
             data_dir: config.node.data_dir.clone(),
@@ -132,13 +135,14 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::register::Model;
 
     #[test]
     fn stage_settings_follow_the_configuration() {
         let config = Config::parse(
             "[node]\nae_title = \"NODE_A\"\ndata_dir = \"/srv/msnode\"\n\
              [[peers]]\nae_title = \"PACS\"\nhost = \"10.0.0.5\"\nport = 104\n\
-             [analysis]\nprobability_threshold = 0.4\nmin_lesion_volume_mm3 = 12.0\n\
+             [analysis]\nprobability_threshold = 0.4\nmin_lesion_volume_mm3 = 12.0\nregistration = \"rigid\"\n\
              [model]\ndir = \"/opt/model\"\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
         )
         .unwrap();
@@ -150,6 +154,16 @@ mod tests {
         assert_eq!(settings.analysis.model_dir, PathBuf::from("/opt/model"));
         assert_eq!(settings.analysis.threshold, Some(0.4));
         assert_eq!(settings.analysis.min_lesion_volume_mm3, Some(12.0));
+        assert_eq!(settings.analysis.registration.model, Model::Rigid);
+        let default = Settings::from_config(&Config::parse("").unwrap());
+        assert_eq!(default.analysis.registration.model, Model::Affine);
+        let problems = Config::parse("[analysis]\nregistration = \"elastic\"\n").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.to_string().contains("must be \"rigid\" or \"affine\"")),
+            "{problems:?}"
+        );
         assert_eq!(settings.analysis.runtime.intra_threads, 2);
         assert_eq!(
             settings.analysis.runtime.provider,

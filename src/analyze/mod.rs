@@ -92,6 +92,8 @@ impl Stopwatch {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RegistrationSummary {
+    /// `[analysis] registration`: rigid or affine.
+    pub model: crate::register::Model,
     pub quality: Quality,
     /// Current (fixed) point -> prior (moving) point, LPS mm, rows of the 4 x 4 matrix.
     pub transform: [[f64; 4]; 4],
@@ -341,6 +343,7 @@ impl Analyzer {
             min_lesion_volume_mm3: min_volume,
             mirroring: self.settings.mirror,
             registration: RegistrationSummary {
+                model: self.settings.registration.model,
                 quality: registration.quality,
                 transform: registration.transform.affine,
                 weak,
