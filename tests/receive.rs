@@ -663,3 +663,57 @@ fn nesting_inside_defined_lengths_and_deflate_bombs_are_refused_and_the_node_liv
     assert_eq!(report[0]["status"], 0, "{report}");
     assert_eq!(node.indexed().len(), 1);
 }
+
+fn propose(node: &Node, sop_classes: &[&str], abort: bool) -> serde_json::Value {
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+        .args(["propose", "127.0.0.1", &node.port.to_string()])
+        .args(["PYNETDICOM", NODE_AE]);
+    if abort {
+        command.arg("--abort");
+    }
+    let output = run(command.args(sop_classes));
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A request that offers nothing msnode accepts is rejected as DCMTK's storescp rejects it
+/// (A-ASSOCIATE-RJ, permanent, by the service user), and audited with the reason; a peer's own
+/// A-ABORT is logged and audited as that, not as a broken association.
+#[test]
+fn a_request_offering_nothing_acceptable_is_rejected_and_a_peers_abort_is_named() {
+    const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+    const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+    let node = Node::start("");
+    let report = propose(&node, &[CT_IMAGE_STORAGE], false);
+    assert_eq!(report["established"], false, "{report}");
+    assert_eq!(report["rejected"], true, "{report}");
+    // Result 1: rejected-permanent; source 1: DICOM UL service-user; reason 1: no reason given.
+    assert_eq!(
+        (&report["result"], &report["source"], &report["reason"]),
+        (&1.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+    let rows = node.ended_associations(2);
+    assert!(
+        rows.iter().any(|r| r.outcome
+            == "rejected: no acceptable presentation context among 1 offered"
+            && r.calling_ae == "PYNETDICOM"),
+        "{rows:#?}"
+    );
+
+    let report = propose(&node, &[MR_IMAGE_STORAGE], true);
+    assert_eq!(report["established"], true, "{report}");
+    let rows = node.ended_associations(3);
+    assert!(
+        rows.iter().any(|r| r.outcome == "aborted by peer"),
+        "{rows:#?}"
+    );
+    let log = node.log();
+    assert!(log.contains("peer aborted the association"), "{log}");
+    assert!(!log.contains("association broken"), "{log}");
+
+    let report = propose(&node, &[CT_IMAGE_STORAGE, MR_IMAGE_STORAGE], false);
+    assert_eq!(report["established"], true, "{report}");
+}

@@ -1,7 +1,8 @@
-//! DICOM networking: DIMSE command sets (`dimse`), query/retrieve identifiers (`identifier`),
+//! DICOM networking: the association request looked at before it is answered (`admission`), DIMSE command sets (`dimse`), query/retrieve identifiers (`identifier`),
 //! negotiated syntaxes (`syntaxes`), the SCP (`scp`, with `qr` answering C-FIND and C-MOVE), the
 //! SCU (`scu`: C-ECHO, C-STORE) and query/retrieve as a client (`retrieve`: C-FIND, C-MOVE).
 
+pub mod admission;
 pub mod dimse;
 pub mod identifier;
 pub mod qr;

@@ -14,8 +14,8 @@ use dicom_ul::association::Error as UlError;
 use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::RequestorRoles;
 use dicom_ul::pdu::{
-    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
-    UserIdentity,
+    AssociationRJ, AssociationRJResult, AssociationRJServiceUserReason, AssociationRJSource,
+    PDataValue, PDataValueType, Pdu, PresentationContextResultReason, UserIdentity,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,7 @@ use super::dimse::{self, Command, MAX_COMMAND_SET_BYTES, Reply, SubOperations};
 use super::identifier::{self, MAX_IDENTIFIER_BYTES};
 use super::scu::{self, Remote};
 use super::{UlFailure, pdu_kind};
-use super::{qr, syntaxes};
+use super::{admission, qr, syntaxes};
 use crate::config::Config;
 use crate::dicom::{Status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
@@ -52,14 +52,24 @@ impl AccessControl for PeerAccess {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some((calling.to_string(), called.to_string()));
         }
-        if called != this_ae_title {
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
-        }
-        if !self.allowed_callers.iter().any(|ae| ae == calling) {
-            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
-        }
-        Ok(())
+        check_titles(this_ae_title, &self.allowed_callers, calling, called)
     }
+}
+
+/// The called AE title must be ours and the calling one a peer allowed to store.
+fn check_titles(
+    this_ae_title: &str,
+    allowed_callers: &[String],
+    calling: &str,
+    called: &str,
+) -> Result<(), AssociationRJServiceUserReason> {
+    if called != this_ae_title {
+        return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+    }
+    if !allowed_callers.iter().any(|ae| ae == calling) {
+        return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+    }
+    Ok(())
 }
 
 /// A C-GET's instances come back on the requestor's association, so it proposes the storage
@@ -174,29 +184,14 @@ impl Scp {
         if let Err(e) = socket.set_nodelay(true) {
             warn!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let seen = Arc::new(Mutex::new(None));
-        let options = self.server_options(seen.clone());
         let index = self.ingest.index();
-        let established = tokio::time::timeout(
-            self.config.network.association_timeout,
-            options.establish_async(socket),
-        )
-        .await;
-        let (calling, called) = seen
-            .lock()
-            .ok()
-            .and_then(|s| s.clone())
-            .unwrap_or_else(|| ("?".into(), "?".into()));
-        let association = match established {
-            Ok(Ok(association)) => association,
-            Ok(Err(e)) => {
-                let outcome = match &e {
-                    UlError::Rejected { association_rj, .. } => match &association_rj.source {
-                        AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
-                        other => format!("rejected: {other:?}"),
-                    },
-                    _ => format!("failed: {}", chain(&UlFailure::from(e))),
-                };
+        let (association, calling) = match self.admit(socket).await {
+            Admission::Accepted(association, calling) => (association, calling),
+            Admission::Refused {
+                calling,
+                called,
+                outcome,
+            } => {
                 warn!(%peer, calling_ae = %calling, called_ae = %called, "association {outcome}");
                 if let Err(e) = index
                     .record_refused_association(&calling, &called, &peer.to_string(), &outcome)
@@ -206,11 +201,12 @@ impl Scp {
                 }
                 return;
             }
-            Err(_) => {
+            Admission::TimedOut => {
                 warn!(%peer, "no association request within the association timeout");
                 return;
             }
         };
+        let called = self.config.node.ae_title.clone();
         let audit_id = match index
             .begin_association(&calling, &called, &peer.to_string(), "accepted")
             .await
@@ -242,6 +238,92 @@ impl Scp {
             error!(error = %chain(&e), "cannot audit the end of an association");
         }
     }
+
+    /// Negotiates the association within the association timeout: a request from a known peer
+    /// that offers nothing msnode accepts is rejected here, the rest by dicom-ul.
+    async fn admit(&self, mut socket: TcpStream) -> Admission {
+        let deadline = tokio::time::Instant::now() + self.config.network.association_timeout;
+        let max_pdu = self.config.network.max_pdu;
+        let request = match tokio::time::timeout_at(
+            deadline,
+            admission::peek_request(&socket, max_pdu),
+        )
+        .await
+        {
+            Ok(request) => request,
+            Err(_) => return Admission::TimedOut,
+        };
+        if let Some(request) = request {
+            let calling = trim_padding(request.calling_ae_title.trim_start()).to_string();
+            let called = trim_padding(request.called_ae_title.trim_start()).to_string();
+            if self.titles_allowed(&calling, &called) && !admission::accepts_some_context(&request)
+            {
+                let rejection = Pdu::AssociationRJ(AssociationRJ {
+                    result: AssociationRJResult::Permanent,
+                    source: AssociationRJSource::ServiceUser(
+                        AssociationRJServiceUserReason::NoReasonGiven,
+                    ),
+                });
+                let mut bytes = Vec::new();
+                if dicom_ul::pdu::write_pdu(&mut bytes, &rejection).is_ok() {
+                    let _ = socket.write_all(&bytes).await;
+                }
+                let _ = socket.shutdown().await;
+                return Admission::Refused {
+                    calling,
+                    called,
+                    outcome: format!(
+                        "rejected: no acceptable presentation context among {} offered",
+                        request.presentation_contexts.len()
+                    ),
+                };
+            }
+        }
+        let seen = Arc::new(Mutex::new(None));
+        let options = self.server_options(seen.clone());
+        let established = tokio::time::timeout_at(deadline, options.establish_async(socket)).await;
+        let (calling, called) = seen
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .unwrap_or_else(|| ("?".into(), "?".into()));
+        match established {
+            Ok(Ok(association)) => Admission::Accepted(association, calling),
+            Ok(Err(e)) => Admission::Refused {
+                calling,
+                called,
+                outcome: match &e {
+                    UlError::Rejected { association_rj, .. } => match &association_rj.source {
+                        AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
+                        other => format!("rejected: {other:?}"),
+                    },
+                    _ => format!("failed: {}", chain(&UlFailure::from(e))),
+                },
+            },
+            Err(_) => Admission::TimedOut,
+        }
+    }
+
+    fn titles_allowed(&self, calling: &str, called: &str) -> bool {
+        check_titles(
+            &self.config.node.ae_title,
+            &self.allowed_callers,
+            calling,
+            called,
+        )
+        .is_ok()
+    }
+}
+
+/// What became of a connection's association request.
+enum Admission {
+    Accepted(ServerAssociation, String),
+    Refused {
+        calling: String,
+        called: String,
+        outcome: String,
+    },
+    TimedOut,
 }
 
 /// How an association ended, for the audit trail.
@@ -311,10 +393,22 @@ type ServerAssociation = dicom_ul::association::server::AsyncServerAssociation<T
 
 impl AssociationHandler<'_> {
     async fn run(mut self, mut association: ServerAssociation) -> Outcome {
-        info!(
-            presentation_contexts = association.presentation_contexts().len(),
-            "association accepted"
-        );
+        let accepted = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .count();
+        if accepted == 0 {
+            // Only a request too large to look at in advance gets this far (see `admission`).
+            warn!("no presentation context accepted; aborting");
+            let _ = association.abort().await;
+            return Outcome {
+                text: "aborted: no acceptable presentation context".into(),
+                stored: 0,
+                refused: 0,
+            };
+        }
+        info!(presentation_contexts = accepted, "association accepted");
         let mut command_bytes: Vec<u8> = Vec::new();
         let mut pending: Option<Pending> = None;
         let text = loop {

@@ -15,6 +15,10 @@ Usage:
                           then a second C-STORE request before the data set ended;
         nested-command    a complete command set holding 3000 nested sequences.
       Prints {"aborted_by_peer": bool, "sent_bytes": int}.
+  dicom_peer.py propose HOST PORT CALLING CALLED [--abort] SOP_CLASS...
+      Propose one context per SOP class (Explicit VR Little Endian). When accepted, send an
+      A-ABORT (--abort) or release. Prints {"established": bool, "rejected": bool,
+      "result": int, "source": int, "reason": int} (the last three from an A-ASSOCIATE-RJ).
 """
 
 from __future__ import annotations
@@ -155,10 +159,36 @@ def raw(args: argparse.Namespace) -> int:
     return 0
 
 
+def propose(args: argparse.Namespace) -> int:
+    from pynetdicom import evt
+
+    answer: dict[str, int] = {}
+
+    def on_acse(event: evt.Event) -> None:
+        primitive = event.primitive
+        if type(primitive).__name__ == "A_ASSOCIATE" and primitive.result not in (None, 0x00):
+            answer.update(result=primitive.result, source=primitive.result_source,
+                          reason=primitive.diagnostic)
+
+    ae = AE(ae_title=args.calling)
+    for sop_class in args.sop_classes:
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate(args.host, args.port, ae_title=args.called,
+                         evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)])
+    established = assoc.is_established
+    if established:
+        if args.abort:
+            assoc.abort()
+        else:
+            assoc.release()
+    print(json.dumps({"established": established, "rejected": bool(assoc.is_rejected), **answer}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("store", "hold", "raw"):
+    for name in ("store", "hold", "raw", "propose"):
         p = sub.add_parser(name)
         p.add_argument("host")
         p.add_argument("port", type=int)
@@ -169,10 +199,13 @@ def main() -> int:
             p.add_argument("files", nargs="+")
         elif name == "hold":
             p.add_argument("seconds", type=float)
+        elif name == "propose":
+            p.add_argument("--abort", action="store_true")
+            p.add_argument("sop_classes", nargs="+")
         else:
             p.add_argument("scenario", choices=["endless-command", "interleaved-store", "nested-command"])
     args = parser.parse_args()
-    return {"store": store, "hold": hold, "raw": raw}[args.command](args)
+    return {"store": store, "hold": hold, "raw": raw, "propose": propose}[args.command](args)
 
 
 if __name__ == "__main__":
