@@ -17,10 +17,12 @@
 //! - [`outputs`]: DICOM-SEG, the TID 1500 report, overlay series and previews
 //! - [`analyze`]: the [`analyze::Analyzer`] that runs one analysis through those stages
 //! - [`node`]: the daemon wiring the SCP and the workflow; [`logging`]: log output
+//! - [`fuzzing`]: the hostile-input entry points that `fuzz/` and the corpus test drive
 
 pub mod analyze;
 pub mod config;
 pub mod dicom;
+pub mod fuzzing;
 pub mod index;
 pub mod infer;
 pub mod ingest;

@@ -1,7 +1,8 @@
 //! The file store: where instances live on disk, and the steps that make a file durable.
 //!
 //! Layout under the data directory:
-//! - `incoming/` holds transfers in progress (`*.part`); anything left there after a crash was never
+//! - `incoming/` holds transfers in progress (`*.part`, and `*.inflated` while a deflated one is
+//!   checked); anything left there after a crash was never
 //!   acknowledged and is removed at start-up.
 //! - `dicom/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` holds stored instances.
 //!
@@ -71,7 +72,11 @@ impl Store {
         let mut removed = 0;
         for entry in fs::read_dir(&incoming_dir).map_err(|e| prepare(&incoming_dir, e))? {
             let entry = entry.map_err(|e| prepare(&incoming_dir, e))?;
-            if entry.path().extension().is_some_and(|e| e == "part") {
+            if entry
+                .path()
+                .extension()
+                .is_some_and(|e| e == "part" || e == "inflated")
+            {
                 fs::remove_file(entry.path()).map_err(|e| prepare(&entry.path(), e))?;
                 removed += 1;
             }

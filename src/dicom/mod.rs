@@ -11,6 +11,7 @@ pub mod object;
 pub mod read;
 pub mod sop_class;
 pub mod status;
+pub mod structure;
 pub mod transfer_syntax;
 pub mod uid;
 

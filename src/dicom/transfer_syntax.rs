@@ -5,6 +5,8 @@ use dicom_dictionary_std::uids;
 pub const IMPLICIT_VR_LE: &str = uids::IMPLICIT_VR_LITTLE_ENDIAN;
 pub const EXPLICIT_VR_LE: &str = uids::EXPLICIT_VR_LITTLE_ENDIAN;
 pub const DEFLATED_EXPLICIT_VR_LE: &str = uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
+/// Retired; neither received nor read.
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 /// JPEG baseline (process 1).
 pub const JPEG_BASELINE: &str = uids::JPEG_BASELINE8_BIT;
 /// JPEG lossless (process 14).

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
-use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::{
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 use tokio::io::AsyncWriteExt;
-
-pub mod structure;
 
 use crate::dicom::Status;
 use crate::dicom::meta::file_meta;
 use crate::dicom::read::{int, text};
+use crate::dicom::structure;
 use crate::dicom::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::dicom::uid;
 use crate::index::{Index, InstanceRecord};
@@ -253,6 +253,38 @@ impl Ingest {
     }
 }
 
+/// Check a complete data set as [`Ingest::finish`] does, without storing or indexing it: the
+/// same limit, structure walk, inflation and identity checks (the fuzzer drives this).
+pub fn examine(
+    data_set: &[u8],
+    request: &StoreRequest,
+    max_bytes: u64,
+) -> Result<InstanceRecord, Refusal> {
+    if data_set.len() as u64 > max_bytes {
+        return Err(Refusal::new(
+            Status::OutOfResources,
+            "instance larger than the limit",
+        ));
+    }
+    let mut bytes = file_header(request)?;
+    let data_offset = bytes.len() as u64;
+    bytes.extend_from_slice(data_set);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "msnode-examine-{}-{}.inflated",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    read_record(
+        std::io::Cursor::new(&bytes[..]),
+        request,
+        data_offset,
+        data_set.len() as u64,
+        max_bytes,
+        &scratch,
+    )
+}
+
 /// Preamble, "DICM" and the file meta group for the announced instance.
 fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
     let meta = file_meta(
@@ -328,6 +360,7 @@ fn place_durably(
                 data_offset,
                 data_set_size,
                 max_bytes,
+                &part_path.with_extension("inflated"),
             )
             .and_then(|record| {
                 write_synced(part_path, &bytes).map_err(write_refusal)?;
@@ -338,7 +371,14 @@ fn place_durably(
             drop(file);
             let file = std::fs::File::open(part_path)
                 .map_err(|e| Refusal::new(Status::ProcessingFailure, e.to_string()))?;
-            read_record(file, request, data_offset, data_set_size, max_bytes)
+            read_record(
+                file,
+                request,
+                data_offset,
+                data_set_size,
+                max_bytes,
+                &part_path.with_extension("inflated"),
+            )
         }),
     }
     .and_then(|record| {
@@ -353,37 +393,23 @@ fn place_durably(
     placed
 }
 
-/// The inflated data set that starts at `data_offset`, refused once it passes `max_bytes`: a
-/// small deflated stream can inflate a thousandfold.
-fn inflate<R: Read + Seek>(
+/// Inflate the data set that starts at `data_offset` into `sink`, refused past `max_bytes`.
+fn inflate<R: Read + Seek, W: Write>(
     source: &mut R,
     data_offset: u64,
     max_bytes: u64,
-) -> Result<Vec<u8>, Refusal> {
-    let malformed = |e: std::io::Error| {
-        Refusal::new(
-            Status::CannotUnderstand,
-            format!("malformed deflated data set: {e}"),
-        )
-    };
-    source
-        .seek(SeekFrom::Start(data_offset))
-        .map_err(malformed)?;
-    let mut inflated = Vec::new();
-    flate2::read::DeflateDecoder::new(source)
-        .take(max_bytes + 1)
-        .read_to_end(&mut inflated)
-        .map_err(malformed)?;
-    if inflated.len() as u64 > max_bytes {
-        return Err(Refusal::new(
+    sink: &mut W,
+) -> Result<u64, Refusal> {
+    structure::inflate_into(source, data_offset, max_bytes, sink).map_err(|e| match e {
+        structure::InflateError::TooLarge(_) => Refusal::new(
             Status::OutOfResources,
             format!(
                 "the deflated data set inflates to more than the {} MiB limit",
                 max_bytes >> 20
             ),
-        ));
-    }
-    Ok(inflated)
+        ),
+        malformed => Refusal::new(Status::CannotUnderstand, crate::logging::chain(&malformed)),
+    })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -392,41 +418,99 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Parse a received instance (preamble, file meta group, data set) and build its index record,
+/// The attributes the index keeps, and the character set their text is in: the only ones read
+/// from a received instance, so what else it holds (a huge private element, deep sequences)
+/// costs no memory.
+const INDEXED: [structure::Tag; 16] = [
+    (0x0008, 0x0005), // Specific Character Set
+    (0x0008, 0x0016), // SOP Class UID
+    (0x0008, 0x0018), // SOP Instance UID
+    (0x0008, 0x0020), // Study Date
+    (0x0008, 0x0030), // Study Time
+    (0x0008, 0x0050), // Accession Number
+    (0x0008, 0x0060), // Modality
+    (0x0008, 0x1030), // Study Description
+    (0x0008, 0x103E), // Series Description
+    (0x0010, 0x0020), // Patient ID
+    (0x0010, 0x0021), // Issuer of Patient ID
+    (0x0020, 0x000D), // Study Instance UID
+    (0x0020, 0x000E), // Series Instance UID
+    (0x0020, 0x0011), // Series Number
+    (0x0020, 0x0013), // Instance Number
+    (0x0020, 0x0052), // Frame of Reference UID
+];
+
+/// An indexed attribute longer than this is malformed (each is at most 64 characters, or a few
+/// values of them).
+const MAX_INDEXED_ELEMENT: u64 = 64 * 1024;
+
+fn malformed(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}"))
+}
+
+/// Walk the data set that starts at `data_offset` and parse its indexed attributes alone.
+fn read_indexed<R: Read + Seek>(
+    mut source: R,
+    data_offset: u64,
+    explicit_vr: bool,
+) -> Result<InMemDicomObject, Refusal> {
+    let places = structure::check_and_locate(&mut source, data_offset, explicit_vr, &INDEXED)
+        .map_err(malformed)?;
+    let mut bytes = Vec::new();
+    for place in places {
+        let length = place.end - place.start;
+        if length > MAX_INDEXED_ELEMENT {
+            return Err(malformed(format!(
+                "an identifying attribute of {length} bytes"
+            )));
+        }
+        source
+            .seek(SeekFrom::Start(place.start))
+            .and_then(|_| (&mut source).take(length).read_to_end(&mut bytes))
+            .map_err(malformed)?;
+    }
+    let ts = if explicit_vr {
+        EXPLICIT_VR_LITTLE_ENDIAN.erased()
+    } else {
+        IMPLICIT_VR_LITTLE_ENDIAN.erased()
+    };
+    InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts).map_err(malformed)
+}
+
+/// Check a received instance (preamble, file meta group, data set) and build its index record,
 /// refusing what is malformed or contradicts the C-STORE request. A deflated data set is
-/// inflated at most to `max_bytes` (the instance size limit counts inflated bytes) and walked
-/// like any other before it is parsed.
+/// inflated, at most to `max_bytes` (the instance size limit counts inflated bytes), into
+/// `scratch`, never whole into memory, and checked there.
 fn read_record<R: Read + Seek>(
     mut source: R,
     request: &StoreRequest,
     data_offset: u64,
     data_set_size: u64,
     max_bytes: u64,
+    scratch: &Path,
 ) -> Result<InstanceRecord, Refusal> {
-    let malformed =
-        |e: String| Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}"));
     let obj = if request.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
-        let inflated = inflate(&mut source, data_offset, max_bytes)?;
-        structure::check_data_set(std::io::Cursor::new(&inflated), 0, true).map_err(malformed)?;
-        InMemDicomObject::read_dataset_with_ts(&inflated[..], &EXPLICIT_VR_LITTLE_ENDIAN.erased())
-            .map_err(|e| malformed(e.to_string()))?
+        let inflated = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(scratch)
+            .map_err(write_refusal)
+            .and_then(|file| {
+                let mut sink = std::io::BufWriter::new(file);
+                inflate(&mut source, data_offset, max_bytes, &mut sink)?;
+                sink.into_inner().map_err(|e| write_refusal(e.into_error()))
+            });
+        let obj = inflated.and_then(|file| read_indexed(file, 0, true));
+        let _ = std::fs::remove_file(scratch);
+        obj?
     } else {
-        structure::check_data_set(
-            &mut source,
+        read_indexed(
+            source,
             data_offset,
             request.transfer_syntax_uid != IMPLICIT_VR_LE,
-        )
-        .map_err(malformed)?;
-        source
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| malformed(e.to_string()))?;
-        // The structure is sound: attributes before the pixel data are all the index needs.
-        OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .read_preamble(ReadPreamble::Always)
-            .from_reader(source)
-            .map_err(|e| malformed(e.to_string()))?
-            .into_inner()
+        )?
     };
     let mismatch = |what: &str| Refusal::new(Status::DataSetDoesNotMatchSopClass, what.to_string());
     let sop_instance =
@@ -496,15 +580,17 @@ mod tests {
         let bomb = deflated(&vec![0u8; 64 << 20]);
         assert!(bomb.len() < 1 << 20);
         let mut source = Cursor::new([vec![0u8; 10], bomb].concat());
-        let refusal = inflate(&mut source, 10, 8 << 20).unwrap_err();
+        let refusal = inflate(&mut source, 10, 8 << 20, &mut std::io::sink()).unwrap_err();
         assert_eq!(refusal.status, Status::OutOfResources);
         assert!(refusal.reason.contains("8 MiB"), "{}", refusal.reason);
 
         let small = b"within the limit".repeat(100);
         let mut source = Cursor::new([vec![0u8; 3], deflated(&small)].concat());
-        assert_eq!(inflate(&mut source, 3, 8 << 20).unwrap(), small);
+        let mut inflated = Vec::new();
+        inflate(&mut source, 3, 8 << 20, &mut inflated).unwrap();
+        assert_eq!(inflated, small);
         let mut garbage = Cursor::new(vec![0xFFu8; 100]);
-        let refusal = inflate(&mut garbage, 0, 8 << 20).unwrap_err();
+        let refusal = inflate(&mut garbage, 0, 8 << 20, &mut std::io::sink()).unwrap_err();
         assert_eq!(refusal.status, Status::CannotUnderstand);
     }
 }

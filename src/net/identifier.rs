@@ -9,8 +9,8 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::dicom::read::text;
+use crate::dicom::structure::check_data_set;
 use crate::dicom::transfer_syntax::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
-use crate::ingest::structure::check_data_set;
 
 /// Identifiers are a few dozen keys; this bounds what a peer can make us hold for one.
 pub const MAX_IDENTIFIER_BYTES: usize = 64 * 1024;

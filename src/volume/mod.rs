@@ -90,6 +90,8 @@ pub enum VolumeError {
     },
     #[error("{path}: {message}")]
     Unsupported { path: String, message: String },
+    #[error("{path}: malformed: {reason}")]
+    Malformed { path: String, reason: String },
     #[error("no DICOM image found in {0}")]
     Empty(String),
     #[error("not one volume: mixed orientations: {0}")]

@@ -7,8 +7,9 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
-use super::{Frame, dicom_error, missing, mosaic};
+use super::{Frame, MAX_VOXELS, dicom_error, missing, mosaic};
 use crate::dicom::read::{first_item, float, floats, int, text};
+use crate::dicom::structure::check_file;
 use crate::volume::VolumeError;
 
 /// An attribute of a functional group: per-frame first, then shared.
@@ -43,6 +44,11 @@ fn spacing2(values: Option<Vec<f64>>) -> Option<[f64; 2]> {
 
 /// The 2D images one file holds, with their geometry (headers only: pixel data is not read).
 pub(super) fn read_frames(path: &Path, file: usize) -> Result<Vec<Frame>, VolumeError> {
+    // Before the parser, which allocates every declared length before reading it.
+    check_file(path).map_err(|reason| VolumeError::Malformed {
+        path: path.display().to_string(),
+        reason,
+    })?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -50,10 +56,27 @@ pub(super) fn read_frames(path: &Path, file: usize) -> Result<Vec<Frame>, Volume
     let sop_instance_uid = text(&obj, tags::SOP_INSTANCE_UID)
         .ok_or_else(|| missing(path, "SOP Instance UID", String::new()))?;
     let series_instance_uid = text(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
-    let rows = int(&obj, tags::ROWS).ok_or_else(|| missing(path, "Rows", String::new()))? as u32;
-    let columns =
-        int(&obj, tags::COLUMNS).ok_or_else(|| missing(path, "Columns", String::new()))? as u32;
-    let frames = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    let rows = int(&obj, tags::ROWS)
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| missing(path, "Rows", String::new()))? as u32;
+    let columns = int(&obj, tags::COLUMNS)
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| missing(path, "Columns", String::new()))? as u32;
+    let frames = int(&obj, tags::NUMBER_OF_FRAMES)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(1)
+        .max(1);
+    if rows == 0
+        || columns == 0
+        || u64::from(rows) * u64::from(columns) * u64::from(frames) > MAX_VOXELS
+    {
+        return Err(VolumeError::Unsupported {
+            path: path.display().to_string(),
+            message: format!(
+                "{frames} frame(s) of {rows} x {columns} pixels: not an image msnode reads (at most {MAX_VOXELS} voxels)"
+            ),
+        });
+    }
     let instance_number = int(&obj, tags::INSTANCE_NUMBER).unwrap_or(0);
     let spacing_between_slices = float(&obj, tags::SPACING_BETWEEN_SLICES)
         .or_else(|| float(&obj, tags::SLICE_THICKNESS))

@@ -6,10 +6,15 @@
 //! check does not.
 
 use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::ops::Range;
+use std::path::Path;
 
 use dicom_core::VR;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
+
+use super::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+use super::trim_padding;
 
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
 const ITEM_DELIMITER: (u16, u16) = (0xFFFE, 0xE00D);
@@ -19,19 +24,25 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// Deeper nesting than this is not a real instance (and deeper recursion could exhaust a stack).
 const MAX_DEPTH: usize = 32;
 
-/// Explicit VRs whose length field is 4 bytes, after 2 reserved bytes.
-const LONG_VRS: [&[u8; 2]; 13] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+/// Explicit VRs whose length field is 2 bytes (PS3.5 7.1.2). Every other VR, one the
+/// dictionary does not know included, has 2 reserved bytes and a 4-byte length: dicom-parser reads
+/// it so, and the walk must read each header exactly as the parser will.
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
-
-struct Walker<R> {
+struct Walker<'w, R> {
     reader: BufReader<R>,
     position: u64,
     end: u64,
     explicit_vr: bool,
+    /// Top-level elements whose place is asked for, and where they were found.
+    wanted: &'w [Tag],
+    found: Vec<Range<u64>>,
 }
 
-type Tag = (u16, u16);
+/// A tag as (group, element).
+pub type Tag = (u16, u16);
 
 /// Where a run of elements stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +56,7 @@ fn describe(tag: Tag) -> String {
     format!("({:04X},{:04X})", tag.0, tag.1)
 }
 
-impl<R: Read + Seek> Walker<R> {
+impl<R: Read + Seek> Walker<'_, R> {
     fn remaining(&self) -> u64 {
         self.end - self.position
     }
@@ -105,14 +116,14 @@ impl<R: Read + Seek> Walker<R> {
         if !vr.iter().all(u8::is_ascii_uppercase) {
             return Err(format!("element {} has no valid VR", describe(tag)));
         }
-        let length = if LONG_VRS.contains(&&vr) {
-            let mut reserved = [0u8; 2];
-            self.read_exact(&mut reserved, "an element header")?;
-            self.read_u32("an element length")?
-        } else {
+        let length = if SHORT_VRS.contains(&&vr) {
             let mut b = [0u8; 2];
             self.read_exact(&mut b, "an element length")?;
             u32::from(u16::from_le_bytes(b))
+        } else {
+            let mut reserved = [0u8; 2];
+            self.read_exact(&mut reserved, "an element header")?;
+            self.read_u32("an element length")?
         };
         Ok((length, &vr == b"SQ"))
     }
@@ -124,7 +135,7 @@ impl<R: Read + Seek> Walker<R> {
             return Err(format!(
                 "element {} declares {length} bytes but only {} remain around it",
                 describe(tag),
-                within - self.position
+                within.saturating_sub(self.position)
             ));
         }
         Ok(end)
@@ -133,20 +144,28 @@ impl<R: Read + Seek> Walker<R> {
     /// Elements until `until`: the end of the data, an item delimiter, or the end of a
     /// defined-length item. Nesting is walked whatever the lengths say, so a parser that
     /// recurses into it meets no deeper nesting than [`MAX_DEPTH`].
-    fn elements(&mut self, until: Until, depth: usize) -> Result<(), String> {
+    /// `limit` is the end of the nearest enclosing defined length (or of the data): nothing
+    /// inside may run past it, undefined lengths included.
+    fn elements(&mut self, until: Until, depth: usize, limit: u64) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err("sequences nested too deeply".into());
         }
         let within = match until {
             Until::Position(end) => end,
-            _ => self.end,
+            _ => limit,
         };
         loop {
+            if self.position > within {
+                return Err(format!(
+                    "an element header runs past the end of its item at byte {within}"
+                ));
+            }
             match until {
                 Until::End if self.remaining() == 0 => return Ok(()),
                 Until::Position(end) if self.position == end => return Ok(()),
                 _ => {}
             }
+            let start = self.position;
             let tag = self.read_tag()?;
             if tag == ITEM_DELIMITER && until == Until::ItemDelimiter {
                 self.read_u32("an item delimiter")?;
@@ -161,22 +180,25 @@ impl<R: Read + Seek> Walker<R> {
             }
             let (length, sequence) = self.read_header(tag)?;
             if length == UNDEFINED && tag == PIXEL_DATA {
-                self.fragments()?;
+                self.fragments(within)?;
             } else if length == UNDEFINED {
                 // Undefined length: a sequence, whatever the VR says (implicit VR has none).
-                self.items(None, depth + 1)?;
+                self.items(None, depth + 1, within)?;
             } else if sequence {
                 let end = self.value_end(tag, length, within)?;
-                self.items(Some(end), depth + 1)?;
+                self.items(Some(end), depth + 1, end)?;
             } else {
-                self.value_end(tag, length, within)?;
+                let end = self.value_end(tag, length, within)?;
                 self.skip(tag, length)?;
+                if depth == 0 && self.wanted.contains(&tag) {
+                    self.found.push(start..end);
+                }
             }
         }
     }
 
     /// The items of a sequence, until its delimiter (`end` None) or its defined end.
-    fn items(&mut self, end: Option<u64>, depth: usize) -> Result<(), String> {
+    fn items(&mut self, end: Option<u64>, depth: usize, limit: u64) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err("sequences nested too deeply".into());
         }
@@ -184,14 +206,19 @@ impl<R: Read + Seek> Walker<R> {
             if end == Some(self.position) {
                 return Ok(());
             }
+            if self.position > limit {
+                return Err(format!(
+                    "an item header runs past the end of its sequence at byte {limit}"
+                ));
+            }
             let tag = self.read_tag()?;
             let length = self.read_u32("an item length")?;
             match tag {
                 SEQUENCE_DELIMITER if end.is_none() => return Ok(()),
-                ITEM if length == UNDEFINED => self.elements(Until::ItemDelimiter, depth)?,
+                ITEM if length == UNDEFINED => self.elements(Until::ItemDelimiter, depth, limit)?,
                 ITEM => {
-                    let item_end = self.value_end(tag, length, end.unwrap_or(self.end))?;
-                    self.elements(Until::Position(item_end), depth)?;
+                    let item_end = self.value_end(tag, length, limit)?;
+                    self.elements(Until::Position(item_end), depth, item_end)?;
                 }
                 other => {
                     return Err(format!(
@@ -207,13 +234,16 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Encapsulated pixel data: a basic offset table item, fragment items, a sequence delimiter.
-    fn fragments(&mut self) -> Result<(), String> {
+    fn fragments(&mut self, limit: u64) -> Result<(), String> {
         loop {
             let tag = self.read_tag()?;
             let length = self.read_u32("a fragment length")?;
             match tag {
                 SEQUENCE_DELIMITER => return Ok(()),
-                ITEM if length != UNDEFINED => self.skip(tag, length)?,
+                ITEM if length != UNDEFINED => {
+                    self.value_end(tag, length, limit)?;
+                    self.skip(tag, length)?
+                }
                 other => return Err(format!("malformed pixel data fragment {}", describe(other))),
             }
         }
@@ -222,10 +252,22 @@ impl<R: Read + Seek> Walker<R> {
 
 /// Check the data set that starts at `offset` in `source` and runs to its end.
 pub fn check_data_set<R: Read + Seek>(
-    mut source: R,
+    source: R,
     offset: u64,
     explicit_vr: bool,
 ) -> Result<(), String> {
+    check_and_locate(source, offset, explicit_vr, &[]).map(|_| ())
+}
+
+/// [`check_data_set`], and where the top-level elements of `wanted` lie (header and value, in
+/// data set order; sequences and undefined lengths are not located): a reader of a few
+/// attributes then parses those bytes and nothing else, whatever else the data set holds.
+pub fn check_and_locate<R: Read + Seek>(
+    mut source: R,
+    offset: u64,
+    explicit_vr: bool,
+    wanted: &[Tag],
+) -> Result<Vec<Range<u64>>, String> {
     let end = source
         .seek(io::SeekFrom::End(0))
         .map_err(|e| e.to_string())?;
@@ -237,8 +279,11 @@ pub fn check_data_set<R: Read + Seek>(
         position: offset,
         end,
         explicit_vr,
+        wanted,
+        found: Vec::new(),
     };
-    walker.elements(Until::End, 0)?;
+    let end = walker.end;
+    walker.elements(Until::End, 0, end)?;
     // Nothing may follow the last element.
     if walker
         .reader
@@ -248,7 +293,124 @@ pub fn check_data_set<R: Read + Seek>(
     {
         return Err("bytes after the last element".into());
     }
-    Ok(())
+    Ok(walker.found)
+}
+
+/// A file meta group longer than this is not a real one.
+const MAX_META_GROUP: u64 = 64 * 1024;
+/// Largest data set a deflated file may inflate to when checked: a whole enhanced multi-frame
+/// series is a few hundred MiB at most.
+const MAX_INFLATED_FILE: u64 = 1 << 30;
+
+/// Why a deflated data set could not be inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum InflateError {
+    #[error("the deflated data set inflates to more than {} MiB", .0 >> 20)]
+    TooLarge(u64),
+    #[error("malformed deflated data set")]
+    Malformed(#[source] io::Error),
+}
+
+/// Inflate the data set that starts at `offset` into `sink`, refused once it passes `max_bytes`:
+/// a small deflated stream can inflate a thousandfold, so the limit counts inflated bytes.
+/// Returns the inflated size.
+pub fn inflate_into<R: Read + Seek, W: io::Write>(
+    source: &mut R,
+    offset: u64,
+    max_bytes: u64,
+    sink: &mut W,
+) -> Result<u64, InflateError> {
+    source
+        .seek(io::SeekFrom::Start(offset))
+        .map_err(InflateError::Malformed)?;
+    let mut inflated = flate2::read::DeflateDecoder::new(source).take(max_bytes + 1);
+    let size = io::copy(&mut inflated, sink).map_err(InflateError::Malformed)?;
+    if size > max_bytes {
+        return Err(InflateError::TooLarge(max_bytes));
+    }
+    Ok(size)
+}
+
+/// Check a Part 10 file before a parser reads it: its file meta group (at most 64 KiB, every
+/// element inside the file), then its data set as [`check_data_set`] does, inflated first when
+/// deflated. The parsers allocate each declared length before reading it; after this check no
+/// declared length exceeds what the file holds.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let end = file.seek(io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 132];
+    file.seek(io::SeekFrom::Start(0))
+        .map_err(|e| e.to_string())?;
+    let got = file.read(&mut head).map_err(|e| e.to_string())?;
+    let start = if got == 132 && &head[128..132] == b"DICM" {
+        132
+    } else if got >= 4 && &head[..4] == b"DICM" {
+        4
+    } else {
+        return Err("not a DICOM file (no DICM prefix)".into());
+    };
+    file.seek(io::SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    let mut walker = Walker {
+        reader: BufReader::with_capacity(16 * 1024, file),
+        position: start,
+        end,
+        explicit_vr: true,
+        wanted: &[],
+        found: Vec::new(),
+    };
+    let transfer_syntax = walker.meta_group()?;
+    let data_offset = walker.position;
+    let mut file = walker.reader.into_inner();
+    match transfer_syntax.as_str() {
+        IMPLICIT_VR_LE => check_data_set(file, data_offset, false),
+        DEFLATED_EXPLICIT_VR_LE => {
+            let mut inflated = Vec::new();
+            inflate_into(&mut file, data_offset, MAX_INFLATED_FILE, &mut inflated)
+                .map_err(|e| crate::logging::chain(&e))?;
+            check_data_set(io::Cursor::new(&inflated), 0, true)
+        }
+        super::transfer_syntax::EXPLICIT_VR_BE => {
+            Err("explicit VR big endian (retired) is not supported".into())
+        }
+        _ => check_data_set(file, data_offset, true),
+    }
+}
+
+impl<R: Read + Seek> Walker<'_, R> {
+    /// Walk the file meta group (explicit VR little endian, group 0002) and return its Transfer
+    /// Syntax UID; the walker is left at the first element of the data set.
+    fn meta_group(&mut self) -> Result<String, String> {
+        let start = self.position;
+        let mut transfer_syntax = None;
+        loop {
+            if self.remaining() < 4 {
+                break;
+            }
+            let tag = self.read_tag()?;
+            if tag.0 != 0x0002 {
+                self.reader
+                    .seek_relative(-4)
+                    .map_err(|e| format!("cannot read the file: {e}"))?;
+                self.position -= 4;
+                break;
+            }
+            let (length, _) = self.read_header(tag)?;
+            if self.position + u64::from(length) - start > MAX_META_GROUP {
+                return Err(format!(
+                    "a file meta group of more than {MAX_META_GROUP} bytes"
+                ));
+            }
+            if tag == (0x0002, 0x0010) {
+                let mut value = vec![0u8; length as usize];
+                self.read_exact(&mut value, "the transfer syntax UID")?;
+                transfer_syntax = Some(trim_padding(&String::from_utf8_lossy(&value)).to_string());
+            } else {
+                self.skip(tag, length)?;
+            }
+        }
+        transfer_syntax.ok_or_else(|| "no Transfer Syntax UID in the file meta group".into())
+    }
 }
 
 #[cfg(test)]
@@ -366,5 +528,34 @@ mod tests {
         ds.extend(b"ABCD");
         assert_eq!(check_data_set(Cursor::new(&ds), 0, false), Ok(()));
         assert!(check_data_set(Cursor::new(&ds[..10]), 0, false).is_err());
+    }
+
+    /// Found by the corpus test: an unknown VR has a 4-byte length to the parser, which
+    /// zero-filled the 1.5 GB that "FUZZ" spells; the walk reads the header the same way.
+    #[test]
+    fn an_unknown_vr_is_read_with_a_four_byte_length_as_the_parser_reads_it() {
+        let mut ds = vec![0x08, 0x00, 0x20, 0x00, b'D', b'O', 0x06, 0x00];
+        ds.extend(b"FUZZ-1");
+        let error = check(&ds).unwrap_err();
+        assert!(error.contains("declares 1515869510 bytes"), "{error}");
+        let mut fits = vec![0x08, 0x00, 0x20, 0x00, b'D', b'O', 0, 0, 2, 0, 0, 0];
+        fits.extend(b"AB");
+        assert_eq!(check(&fits), Ok(()));
+    }
+
+    /// Found by the corpus test: an undefined-length item inside a defined-length sequence was
+    /// walked to the end of the data set, not of its sequence (and a message underflowed).
+    #[test]
+    fn an_undefined_item_may_not_run_past_its_defined_sequence() {
+        let leaf = explicit((0x0008, 0x1150), b"UI", b"1.2\0");
+        let mut ds = vec![0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0];
+        ds.extend_from_slice(&(8 + leaf.len() as u32).to_le_bytes());
+        ds.extend([0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+        ds.extend(&leaf);
+        // Past the sequence's end: more elements, then the item's delimiter.
+        ds.extend(&leaf);
+        ds.extend([0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
+        let error = check(&ds).unwrap_err();
+        assert!(error.contains("(0008,1150) declares 4 bytes but only 0 remain"), "{error}");
     }
 }
