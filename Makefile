@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow lint
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow lint fuzz
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -89,3 +89,14 @@ bench-infer: venv build
 ## From the last instance of a follow-up acknowledged to the last result acknowledged by a local PACS.
 bench-workflow: venv build
 	$(PY) benches/workflow.py
+
+FUZZ_TARGETS := command_set query_identifier association_pdu stored_instance series_volume
+FUZZ_SECONDS ?= 300
+## libFuzzer over each target for FUZZ_SECONDS (nightly toolchain and `cargo install cargo-fuzz`).
+## New inputs go to fuzz/work/ (ignored); the committed corpus is read, never written.
+fuzz:
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$t && \
+		cargo +nightly fuzz run -O $$t fuzz/work/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 || exit 1; \
+	done

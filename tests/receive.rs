@@ -717,3 +717,95 @@ fn a_request_offering_nothing_acceptable_is_rejected_and_a_peers_abort_is_named(
     let report = propose(&node, &[CT_IMAGE_STORAGE, MR_IMAGE_STORAGE], false);
     assert_eq!(report["established"], true, "{report}");
 }
+
+/// Peak resident memory of a process (VmHWM), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+/// An instance of `source` with a private OB element of `size` zero bytes ahead of its own
+/// attributes' end: as a file in `ts` (deflated when asked).
+fn padded_instance(dir: &Path, name: &str, source: &Path, size: u32, deflated: bool) -> PathBuf {
+    let mut data = data_set_bytes(source);
+    data.extend_from_slice(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0]);
+    data.extend_from_slice(&size.to_le_bytes());
+    data.resize(data.len() + size as usize, 0);
+    if !deflated {
+        return file_with_data_set(dir, name, source, EXPLICIT_VR_LE, &data);
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &data).unwrap();
+    let deflated = encoder.finish().unwrap();
+    file_with_data_set(dir, name, source, DEFLATED_EXPLICIT_VR_LE, &deflated)
+}
+
+/// The README's bound, measured: 16 associations at once (the default limit), each sending what
+/// costs the node most memory: a deflated instance that inflates to 128 MiB, an instance with a
+/// 64 MiB attribute before its pixel data, or just under 8 MiB of an instance that then stalls.
+/// Under the default 2 GiB instance limit all are legal; the deflated and large ones are stored.
+/// The server's peak RSS grows by less than 16 x (8 MiB + 2 x max_pdu + 192 KiB) + 48 MiB.
+#[test]
+fn sixteen_worst_case_associations_stay_within_the_memory_bound() {
+    let node = Node::start("");
+    let work = tempfile::tempdir().unwrap();
+    let sources = ge_series(4);
+    let before = peak_rss(node.pid());
+    let deflated: Vec<PathBuf> = (0..6)
+        .map(|i| padded_instance(work.path(), &format!("d{i}.dcm"), &sources[i], 128 << 20, true))
+        .collect();
+    let large: Vec<PathBuf> = (0..5)
+        .map(|i| {
+            padded_instance(work.path(), &format!("l{i}.dcm"), &sources[10 + i], 64 << 20, false)
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let held: Vec<_> = (0..5)
+            .map(|_| {
+                scope.spawn(|| {
+                    let output = run(Command::new(python())
+                        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+                        .args(["raw", "127.0.0.1", &node.port.to_string()])
+                        .args(["PYNETDICOM", NODE_AE, "held-store"]));
+                    assert!(output.status.success(), "{}", text(&output));
+                })
+            })
+            .collect();
+        let stores: Vec<_> = deflated
+            .iter()
+            .chain(&large)
+            .map(|file| scope.spawn(|| node.pynetdicom_store(std::slice::from_ref(file), None)))
+            .collect();
+        held.into_iter().for_each(|h| h.join().unwrap());
+        stores.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for report in &reports {
+        assert_eq!(report[0]["status"], 0, "{report}");
+    }
+    let after = peak_rss(node.pid());
+    let max_pdu: u64 = 262_144;
+    let bound = 16 * ((8 << 20) + 2 * max_pdu + (192 << 10)) + (48 << 20);
+    eprintln!(
+        "peak RSS {} MiB before, {} MiB after; growth {} MiB, bound {} MiB",
+        before >> 20,
+        after >> 20,
+        (after - before) >> 20,
+        bound >> 20
+    );
+    assert!(
+        after - before <= bound,
+        "peak RSS grew by {} MiB, past the bound of {} MiB",
+        (after - before) >> 20,
+        bound >> 20
+    );
+    assert_eq!(node.indexed().len(), 11);
+    let incoming: Vec<_> = std::fs::read_dir(node.data_dir().join("incoming"))
+        .unwrap()
+        .collect();
+    assert!(incoming.is_empty(), "{incoming:?}");
+}

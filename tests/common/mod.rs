@@ -175,6 +175,11 @@ level = "debug"
         self.dir.path().join("serve.log")
     }
 
+    /// The server's process ID (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node is running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

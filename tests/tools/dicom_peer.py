@@ -13,7 +13,9 @@ Usage:
         endless-command   command fragments that never end (16 MiB in 16 KiB pieces);
         interleaved-store a C-STORE request, 9 MiB of its data set (more than is held in memory),
                           then a second C-STORE request before the data set ended;
-        nested-command    a complete command set holding 3000 nested sequences.
+        nested-command    a complete command set holding 3000 nested sequences;
+        held-store        a C-STORE request and 127 x 64 KiB of its data set (just under what is
+                          held in memory), then nothing for 8 s, then an A-ABORT.
       Prints {"aborted_by_peer": bool, "sent_bytes": int}.
   dicom_peer.py propose HOST PORT CALLING CALLED [--abort] SOP_CLASS...
       Propose one context per SOP class (Explicit VR Little Endian). When accepted, send an
@@ -137,6 +139,9 @@ def raw(args: argparse.Namespace) -> int:
     pdus: list[bytes] = []
     if args.scenario == "endless-command":
         pdus = [pdata(context_id, b"\0" * 16384, True, False) for _ in range(1024)]
+    elif args.scenario == "held-store":
+        pdus.append(pdata(context_id, store_request(1, "1.2.3.4.5.6.1"), True, True))
+        pdus.extend(pdata(context_id, b"\x55" * 65536, False, False) for _ in range(127))
     elif args.scenario == "nested-command":
         level = struct.pack("<HHI", 0x0000, 0x9999, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
         pdus = [pdata(context_id, store_request(1, "1.2.3.4.5.6.1") + level * 3000, True, True)]
@@ -152,6 +157,12 @@ def raw(args: argparse.Namespace) -> int:
         except OSError:
             break
         sent += len(pdu)
+    if args.scenario == "held-store":
+        time.sleep(8)
+        held = assoc.is_established
+        assoc.abort()
+        print(json.dumps({"aborted_by_peer": not held, "sent_bytes": sent}))
+        return 0
     deadline = time.monotonic() + 30
     while assoc.is_established and not assoc.is_aborted and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -203,7 +214,7 @@ def main() -> int:
             p.add_argument("--abort", action="store_true")
             p.add_argument("sop_classes", nargs="+")
         else:
-            p.add_argument("scenario", choices=["endless-command", "interleaved-store", "nested-command"])
+            p.add_argument("scenario", choices=["endless-command", "interleaved-store", "nested-command", "held-store"])
     args = parser.parse_args()
     return {"store": store, "hold": hold, "raw": raw, "propose": propose}[args.command](args)
 
