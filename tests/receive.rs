@@ -757,11 +757,25 @@ fn sixteen_worst_case_associations_stay_within_the_memory_bound() {
     let sources = ge_series(4);
     let before = peak_rss(node.pid());
     let deflated: Vec<PathBuf> = (0..6)
-        .map(|i| padded_instance(work.path(), &format!("d{i}.dcm"), &sources[i], 128 << 20, true))
+        .map(|i| {
+            padded_instance(
+                work.path(),
+                &format!("d{i}.dcm"),
+                &sources[i],
+                128 << 20,
+                true,
+            )
+        })
         .collect();
     let large: Vec<PathBuf> = (0..5)
         .map(|i| {
-            padded_instance(work.path(), &format!("l{i}.dcm"), &sources[10 + i], 64 << 20, false)
+            padded_instance(
+                work.path(),
+                &format!("l{i}.dcm"),
+                &sources[10 + i],
+                64 << 20,
+                false,
+            )
         })
         .collect();
     let reports: Vec<serde_json::Value> = std::thread::scope(|scope| {
@@ -808,4 +822,114 @@ fn sixteen_worst_case_associations_stay_within_the_memory_bound() {
         .unwrap()
         .collect();
     assert!(incoming.is_empty(), "{incoming:?}");
+}
+
+/// A size-limited tmpfs mounted over `dir` for the life of the guard (root or passwordless sudo).
+struct SmallFilesystem(PathBuf);
+
+impl SmallFilesystem {
+    fn mount(dir: &Path, mib: u64) -> SmallFilesystem {
+        std::fs::create_dir_all(dir).unwrap();
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut command = Command::new(if root { "mount" } else { "sudo" });
+        if !root {
+            command.args(["-n", "mount"]);
+        }
+        let output = run(command
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mib}m"))
+            .arg("msnode-test")
+            .arg(dir));
+        assert!(
+            output.status.success(),
+            "the disk-full test mounts a tmpfs (needs root or passwordless sudo): {}",
+            text(&output)
+        );
+        SmallFilesystem(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut command = Command::new(if root { "umount" } else { "sudo" });
+        if !root {
+            command.args(["-n", "umount"]);
+        }
+        let _ = command.arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The data directory fills up during ingest: the instances that no longer fit are answered
+/// A700 with the reason, every instance answered Success is on disk and indexed (also after a
+/// restart), nothing is left in `incoming/`, and the node goes on answering.
+#[test]
+fn a_full_disk_answers_out_of_resources_and_loses_nothing_acknowledged() {
+    let mut node = Node::start("");
+    node.kill();
+    let _filesystem = SmallFilesystem::mount(&node.data_dir(), 24);
+    node.spawn();
+    let work = tempfile::tempdir().unwrap();
+    let sources = ge_series(4);
+    let files: Vec<PathBuf> = (0..12)
+        .map(|i| {
+            padded_instance(
+                work.path(),
+                &format!("i{i}.dcm"),
+                &sources[i],
+                3 << 20,
+                false,
+            )
+        })
+        .collect();
+    let success_log = work.path().join("acknowledged.txt");
+    let report = node.pynetdicom_store(&files, Some(&success_log));
+    let statuses: Vec<i64> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap_or(-1))
+        .collect();
+    eprintln!("statuses: {statuses:?}");
+    let stored = statuses.iter().filter(|&&s| s == 0).count();
+    assert!(stored >= 3, "{report}");
+    assert!(statuses.contains(&0xA700), "{report}");
+    assert!(statuses.iter().all(|&s| s == 0 || s == 0xA700), "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("cannot write to the data directory")
+            || report.to_string().contains("cannot index the instance"),
+        "{report}"
+    );
+    let acknowledged: BTreeSet<String> = std::fs::read_to_string(&success_log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(acknowledged.len(), stored);
+    for restart in [false, true] {
+        if restart {
+            node.kill();
+            node.spawn();
+        }
+        let indexed: BTreeSet<String> = node
+            .indexed()
+            .into_iter()
+            .map(|i| i.sop_instance_uid)
+            .collect();
+        assert_eq!(indexed, acknowledged, "restarted: {restart}");
+        for instance in node.indexed() {
+            let path = node.data_dir().join(&instance.file_path);
+            assert!(path.is_file(), "{}", path.display());
+        }
+        let incoming: Vec<_> = std::fs::read_dir(node.data_dir().join("incoming"))
+            .unwrap()
+            .collect();
+        assert!(incoming.is_empty(), "{incoming:?}");
+    }
+    let echo = run(Command::new(tool("echoscu"))
+        .args(["-aet", "ECHOSCU", "-aec", NODE_AE, "127.0.0.1"])
+        .arg(node.port.to_string()));
+    assert!(echo.status.success(), "{}", text(&echo));
 }

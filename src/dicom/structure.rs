@@ -556,6 +556,9 @@ mod tests {
         ds.extend(&leaf);
         ds.extend([0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
         let error = check(&ds).unwrap_err();
-        assert!(error.contains("(0008,1150) declares 4 bytes but only 0 remain"), "{error}");
+        assert!(
+            error.contains("(0008,1150) declares 4 bytes but only 0 remain"),
+            "{error}"
+        );
     }
 }
