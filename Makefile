@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow lint fuzz
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -89,6 +89,10 @@ bench-infer: venv build
 ## From the last instance of a follow-up acknowledged to the last result acknowledged by a local PACS.
 bench-workflow: venv build
 	$(PY) benches/workflow.py
+
+## 50 associations (storescu and pynetdicom) sending for 3 minutes; every acknowledged instance checked.
+bench-load: venv build
+	$(PY) benches/load.py
 
 FUZZ_TARGETS := command_set query_identifier association_pdu stored_instance series_volume
 FUZZ_SECONDS ?= 300

@@ -31,6 +31,41 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
+/// Bytes per value of the binary VRs. dicom-parser reads such a value as a whole number of
+/// values, so a length that is not a multiple leaves it off by the rest and reading the next
+/// header from the wrong place (which the fuzzer turned into a 4 GiB allocation).
+fn value_size(vr: &[u8]) -> Option<u32> {
+    match vr {
+        b"SS" | b"US" | b"OW" => Some(2),
+        b"AT" | b"FL" | b"SL" | b"UL" | b"OF" | b"OL" => Some(4),
+        b"FD" | b"SV" | b"UV" | b"OD" | b"OV" => Some(8),
+        _ => None,
+    }
+}
+
+/// Under implicit VR the parser takes the dictionary's VR: the value must be a whole number of
+/// values of it. Returns that VR.
+pub fn check_implicit_value(tag: Tag, length: u32) -> Result<Option<VR>, String> {
+    let vr = StandardDataDictionary
+        .by_tag(dicom_core::Tag(tag.0, tag.1))
+        .map(|entry| entry.vr().relaxed());
+    if let Some(vr) = vr {
+        check_value_size(tag, vr.to_string().as_bytes(), length)?;
+    }
+    Ok(vr)
+}
+
+fn check_value_size(tag: Tag, vr: &[u8], length: u32) -> Result<(), String> {
+    match value_size(vr) {
+        Some(size) if length != UNDEFINED && length % size != 0 => Err(format!(
+            "element {} of VR {} has {length} bytes, not a multiple of {size}",
+            describe(tag),
+            String::from_utf8_lossy(vr)
+        )),
+        _ => Ok(()),
+    }
+}
+
 struct Walker<'w, R> {
     reader: BufReader<R>,
     position: u64,
@@ -106,10 +141,8 @@ impl<R: Read + Seek> Walker<'_, R> {
             return Ok((self.read_u32("an element length")?, false));
         }
         if !self.explicit_vr {
-            let sequence = StandardDataDictionary
-                .by_tag(dicom_core::Tag(tag.0, tag.1))
-                .is_some_and(|entry| entry.vr().relaxed() == VR::SQ);
-            return Ok((self.read_u32("an element length")?, sequence));
+            let length = self.read_u32("an element length")?;
+            return Ok((length, check_implicit_value(tag, length)? == Some(VR::SQ)));
         }
         let mut vr = [0u8; 2];
         self.read_exact(&mut vr, "a value representation")?;
@@ -125,6 +158,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             self.read_exact(&mut reserved, "an element header")?;
             self.read_u32("an element length")?
         };
+        check_value_size(tag, &vr, length)?;
         Ok((length, &vr == b"SQ"))
     }
 
@@ -560,5 +594,25 @@ mod tests {
             error.contains("(0008,1150) declares 4 bytes but only 0 remain"),
             "{error}"
         );
+    }
+
+    /// Found by libFuzzer: an AT value of 10 bytes is read as two tags, and the parser took the
+    /// next header two bytes early, reading a length of 0xFF000006.
+    #[test]
+    fn a_binary_value_must_be_a_whole_number_of_values() {
+        let at = explicit((0x0008, 0x0020), b"AT", b"0123456789");
+        let error = check(&at).unwrap_err();
+        assert!(
+            error.contains("of VR AT has 10 bytes, not a multiple of 4"),
+            "{error}"
+        );
+        assert_eq!(
+            check(&explicit((0x0008, 0x0020), b"AT", b"01234567")),
+            Ok(())
+        );
+        // Implicit VR: the dictionary's VR (Rows is US).
+        let rows = [0x28, 0x00, 0x10, 0x00, 3, 0, 0, 0, 1, 2, 3];
+        let error = check_data_set(Cursor::new(&rows), 0, false).unwrap_err();
+        assert!(error.contains("of VR US has 3 bytes"), "{error}");
     }
 }

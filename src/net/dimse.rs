@@ -151,6 +151,10 @@ fn check_flat(bytes: &[u8]) -> Result<(), DimseError> {
         if length == u32::MAX {
             return Err(DimseError::Malformed("an element has an undefined length"));
         }
+        let tag = (0, u16::from_le_bytes([header[2], header[3]]));
+        crate::dicom::structure::check_implicit_value(tag, length).map_err(|_| {
+            DimseError::Malformed("a value is not a whole number of its VR's values")
+        })?;
         let length = length as usize;
         if length > bytes.len() - at - 8 {
             return Err(DimseError::Malformed(
@@ -374,11 +378,16 @@ mod tests {
         outside.extend_from_slice(&[0x08, 0x00, 0x10, 0x00, 0x02, 0x00, 0x00, 0x00, b'A', b'B']);
         let mut cut = valid.clone();
         cut.extend_from_slice(&[0x00, 0x00, 0x00]);
+        // Attribute Identifier List (AT) of 6 bytes: the parser reads one tag and takes the
+        // next header from the wrong place (found by libFuzzer).
+        let mut part_tag = valid.clone();
+        part_tag.extend_from_slice(&[0x00, 0x00, 0x05, 0x10, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
         for (what, bytes) in [
             ("nested", nested),
             ("huge", huge),
             ("outside", outside),
             ("cut", cut),
+            ("part of a tag", part_tag),
         ] {
             assert!(
                 matches!(Command::decode(&bytes), Err(DimseError::Malformed(_))),
