@@ -933,3 +933,51 @@ fn a_full_disk_answers_out_of_resources_and_loses_nothing_acknowledged() {
         .arg(node.port.to_string()));
     assert!(echo.status.success(), "{}", text(&echo));
 }
+
+/// Another process holds the index's write lock (SQLite `BEGIN EXCLUSIVE`) for 3 s while
+/// instances arrive: their stores wait for it (busy timeout 30 s) and succeed, none is answered
+/// before its row is committed, and every one is indexed once.
+#[test]
+fn a_locked_index_delays_stores_and_loses_nothing() {
+    use std::io::{BufRead, BufReader};
+    let node = Node::start("");
+    let database = node.data_dir().join("msnode.sqlite");
+    let mut locker = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             db.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3)\n\
+             db.execute('COMMIT')\n",
+        )
+        .arg(&database)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(locker.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let files = ge_series(5)[..5].to_vec();
+    let started = Instant::now();
+    let report = node.pynetdicom_store(&files, None);
+    let waited = started.elapsed();
+    assert!(locker.wait().unwrap().success());
+    for entry in report.as_array().unwrap() {
+        assert_eq!(entry["status"], 0, "{report}");
+    }
+    assert!(
+        waited >= Duration::from_secs(2),
+        "answered after {waited:?}: before the lock ended"
+    );
+    let indexed: BTreeSet<String> = node
+        .indexed()
+        .into_iter()
+        .map(|i| i.sop_instance_uid)
+        .collect();
+    let sent: BTreeSet<String> = files.iter().map(|f| sop_instance_uid(f)).collect();
+    assert_eq!(indexed, sent);
+}
