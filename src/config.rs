@@ -181,7 +181,7 @@ impl Default for Config {
                 probability_threshold: None,
                 min_lesion_volume_mm3: None,
                 stable_series_timeout: Duration::from_secs(60),
-                registration: crate::register::Model::Affine,
+                registration: crate::register::Model::Rigid,
             },
             selection: SelectionConfig {
                 name_patterns: crate::workflow::selection::DEFAULT_NAME_PATTERNS

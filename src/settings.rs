@@ -142,7 +142,7 @@ mod tests {
         let config = Config::parse(
             "[node]\nae_title = \"NODE_A\"\ndata_dir = \"/srv/msnode\"\n\
              [[peers]]\nae_title = \"PACS\"\nhost = \"10.0.0.5\"\nport = 104\n\
-             [analysis]\nprobability_threshold = 0.4\nmin_lesion_volume_mm3 = 12.0\nregistration = \"rigid\"\n\
+             [analysis]\nprobability_threshold = 0.4\nmin_lesion_volume_mm3 = 12.0\nregistration = \"affine\"\n\
              [model]\ndir = \"/opt/model\"\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
         )
         .unwrap();
@@ -154,9 +154,9 @@ mod tests {
         assert_eq!(settings.analysis.model_dir, PathBuf::from("/opt/model"));
         assert_eq!(settings.analysis.threshold, Some(0.4));
         assert_eq!(settings.analysis.min_lesion_volume_mm3, Some(12.0));
-        assert_eq!(settings.analysis.registration.model, Model::Rigid);
+        assert_eq!(settings.analysis.registration.model, Model::Affine);
         let default = Settings::from_config(&Config::parse("").unwrap());
-        assert_eq!(default.analysis.registration.model, Model::Affine);
+        assert_eq!(default.analysis.registration.model, Model::Rigid);
         let problems = Config::parse("[analysis]\nregistration = \"elastic\"\n").unwrap_err();
         assert!(
             problems
