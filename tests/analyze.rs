@@ -27,11 +27,12 @@ fn import(nifti: &Path, out: &Path, date: &str) {
     assert!(output.status.success(), "{}", text(&output));
 }
 
-fn dciodvfy_errors(path: &Path) -> Vec<String> {
+/// dciodvfy's errors and warnings about `path`.
+fn dciodvfy_findings(path: &Path) -> Vec<String> {
     let output = run(Command::new(repo_root().join(".venv/bin/dciodvfy")).arg(path));
     text(&output)
         .lines()
-        .filter(|l| l.starts_with("Error"))
+        .filter(|l| l.starts_with("Error") || l.starts_with("Warning"))
         .map(str::to_string)
         .collect()
 }
@@ -98,10 +99,22 @@ fn analyze_patient(patient: &str) {
     assert_eq!(overlay.len(), slices, "one overlay image per current slice");
     let previews = std::fs::read_dir(out.join("preview")).unwrap().count();
     assert!(previews >= 1);
-    for object in [out.join("seg.dcm"), out.join("sr.dcm"), overlay[0].clone()] {
+    let imported = std::fs::read_dir(work.path().join("current"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for object in [
+        out.join("seg.dcm"),
+        out.join("sr.dcm"),
+        overlay[0].clone(),
+        imported,
+    ] {
         assert!(object.is_file(), "{} is missing", object.display());
-        let errors = dciodvfy_errors(&object);
-        assert!(errors.is_empty(), "{}: {errors:#?}", object.display());
+        // Neither errors nor warnings (Study ID, Laterality and the PN form once were).
+        let findings = dciodvfy_findings(&object);
+        assert!(findings.is_empty(), "{}: {findings:#?}", object.display());
     }
     let lesions = summary["lesions"].as_array().unwrap();
     assert_eq!(

@@ -227,7 +227,8 @@ pub fn write_overlay_series(
         put(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
         put(&mut obj, tags::IMAGE_COMMENTS, VR::LT, BANNER);
         // Where the slice is, so that viewers can place it beside the source series.
-        put(&mut obj, tags::LATERALITY, VR::CS, "");
+        // Laterality (type 2C) is for paired body parts: absent, with the body part said.
+        put(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "BRAIN");
         put(
             &mut obj,
             tags::SLICE_THICKNESS,

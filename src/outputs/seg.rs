@@ -238,7 +238,8 @@ fn put_segmentation_image(obj: &mut InMemDicomObject, source_volume: &Volume, fr
         VR::LO,
         "New and enlarging lesions, for review by a radiologist",
     );
-    put(obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode");
+    // A device, as a family name: "msnode^" (without the separator dciodvfy reads a retired form).
+    put(obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode^");
     put(obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
     put_image_pixel(obj, rows, columns, "MONOCHROME2", 1);
     put(obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");

@@ -172,7 +172,8 @@ pub fn import_nifti(
         text(tags::STUDY_DATE, VR::DA, study_date),
         text(tags::STUDY_TIME, VR::TM, created.time.clone()),
         text(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
-        text(tags::STUDY_ID, VR::SH, ""),
+        // One study per import; viewers and DICOMDIR want a Study ID.
+        text(tags::STUDY_ID, VR::SH, "1"),
         text(tags::ACCESSION_NUMBER, VR::SH, ""),
     ];
     let series = NewSeries {
@@ -210,7 +211,8 @@ pub fn import_nifti(
         text(tags::ECHO_TRAIN_LENGTH, VR::IS, ""),
         text(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(&[slice_gap])),
         text(tags::PATIENT_POSITION, VR::CS, ""),
-        text(tags::LATERALITY, VR::CS, ""),
+        // Laterality (type 2C) is for paired body parts: absent, with the body part said.
+        text(tags::BODY_PART_EXAMINED, VR::CS, "BRAIN"),
         text(
             tags::IMAGE_ORIENTATION_PATIENT,
             VR::DS,
