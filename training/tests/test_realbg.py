@@ -73,6 +73,9 @@ def bare_trainer(tmp_path: Path, settings: TrainingSettings) -> MsnodeTrainer:
     trainer.stop_early = trainer.stopped_on_deadline = False
     trainer.output_folder = str(tmp_path)
     trainer.print_to_log_file = lambda *args, **kwargs: None
+    trainer.schedule_started_unix = 0.0
+    trainer.validation_details = []
+    trainer.initial_lr = settings.initial_lr
     return trainer
 
 
