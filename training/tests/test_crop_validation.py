@@ -141,3 +141,23 @@ def test_command_line_sets_schedule_validation_and_grid() -> None:
     assert config.min_volumes_mm3 == POSTPROCESSING_MIN_VOLUMES_MM3 and min(config.min_volumes_mm3) == 3.0
     narrow = parse_args(["--threads", "1", "--thresholds", "0.1", "0.2", "--min-volumes", "5"])
     assert narrow.thresholds == (0.1, 0.2) and narrow.min_volumes_mm3 == (5.0,)
+
+
+def test_the_last_epoch_is_validated_when_the_budget_ends_it(tmp_path: Path) -> None:
+    settings = TrainingSettings(epochs=100, f1_every_epochs=8, validate_last_epoch=True,
+                                deadline_unix=time.time() + 1000)
+    trainer = MsnodeTrainer.__new__(MsnodeTrainer)
+    trainer.settings, trainer.num_epochs, trainer.epoch_seconds = settings, 100, [40.0, 40.0]
+    trainer._epoch_started = time.time() - 40
+    trainer.current_epoch = 7
+    assert trainer.validation_due()  # every 8th epoch
+    trainer.current_epoch = 8
+    assert not trainer.is_last_epoch() and not trainer.validation_due()
+    trainer.settings = TrainingSettings(epochs=100, f1_every_epochs=8, validate_last_epoch=True,
+                                        deadline_unix=time.time() + 30)  # the next 40 s epoch would not fit
+    assert trainer.is_last_epoch() and trainer.validation_due()
+    trainer.settings = TrainingSettings(epochs=100, f1_every_epochs=8, deadline_unix=time.time() + 30)
+    assert not trainer.validation_due()  # off by default (the other pipelines keep their schedules)
+    trainer.settings = TrainingSettings(epochs=100, f1_every_epochs=8, validate_last_epoch=True)
+    trainer.current_epoch = 99
+    assert trainer.is_last_epoch() and trainer.validation_due()  # planned end, no deadline

@@ -66,7 +66,8 @@ class RealBgConfig:
         epochs=4, iterations_per_epoch=30, val_iterations_per_epoch=1, save_every_epochs=1))
     finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
         epochs=16, iterations_per_epoch=30, val_iterations_per_epoch=1, f1_every_epochs=2, f1_threshold=0.3,
-        foreground_oversampling=0.8, early_stopping_patience=5, lr_reduce_patience=2, save_every_epochs=1))
+        foreground_oversampling=0.8, early_stopping_patience=5, lr_reduce_patience=2, save_every_epochs=1,
+        validate_last_epoch=True))
     # Post-processing grid, searched on the validation pairs only. The first model's choice (0.2) was the lowest
     # threshold of its grid, so the grid now goes down to 0.05; minimum volumes keep lesions from MSSEG-2's 3 mm3.
     thresholds: tuple[float, ...] = POSTPROCESSING_THRESHOLDS

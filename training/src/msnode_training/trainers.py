@@ -77,6 +77,9 @@ class TrainingSettings:
     # per case, best F1 over a small threshold x minimum-volume grid (`crop_validation.py`).
     validation_mode: str = "whole"
     crop_background_boxes: int = 2
+    # Also validate the stage's last epoch (planned end or time budget), so that the most trained checkpoint,
+    # trained at the lowest learning rate, can be the chosen one even when it falls between two validations.
+    validate_last_epoch: bool = False
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -290,9 +293,26 @@ class MsnodeTrainer(nnUNetTrainer):
             return float(summary["mean_f1"])
         return -float(summary["mean_n_false_positives"] or 0.0)
 
-    def on_epoch_end(self):
+    def is_last_epoch(self) -> bool:
+        """Whether the epoch now ending is the stage's last: its planned epochs are done, or the next epoch would
+        end after the deadline (the rule `report_progress` applies)."""
+        if self.current_epoch + 1 >= self.num_epochs:
+            return True
+        deadline = self.settings.deadline_unix
+        if not deadline:
+            return False
+        seconds = time.time() - self._epoch_started
+        recent = float(np.mean(list(self.epoch_seconds[-2:]) + [seconds]))
+        return time.time() + recent > deadline
+
+    def validation_due(self) -> bool:
         every = self.settings.f1_every_epochs
-        if every and (self.current_epoch + 1) % every == 0:
+        if not every:
+            return False
+        return (self.current_epoch + 1) % every == 0 or (self.settings.validate_last_epoch and self.is_last_epoch())
+
+    def on_epoch_end(self):
+        if self.validation_due():
             f1 = self.validation_f1()
             self.f1_history.append((self.current_epoch, f1))
             self.print_to_log_file(f"validation F1 {f1:.4f}")
