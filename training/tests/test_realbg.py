@@ -73,6 +73,9 @@ def bare_trainer(tmp_path: Path, settings: TrainingSettings) -> MsnodeTrainer:
     trainer.stop_early = trainer.stopped_on_deadline = False
     trainer.output_folder = str(tmp_path)
     trainer.print_to_log_file = lambda *args, **kwargs: None
+    trainer.schedule_started_unix = 0.0
+    trainer.validation_details = []
+    trainer.initial_lr = settings.initial_lr
     return trainer
 
 
@@ -148,3 +151,12 @@ def test_baseline_is_scored_with_size_bins() -> None:
     summary = result["summary"]
     assert summary["mean_f1"] == 1.0 and summary["false_positive_lesions_per_case"] == 0
     assert summary["sensitivity_by_size_mm3"][">100"] == {"lesions": 1, "detected": 1, "sensitivity": 1.0}
+
+
+def test_node_config_sets_the_registration(tmp_path: Path) -> None:
+    assert "[analysis]" not in node_config(tmp_path, 1)  # the node's default (affine)
+    rigid = node_config(tmp_path, 1, "rigid")
+    assert rigid.endswith('[analysis]\nregistration = "rigid"\n')
+    assert 'registration = "affine"' in node_config(tmp_path, 1, "affine")
+    with pytest.raises(ValueError):
+        node_config(tmp_path, 1, "bspline")

@@ -25,9 +25,18 @@ from msnode_training.readers import read_itk_affine, read_lesjak_longitudinal_ca
 from msnode_training.volumes import Geometry, resample_to
 
 
-def node_config(model_dir: Path, threads: int) -> str:
-    """A minimal node configuration (TOML) that runs `model_dir` on the CPU."""
-    return (f'[model]\ndir = "{model_dir.resolve()}"\nexecution_provider = "cpu"\nintra_threads = {threads}\n')
+REGISTRATIONS = ("affine", "rigid")
+
+
+def node_config(model_dir: Path, threads: int, registration: str | None = None) -> str:
+    """A minimal node configuration (TOML) that runs `model_dir` on the CPU; `registration` sets
+    `[analysis] registration` (the node's default, affine, when None)."""
+    text = f'[model]\ndir = "{model_dir.resolve()}"\nexecution_provider = "cpu"\nintra_threads = {threads}\n'
+    if registration is not None:
+        if registration not in REGISTRATIONS:
+            raise ValueError(f"registration must be one of {REGISTRATIONS}, got {registration!r}")
+        text += f'\n[analysis]\nregistration = "{registration}"\n'
+    return text
 
 
 def mask_to_common(lesions_path: Path, transform_path: Path, common: Geometry) -> np.ndarray:
@@ -44,7 +53,8 @@ def run(command: list[str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def evaluate_through_node(binary: Path, model_dir: Path, patient: str, out: Path, threads: int = 1) -> dict[str, Any]:
+def evaluate_through_node(binary: Path, model_dir: Path, patient: str, out: Path, threads: int = 1,
+                          registration: str | None = None) -> dict[str, Any]:
     patient_dir = lesjak_longitudinal_dir() / patient
     out.mkdir(parents=True, exist_ok=True)
     log = out / "node.log"
@@ -55,9 +65,10 @@ def evaluate_through_node(binary: Path, model_dir: Path, patient: str, out: Path
             run([str(binary), "import-nifti", str(patient_dir / f"{study}_FLAIR.nii.gz"), str(series[study]),
                  "--patient-id", patient.upper(), "--study-date", f"201{k}0101",
                  "--series-description", f"FLAIR {study}"], log)
-    config = out / "node.toml"
-    config.write_text(node_config(model_dir, threads))
-    analysis = out / f"analysis_{model_dir.name}"
+    suffix = f"_{registration}" if registration else ""
+    config = out / f"node{suffix}.toml"
+    config.write_text(node_config(model_dir, threads, registration))
+    analysis = out / f"analysis_{model_dir.name}{suffix}"
     seconds = run([str(binary), "-c", str(config), "analyze", "--current", str(series["study2"]),
                    "--prior", str(series["study1"]), "--out", str(analysis)], log)
     truth_case = read_lesjak_longitudinal_case(patient_dir)
@@ -67,7 +78,8 @@ def evaluate_through_node(binary: Path, model_dir: Path, patient: str, out: Path
     scored = score_with_bins(truth_case.label, prediction, truth_case.geometry.spacing_zyx)
     summary_file = analysis / "summary.json"
     return {"patient": patient, "model_dir": str(model_dir), "analyze_seconds": round(seconds, 1),
-            "threads": threads, "summary": summarize_with_bins([scored]), "case": scored,
+            "threads": threads, "registration": registration or "node default (affine)",
+            "summary": summarize_with_bins([scored]), "case": scored,
             "node_summary": json.loads(summary_file.read_text()) if summary_file.is_file() else None}
 
 
@@ -78,9 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patient", default="patient03")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads in the node")
+    parser.add_argument("--registration", choices=REGISTRATIONS, default=None,
+                        help="[analysis] registration for analyze (default: the node's, affine)")
     args = parser.parse_args(argv)
-    result = evaluate_through_node(args.binary, args.model_dir, args.patient, args.out, args.threads)
-    (args.out / f"node_eval_{args.model_dir.name}.json").write_text(json.dumps(result, indent=2, default=str))
+    result = evaluate_through_node(args.binary, args.model_dir, args.patient, args.out, args.threads,
+                                   args.registration)
+    suffix = f"_{args.registration}" if args.registration else ""
+    (args.out / f"node_eval_{args.model_dir.name}{suffix}.json").write_text(json.dumps(result, indent=2, default=str))
     keys = ("mean_f1", "mean_sensitivity", "mean_ppv", "mean_dice", "false_positive_lesions_per_case",
             "sensitivity_by_size_mm3")
     print(json.dumps({"analyze_seconds": result["analyze_seconds"], **{k: result["summary"].get(k) for k in keys}},

@@ -48,6 +48,8 @@ from msnode_training.trainers import MsnodeTrainer, TrainingSettings
 
 DATASET_ID = 512
 DATASET_NAME = "msnodeRealBg"
+POSTPROCESSING_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+POSTPROCESSING_MIN_VOLUMES_MM3: tuple[float, ...] = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
 
 
 @dataclass
@@ -64,9 +66,12 @@ class RealBgConfig:
         epochs=4, iterations_per_epoch=30, val_iterations_per_epoch=1, save_every_epochs=1))
     finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
         epochs=16, iterations_per_epoch=30, val_iterations_per_epoch=1, f1_every_epochs=2, f1_threshold=0.3,
-        foreground_oversampling=0.8, early_stopping_patience=5, lr_reduce_patience=2, save_every_epochs=1))
-    thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    min_volumes_mm3: tuple[float, ...] = (3.0, 6.0, 10.0, 20.0, 30.0)
+        foreground_oversampling=0.8, early_stopping_patience=5, lr_reduce_patience=2, save_every_epochs=1,
+        validate_last_epoch=True))
+    # Post-processing grid, searched on the validation pairs only. The first model's choice (0.2) was the lowest
+    # threshold of its grid, so the grid now goes down to 0.05; minimum volumes keep lesions from MSSEG-2's 3 mm3.
+    thresholds: tuple[float, ...] = POSTPROCESSING_THRESHOLDS
+    min_volumes_mm3: tuple[float, ...] = POSTPROCESSING_MIN_VOLUMES_MM3
     budget_minutes: float = 90.0
     # Share of the budget the training stages may use (the rest: data, preprocessing, evaluation, export).
     training_share: float = 0.75
@@ -160,7 +165,8 @@ def run_training_stage(stages: Stages, name: str, objective: str, identifier: st
     record = {"checkpoint": str(kept), "from": chosen.name, "results_folder": str(trainer.output_folder_base),
               "epochs_run": trainer.current_epoch, "planned_epochs": settings.epochs,
               "iterations_per_epoch": settings.iterations_per_epoch, "f1_history": trainer.f1_history,
-              "best_f1": trainer.best_f1, "stopped_early": trainer.stop_early,
+              "best_f1": trainer.best_f1, "validation_details": trainer.validation_details,
+              "stopped_early": trainer.stop_early,
               "stopped_on_time_budget": trainer.stopped_on_deadline, "epoch_seconds": trainer.epoch_seconds,
               "seconds": round(time.monotonic() - started, 1), "settings": settings.as_dict()}
     stages.mark(name, record)
@@ -344,6 +350,15 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--f1-every", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--lr-schedule", default="epoch", choices=("epoch", "time"),
+                        help="poly decay over the planned epochs, or over the wall time to the stage's deadline")
+    parser.add_argument("--validation-mode", default="whole", choices=("whole", "crops"),
+                        help="validation F1 on whole volumes, or on fixed lesion and background boxes (cheap)")
+    parser.add_argument("--crop-background-boxes", type=int, default=2)
+    parser.add_argument("--early-stopping-patience", type=int, default=5)
+    parser.add_argument("--lr-reduce-patience", type=int, default=2)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(POSTPROCESSING_THRESHOLDS))
+    parser.add_argument("--min-volumes", type=float, nargs="+", default=list(POSTPROCESSING_MIN_VOLUMES_MM3))
     parser.add_argument("--budget-minutes", type=float, default=90.0)
     parser.add_argument("--pretrain-share", type=float, default=0.2)
     parser.add_argument("--training-share", type=float, default=0.75)
@@ -358,10 +373,15 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
         train_pairs=args.train_pairs, validation_pairs=args.validation_pairs, test_pairs=args.test_pairs,
         pretraining=args.pretraining,
         pretrain_settings=replace(defaults.pretrain_settings, epochs=args.pretrain_epochs,
-                                  iterations_per_epoch=args.iterations),
+                                  iterations_per_epoch=args.iterations, lr_schedule=args.lr_schedule),
         finetune_settings=replace(defaults.finetune_settings, epochs=args.finetune_epochs,
                                   iterations_per_epoch=args.iterations, f1_every_epochs=args.f1_every,
-                                  initial_lr=args.learning_rate),
+                                  initial_lr=args.learning_rate, lr_schedule=args.lr_schedule,
+                                  validation_mode=args.validation_mode,
+                                  crop_background_boxes=args.crop_background_boxes,
+                                  early_stopping_patience=args.early_stopping_patience,
+                                  lr_reduce_patience=args.lr_reduce_patience),
+        thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes),
         budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
         data_workers=args.workers, model_name=args.name, model_version=args.version,
         training_scale=args.training_scale)

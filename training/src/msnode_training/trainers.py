@@ -30,6 +30,20 @@ from msnode_training.inference import (
 from msnode_training.metrics import score_case, summarize
 
 STRATEGIES = ("full", "frozen_encoder", "lower_encoder_lr")
+LR_SCHEDULES = ("epoch", "time")
+VALIDATION_MODES = ("whole", "crops")
+
+
+def poly_learning_rate(initial_lr: float, progress: float, exponent: float = 0.9) -> float:
+    """nnU-Net's poly decay at `progress` in [0, 1] (clipped): initial_lr * (1 - progress) ** exponent."""
+    return initial_lr * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
+
+
+def time_progress(now: float, started: float, deadline: float) -> float:
+    """Share of the wall-clock span from `started` to `deadline` used at `now`, in [0, 1]."""
+    if deadline <= started:
+        return 1.0
+    return min(max((now - started) / (deadline - started), 0.0), 1.0)
 
 
 @dataclass
@@ -54,8 +68,24 @@ class TrainingSettings:
     deadline_unix: float = 0.0
     progress_label: str = ""  # printed with each epoch's progress and ETA (stdout)
     save_every_epochs: int = 0  # checkpoint_latest.pth every N epochs (resume); 0: only at the end
+    # "epoch": nnU-Net's poly decay over the planned epochs; "time": the same poly decay over the wall time from
+    # this stage's first start to `deadline_unix`, so the learning rate reaches ~0 when the budget ends whatever
+    # the machine's speed (the planned epochs then only cap the run).
+    lr_schedule: str = "epoch"
+    # "whole": validation F1 on whole validation volumes (sliding window, minutes per call on one CPU thread);
+    # "crops": on fixed patch-sized boxes around each true lesion plus `crop_background_boxes` seeded brain boxes
+    # per case, best F1 over a small threshold x minimum-volume grid (`crop_validation.py`).
+    validation_mode: str = "whole"
+    crop_background_boxes: int = 2
+    # Also validate the stage's last epoch (planned end or time budget), so that the most trained checkpoint,
+    # trained at the lowest learning rate, can be the chosen one even when it falls between two validations.
+    validate_last_epoch: bool = False
 
     def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}")
+        if self.validation_mode not in VALIDATION_MODES:
+            raise ValueError(f"unknown validation_mode {self.validation_mode!r}; expected one of {VALIDATION_MODES}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if not 0.0 <= self.foreground_oversampling <= 1.0:
@@ -105,6 +135,9 @@ class MsnodeTrainer(nnUNetTrainer):
         self.epoch_seconds: list[float] = []
         self._epoch_started = 0.0
         self.stopped_on_deadline = False
+        self.schedule_started_unix = 0.0
+        self.crop_cases: list | None = None
+        self.validation_details: list[dict] = []
         self.apply_settings(self.settings)
 
     def apply_settings(self, settings: TrainingSettings) -> None:
@@ -138,15 +171,23 @@ class MsnodeTrainer(nnUNetTrainer):
                                     nesterov=True)
         return optimizer, None
 
+    def schedule_progress(self) -> float:
+        if self.settings.lr_schedule == "time" and self.settings.deadline_unix:
+            if not self.schedule_started_unix:
+                self.schedule_started_unix = time.time()
+            return time_progress(time.time(), self.schedule_started_unix, self.settings.deadline_unix)
+        return self.current_epoch / self.num_epochs
+
     def current_base_lr(self) -> float:
-        return self.initial_lr * (1 - self.current_epoch / self.num_epochs) ** 0.9 * self.lr_scale
+        return poly_learning_rate(self.initial_lr, self.schedule_progress()) * self.lr_scale
 
     STATE_FILE = "msnode_state.json"
 
     def save_state(self) -> None:
         """F1 bookkeeping beside checkpoint_latest.pth, so that a resumed run keeps its best F1 and counters."""
         state = {"f1_history": self.f1_history, "lr_scale": self.lr_scale, "plateau": asdict(self.plateau),
-                 "epoch_seconds": self.epoch_seconds, "epoch": self.current_epoch}
+                 "epoch_seconds": self.epoch_seconds, "epoch": self.current_epoch,
+                 "schedule_started_unix": self.schedule_started_unix, "validation_details": self.validation_details}
         (Path(self.output_folder) / self.STATE_FILE).write_text(json.dumps(state))
 
     def load_state(self) -> None:
@@ -158,6 +199,8 @@ class MsnodeTrainer(nnUNetTrainer):
         self.lr_scale = state["lr_scale"]
         self.plateau = PlateauTracker(**state["plateau"])
         self.epoch_seconds = list(state["epoch_seconds"])
+        self.schedule_started_unix = float(state.get("schedule_started_unix", 0.0))
+        self.validation_details = list(state.get("validation_details", []))
 
     def report_progress(self) -> None:
         """One line per epoch on stdout: epoch, seconds per epoch, this stage's ETA, and a deadline check."""
@@ -166,8 +209,14 @@ class MsnodeTrainer(nnUNetTrainer):
         done = self.current_epoch + 1
         recent = float(np.mean(self.epoch_seconds[-3:]))
         remaining = max(self.num_epochs - done, 0)
+        eta = remaining * recent
+        if self.settings.deadline_unix:  # the budget ends the stage first when it comes before the planned epochs
+            eta = min(eta, max(self.settings.deadline_unix - time.time(), 0.0))
         line = (f"[{self.settings.progress_label or 'train'}] epoch {done}/{self.num_epochs} {seconds:.0f} s, "
-                f"ETA {remaining * recent / 60:.1f} min")
+                f"lr {self.optimizer.param_groups[0]['lr']:.5f}, ETA {eta / 60:.1f} min"
+                if getattr(self, "optimizer", None) is not None else
+                f"[{self.settings.progress_label or 'train'}] epoch {done}/{self.num_epochs} {seconds:.0f} s, "
+                f"ETA {eta / 60:.1f} min")
         if self.f1_history and self.f1_history[-1][0] == self.current_epoch:
             line += f", validation F1 {self.f1_history[-1][1]:.3f} (best {self.plateau.best:.3f})"
         deadline = self.settings.deadline_unix
@@ -186,9 +235,42 @@ class MsnodeTrainer(nnUNetTrainer):
         self.print_to_log_file(f"Epoch {self.current_epoch}, learning rate {base:.6f}")
         self.logger.log('lrs', base, self.current_epoch)
 
+    def crop_validation_f1(self) -> float:
+        """The cheap proxy (`crop_validation.py`): fixed boxes of the validation cases, one tile each."""
+        from msnode_training.crop_validation import crop_validation, make_crop_case
+
+        spacing = tuple(float(v) for v in self.configuration_manager.spacing)
+        patch = tuple(int(v) for v in self.configuration_manager.patch_size)
+        if self.crop_cases is None:
+            _, val_keys = self.do_split()
+            dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+            self.crop_cases = []
+            for index, key in enumerate(sorted(val_keys)):
+                data, seg, _, _ = dataset.load_case(key)
+                truth = (np.asarray(seg)[0] > 0).astype(np.uint8)
+                self.crop_cases.append(make_crop_case(key, np.asarray(data, dtype=np.float32), truth, patch,
+                                                      spacing, self.settings.crop_background_boxes,
+                                                      seed=self.settings.seed * 1000 + index))
+        self.set_deep_supervision_enabled(False)
+        started = time.time()
+        with torch.no_grad():
+            result = crop_validation(self.crop_cases, torch_runner(self.network), patch,
+                                     self.label_manager.num_segmentation_heads)
+        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        self.network.train()
+        self.validation_details.append({"epoch": self.current_epoch, "score": result.score,
+                                        "threshold": result.threshold,
+                                        "min_lesion_volume_mm3": result.min_lesion_volume_mm3,
+                                        "boxes": sum(len(c.boxes) for c in self.crop_cases),
+                                        "seconds": round(time.time() - started, 1)})
+        self.print_to_log_file(f"crop validation: {self.validation_details[-1]}")
+        return result.score
+
     def validation_f1(self) -> float:
         """Mean MSSEG-2 F1 over the validation cases, predicted whole with the sliding window (lesion cases;
         with none, minus the mean number of false-positive lesions so that fewer is better)."""
+        if self.settings.validation_mode == "crops":
+            return self.crop_validation_f1()
         _, val_keys = self.do_split()
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         spacing = tuple(float(v) for v in self.configuration_manager.spacing)
@@ -211,9 +293,26 @@ class MsnodeTrainer(nnUNetTrainer):
             return float(summary["mean_f1"])
         return -float(summary["mean_n_false_positives"] or 0.0)
 
-    def on_epoch_end(self):
+    def is_last_epoch(self) -> bool:
+        """Whether the epoch now ending is the stage's last: its planned epochs are done, or the next epoch would
+        end after the deadline (the rule `report_progress` applies)."""
+        if self.current_epoch + 1 >= self.num_epochs:
+            return True
+        deadline = self.settings.deadline_unix
+        if not deadline:
+            return False
+        seconds = time.time() - self._epoch_started
+        recent = float(np.mean(list(self.epoch_seconds[-2:]) + [seconds]))
+        return time.time() + recent > deadline
+
+    def validation_due(self) -> bool:
         every = self.settings.f1_every_epochs
-        if every and (self.current_epoch + 1) % every == 0:
+        if not every:
+            return False
+        return (self.current_epoch + 1) % every == 0 or (self.settings.validate_last_epoch and self.is_last_epoch())
+
+    def on_epoch_end(self):
+        if self.validation_due():
             f1 = self.validation_f1()
             self.f1_history.append((self.current_epoch, f1))
             self.print_to_log_file(f"validation F1 {f1:.4f}")
@@ -236,6 +335,8 @@ class MsnodeTrainer(nnUNetTrainer):
     def run_training(self):
         """nnU-Net's loop, ended early when validation F1 stops improving."""
         self.on_train_start()
+        if not self.schedule_started_unix:  # a resumed stage keeps its first start (msnode_state.json)
+            self.schedule_started_unix = time.time()
         for _ in range(self.current_epoch, self.num_epochs):
             self.on_epoch_start()
             self.on_train_epoch_start()
