@@ -57,7 +57,7 @@ pub fn check_implicit_value(tag: Tag, length: u32) -> Result<Option<VR>, String>
 
 fn check_value_size(tag: Tag, vr: &[u8], length: u32) -> Result<(), String> {
     match value_size(vr) {
-        Some(size) if length != UNDEFINED && length % size != 0 => Err(format!(
+        Some(size) if length != UNDEFINED && !length.is_multiple_of(size) => Err(format!(
             "element {} of VR {} has {length} bytes, not a multiple of {size}",
             describe(tag),
             String::from_utf8_lossy(vr)
