@@ -21,7 +21,7 @@ use crate::volume::load::{LoadOptions, load_series};
 pub const INSTANCE_LIMIT: u64 = 8 << 20;
 
 /// SOP Instance UID of the instances in the corpus' `instance` seeds.
-pub const SEED_INSTANCE_UID: &str = "1.2.826.0.1.3680043.10.1153.1";
+pub const SEED_INSTANCE_UID: &str = "2.25.268623980968786058706813692519717064409";
 
 /// Separates the files of one `series` input.
 pub const FILE_SEPARATOR: &[u8] = b"\nMSNODE-FUZZ-NEXT-FILE\n";

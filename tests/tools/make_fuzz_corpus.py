@@ -25,7 +25,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pynetdicom.dsutils import encode
 
-SEED_INSTANCE_UID = "1.2.826.0.1.3680043.10.1153.1"  # msnode::fuzzing::SEED_INSTANCE_UID
+SEED_INSTANCE_UID = "2.25.268623980968786058706813692519717064409"  # msnode::fuzzing::SEED_INSTANCE_UID
 FILE_SEPARATOR = b"\nMSNODE-FUZZ-NEXT-FILE\n"  # msnode::fuzzing::FILE_SEPARATOR
 MR = "1.2.840.10008.5.1.4.1.1.4"
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -89,7 +89,7 @@ def item(kind: int, payload: bytes) -> bytes:
 
 def association_request() -> bytes:
     context = item(0x30, MR.encode()) + item(0x40, b"1.2.840.10008.1.2.1") + item(0x40, b"1.2.840.10008.1.2")
-    user = item(0x51, struct.pack(">I", 16384)) + item(0x52, b"1.2.826.0.1.3680043.10.1153")
+    user = item(0x51, struct.pack(">I", 16384)) + item(0x52, b"2.25.266657200200615317207891857678802307883")
     body = (struct.pack(">HH", 1, 0) + b"MSNODE".ljust(16) + b"STORESCU".ljust(16) + bytes(32)
             + item(0x10, b"1.2.840.10008.3.1.1.1")
             + item(0x20, struct.pack(">BBBB", 1, 0, 0, 0) + context)
