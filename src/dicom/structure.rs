@@ -45,7 +45,7 @@ fn value_size(vr: &[u8]) -> Option<u32> {
 
 /// Under implicit VR the parser takes the dictionary's VR: the value must be a whole number of
 /// values of it. Returns that VR.
-pub fn check_implicit_value(tag: Tag, length: u32) -> Result<Option<VR>, String> {
+pub fn check_implicit_value(tag: (u16, u16), length: u32) -> Result<Option<VR>, String> {
     let vr = StandardDataDictionary
         .by_tag(dicom_core::Tag(tag.0, tag.1))
         .map(|entry| entry.vr().relaxed());
@@ -72,12 +72,12 @@ struct Walker<'w, R> {
     end: u64,
     explicit_vr: bool,
     /// Top-level elements whose place is asked for, and where they were found.
-    wanted: &'w [Tag],
+    wanted: &'w [dicom_core::Tag],
     found: Vec<Range<u64>>,
 }
 
 /// A tag as (group, element).
-pub type Tag = (u16, u16);
+type Tag = (u16, u16);
 
 /// Where a run of elements stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,7 @@ impl<R: Read + Seek> Walker<'_, R> {
             } else {
                 let end = self.value_end(tag, length, within)?;
                 self.skip(tag, length)?;
-                if depth == 0 && self.wanted.contains(&tag) {
+                if depth == 0 && self.wanted.contains(&dicom_core::Tag(tag.0, tag.1)) {
                     self.found.push(start..end);
                 }
             }
@@ -300,7 +300,7 @@ pub fn check_and_locate<R: Read + Seek>(
     mut source: R,
     offset: u64,
     explicit_vr: bool,
-    wanted: &[Tag],
+    wanted: &[dicom_core::Tag],
 ) -> Result<Vec<Range<u64>>, String> {
     let end = source
         .seek(io::SeekFrom::End(0))

@@ -421,23 +421,23 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The attributes the index keeps, and the character set their text is in: the only ones read
 /// from a received instance, so what else it holds (a huge private element, deep sequences)
 /// costs no memory.
-const INDEXED: [structure::Tag; 16] = [
-    (0x0008, 0x0005), // Specific Character Set
-    (0x0008, 0x0016), // SOP Class UID
-    (0x0008, 0x0018), // SOP Instance UID
-    (0x0008, 0x0020), // Study Date
-    (0x0008, 0x0030), // Study Time
-    (0x0008, 0x0050), // Accession Number
-    (0x0008, 0x0060), // Modality
-    (0x0008, 0x1030), // Study Description
-    (0x0008, 0x103E), // Series Description
-    (0x0010, 0x0020), // Patient ID
-    (0x0010, 0x0021), // Issuer of Patient ID
-    (0x0020, 0x000D), // Study Instance UID
-    (0x0020, 0x000E), // Series Instance UID
-    (0x0020, 0x0011), // Series Number
-    (0x0020, 0x0013), // Instance Number
-    (0x0020, 0x0052), // Frame of Reference UID
+const INDEXED: [dicom_core::Tag; 16] = [
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::ACCESSION_NUMBER,
+    tags::MODALITY,
+    tags::STUDY_DESCRIPTION,
+    tags::SERIES_DESCRIPTION,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::SERIES_NUMBER,
+    tags::INSTANCE_NUMBER,
+    tags::FRAME_OF_REFERENCE_UID,
 ];
 
 /// An indexed attribute longer than this is malformed (each is at most 64 characters, or a few
