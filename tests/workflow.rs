@@ -77,10 +77,11 @@ impl Drop for Pacs {
     }
 }
 
-/// A node that analyses series quiet for one second and sends results to PACS at `pacs_port`.
-fn workflow_node(pacs_port: u16) -> Node {
+/// A node that analyses series quiet for one second and sends results to PACS at `pacs_port`;
+/// `network` holds lines of its `[network]` table.
+fn workflow_node(pacs_port: u16, network: &str) -> Node {
     let extra = format!(
-        r#"
+        r#"{network}
 [analysis]
 stable_series_timeout_s = 1
 
@@ -158,7 +159,7 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     let work = tempfile::tempdir().unwrap();
     let pacs_port = free_port();
     let pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
-    let node = workflow_node(pacs_port);
+    let node = workflow_node(pacs_port, "");
     let (prior, current) = lesjak_visits(work.path());
     let epi = ge_series(4);
     for files in [files_in(&prior), files_in(&current), epi.clone()] {
@@ -243,7 +244,7 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
 fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
     let work = tempfile::tempdir().unwrap();
     let pacs_port = free_port();
-    let mut node = workflow_node(pacs_port);
+    let mut node = workflow_node(pacs_port, "");
     let (prior, current) = lesjak_visits(work.path());
     for folder in [&prior, &current] {
         let store = node.storescu("STORESCU", &files_in(folder));
@@ -294,4 +295,178 @@ fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
         job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
     });
     assert_one_result_set(&pacs, files_in(&current).len());
+}
+
+/// `faulty_pacs.py`: a pynetdicom SCP that misbehaves as its plan says, one association at a
+/// time, and writes a receipt for every C-STORE it sees.
+struct FaultyPacs {
+    child: Child,
+    receipts: PathBuf,
+}
+
+impl FaultyPacs {
+    fn start(port: u16, receipts: &Path, plan: &[&str]) -> FaultyPacs {
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/tools/faulty_pacs.py"))
+            .arg(port.to_string())
+            .arg("PACS")
+            .arg(receipts)
+            .args(plan)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start faulty_pacs.py");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening", "faulty_pacs.py did not start");
+        FaultyPacs {
+            child,
+            receipts: receipts.to_owned(),
+        }
+    }
+
+    fn receipts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.receipts)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for FaultyPacs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_mid_delivery() {
+    let work = tempfile::tempdir().unwrap();
+    let pacs_port = free_port();
+    // One association each: every store refused; three kept, then an abort; the first answer
+    // later than the node's 3 s timeout; then slow answers, during which the node is killed.
+    let plan = ["refuse:A700", "abort-after:3", "stall:6", "slow:0.4"];
+    let pacs = FaultyPacs::start(pacs_port, &work.path().join("receipts.jsonl"), &plan);
+    let mut node = workflow_node(pacs_port, "association_timeout_s = 3");
+    let (prior, current) = lesjak_visits(work.path());
+    for folder in [&prior, &current] {
+        let store = node.storescu("STORESCU", &files_in(folder));
+        assert!(store.status.success(), "{}", text(&store));
+    }
+    let results = files_in(&current).len() + 2;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while pacs
+        .receipts()
+        .iter()
+        .filter(|r| r["association"] == 4 && r["kept"] == true)
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "delivery never reached the slow association; receipts: {:#?}\nlog:\n{}",
+            pacs.receipts(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.kill();
+    node.spawn();
+    let current_uid = series_uid(&current);
+    wait_for(&node, 120, "delivery after the restart", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
+    });
+
+    let receipts = pacs.receipts();
+    let of = |association: i64| -> Vec<&serde_json::Value> {
+        receipts
+            .iter()
+            .filter(|r| r["association"] == association)
+            .collect()
+    };
+    let refused = of(1);
+    assert_eq!(refused.len(), results, "every result offered once");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["status"] == 0xA700 && r["kept"] == false)
+    );
+    let aborted = of(2);
+    assert_eq!(aborted.len(), 4, "{aborted:#?}");
+    assert_eq!(aborted.iter().filter(|r| r["kept"] == true).count(), 3);
+    let stalled = of(3);
+    assert_eq!(
+        stalled.len(),
+        1,
+        "nothing more is sent once the answer is late: {stalled:#?}"
+    );
+    assert!(
+        receipts
+            .iter()
+            .any(|r| r["association"].as_i64().unwrap() >= 5),
+        "the restarted node made a new association"
+    );
+
+    // Every result is held; only an instance whose answer never reached the node (the stalled
+    // one, and at most the one in flight when the node was killed) was offered again.
+    let mut kept: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for r in receipts.iter().filter(|r| r["kept"] == true) {
+        let entry = kept
+            .entry(r["sop_instance_uid"].as_str().unwrap().to_string())
+            .or_insert((r["sop_class_uid"].as_str().unwrap().to_string(), 0));
+        entry.1 += 1;
+    }
+    assert_eq!(kept.len(), results, "{kept:#?}");
+    let count = |class: &str| kept.values().filter(|(c, _)| c == class).count();
+    assert_eq!(count(sop_class::SEGMENTATION_STORAGE), 1);
+    assert_eq!(count(sop_class::COMPREHENSIVE_3D_SR_STORAGE), 1);
+    assert_eq!(
+        count(sop_class::SECONDARY_CAPTURE_IMAGE_STORAGE),
+        results - 2
+    );
+    let twice: Vec<&String> = kept
+        .iter()
+        .filter(|(_, (_, n))| *n > 1)
+        .map(|(uid, _)| uid)
+        .collect();
+    let stalled_uid = stalled[0]["sop_instance_uid"].as_str().unwrap();
+    assert!(twice.iter().any(|uid| *uid == stalled_uid), "{twice:?}");
+    assert!(
+        twice.len() <= 2,
+        "offered again although answered: {twice:?}"
+    );
+    assert!(kept.values().all(|(_, n)| *n <= 2), "{kept:#?}");
+
+    // The outbox says each was delivered, after how many attempts and with which faults.
+    let id = job_of(&jobs(&node), &current_uid).unwrap()["id"].to_string();
+    let output = run(node.cli().args(["job", &id, "--json"]));
+    let detail: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), results);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d["state"] == "sent" && d["last_status"] == 0),
+        "{deliveries:#?}"
+    );
+    let attempts: Vec<i64> = deliveries
+        .iter()
+        .map(|d| d["attempts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts.iter().filter(|a| **a == 2).count(),
+        3,
+        "{attempts:?}"
+    );
+    assert!(attempts.iter().all(|a| (2..=5).contains(a)), "{attempts:?}");
+    let log = node.log();
+    assert!(log.contains("delivery incomplete; will retry"), "{log}");
+    assert!(log.contains("timed out"), "the stall is named: {log}");
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::bail;
+use msnode::dicom::status;
 use msnode::net::scu::{self, ScuError};
 use msnode::settings::Settings;
 
@@ -41,6 +42,13 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
     for result in &results {
         match &result.outcome {
             Ok(0) => sent += 1,
+            Ok(warning) if status::is_stored(*warning) => {
+                sent += 1;
+                eprintln!(
+                    "{}: stored with warning status {warning:#06x}",
+                    result.path.display()
+                );
+            }
             Ok(status) => {
                 failed += 1;
                 eprintln!(

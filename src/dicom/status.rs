@@ -43,3 +43,31 @@ impl Status {
         }
     }
 }
+
+/// A warning status of a storage or retrieve response (PS3.4 B.2.3, C.4.2.1.5): 0001 or Bxxx.
+/// The object was stored all the same.
+pub fn is_warning(code: u16) -> bool {
+    code == 0x0001 || (code & 0xF000) == 0xB000
+}
+
+/// Whether a C-STORE response with this status means the peer holds the object: success or a
+/// warning. Anything else (Axxx, Cxxx, 01xx, 02xx) is a refusal.
+pub fn is_stored(code: u16) -> bool {
+    code == 0x0000 || is_warning(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_count_as_stored_and_failures_do_not() {
+        for stored in [0x0000, 0x0001, 0xB000, 0xB006, 0xB007] {
+            assert!(is_stored(stored), "{stored:#06x}");
+        }
+        for refused in [0xA700, 0xA900, 0xC000, 0x0110, 0x0122, 0x0211, 0xFF00] {
+            assert!(!is_stored(refused), "{refused:#06x}");
+        }
+        assert!(!is_warning(0x0000));
+    }
+}

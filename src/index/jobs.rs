@@ -176,6 +176,13 @@ pub enum Attempt {
     Error(String),
 }
 
+impl Attempt {
+    /// The peer holds the object: it answered success or a warning.
+    pub fn delivered(&self) -> bool {
+        matches!(self, Attempt::Status(s) if crate::dicom::status::is_stored(*s))
+    }
+}
+
 /// Counts for `status`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct WorkflowCounts {
@@ -533,7 +540,7 @@ impl Index {
             Attempt::Error(e) => (None, Some(e.as_str())),
         };
         let state = match (attempt, retry_at) {
-            (Attempt::Status(0), _) => "sent",
+            (a, _) if a.delivered() => "sent",
             (_, Some(_)) => "pending",
             (_, None) => "failed",
         };

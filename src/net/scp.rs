@@ -28,7 +28,7 @@ use super::scu::{self, Remote};
 use super::{UlFailure, pdu_kind};
 use super::{admission, qr, syntaxes};
 use crate::config::Config;
-use crate::dicom::{Status, trim_padding};
+use crate::dicom::{Status, status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
 use crate::logging::chain;
 
@@ -864,15 +864,14 @@ async fn store_back(
 /// Sub-operation counts and the final status from each sub-operation's outcome: the peer's
 /// C-STORE status, or why nothing was sent.
 fn sub_operation_counts(outcomes: &[Result<u16, String>]) -> (Status, SubOperations) {
-    let warning = |s: u16| s == 0x0001 || (s & 0xF000) == 0xB000;
     let count = |f: &dyn Fn(&Result<u16, String>) -> bool| {
         u16::try_from(outcomes.iter().filter(|o| f(o)).count()).unwrap_or(u16::MAX)
     };
     let counts = SubOperations {
         remaining: Some(0),
         completed: Some(count(&|o| matches!(o, Ok(0)))),
-        warning: Some(count(&|o| matches!(o, Ok(s) if warning(*s)))),
-        failed: Some(count(&|o| !matches!(o, Ok(s) if *s == 0 || warning(*s)))),
+        warning: Some(count(&|o| matches!(o, Ok(s) if status::is_warning(*s)))),
+        failed: Some(count(&|o| !matches!(o, Ok(s) if status::is_stored(*s)))),
     };
     let status = if counts.failed == Some(0) && counts.warning == Some(0) {
         Status::Success

@@ -240,94 +240,173 @@ pub struct SendResult {
     pub outcome: Result<u16, String>,
 }
 
+/// Why one file was not stored on an open association.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailure {
+    /// This file could not be sent; the association is still usable for the next one.
+    #[error("{0}")]
+    NotSent(String),
+    /// The association failed (abort, timeout, broken connection): nothing more can be sent on
+    /// it, and whether the peer kept this file is unknown.
+    #[error(transparent)]
+    Association(ScuError),
+}
+
+/// An association open for C-STOREs of a known set of files, one file at a time, so that a
+/// caller can record each answer as it arrives.
+pub struct StoreAssociation<'r> {
+    association: ClientAssociation,
+    remote: &'r Remote,
+    /// (SOP class, transfer syntax) -> accepted presentation context id.
+    accepted: BTreeMap<(String, String), u8>,
+    stores_sent: usize,
+}
+
+impl<'r> StoreAssociation<'r> {
+    /// Associate with `remote`, proposing one context per SOP class / transfer syntax pair
+    /// among `files` (no transcoding).
+    pub async fn open(
+        remote: &'r Remote,
+        files: &[OutgoingFile],
+    ) -> Result<StoreAssociation<'r>, ScuError> {
+        let mut proposed: Vec<(String, String)> = files
+            .iter()
+            .map(|f| (f.sop_class_uid.clone(), f.transfer_syntax_uid.clone()))
+            .collect();
+        proposed.sort_unstable();
+        proposed.dedup();
+        if proposed.len() > 128 {
+            return Err(ScuError::TooManyContexts(proposed.len()));
+        }
+        let mut options = ClientAssociationOptions::new();
+        for (sop_class, ts) in &proposed {
+            options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
+        }
+        let association = connect(remote, options).await?;
+        // Presentation context ids are odd numbers 1, 3, 5... in the order proposed.
+        let accepted: BTreeMap<(String, String), u8> = association
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .filter_map(|pc| {
+                let index = (pc.id as usize).checked_sub(1)? / 2;
+                proposed.get(index).map(|key| (key.clone(), pc.id))
+            })
+            .collect();
+        if accepted.is_empty() {
+            let _ = association.abort().await;
+            return Err(ScuError::NothingAccepted);
+        }
+        Ok(StoreAssociation {
+            association,
+            remote,
+            accepted,
+            stores_sent: 0,
+        })
+    }
+
+    /// C-STORE one file and wait for its response status. A C-MOVE's sub-operation names the
+    /// move's originator (AE title and message ID).
+    pub async fn store(
+        &mut self,
+        file: &OutgoingFile,
+        move_originator: Option<(&str, u16)>,
+    ) -> Result<u16, StoreFailure> {
+        let key = (file.sop_class_uid.clone(), file.transfer_syntax_uid.clone());
+        let Some(&context_id) = self.accepted.get(&key) else {
+            return Err(StoreFailure::NotSent(format!(
+                "the peer did not accept SOP class {} in transfer syntax {}",
+                file.sop_class_uid, file.transfer_syntax_uid
+            )));
+        };
+        let data = data_set_bytes(&file.path)
+            .map_err(|e| StoreFailure::NotSent(crate::logging::chain(&e)))?;
+        let message_id = (self.stores_sent % 0xFFFF) as u16 + 1;
+        self.stores_sent += 1;
+        let command = dimse::store_request(
+            message_id,
+            &file.sop_class_uid,
+            &file.sop_instance_uid,
+            move_originator,
+        )
+        .map_err(|e| StoreFailure::NotSent(crate::logging::chain(&e)))?;
+        self.exchange(context_id, command, &data)
+            .await
+            .map_err(StoreFailure::Association)
+    }
+
+    async fn exchange(
+        &mut self,
+        context_id: u8,
+        command: Vec<u8>,
+        data: &[u8],
+    ) -> Result<u16, ScuError> {
+        let called_ae = &self.remote.called_ae;
+        send_command(&mut self.association, self.remote, context_id, command).await?;
+        // The P-DATA writer has no timeout of its own: a peer that stops reading must not hold
+        // a delivery for ever.
+        let timeout = self.remote.timeout;
+        let mut writer = self.association.send_pdata(context_id);
+        let written = tokio::time::timeout(timeout, async {
+            writer.write_all(data).await?;
+            writer.finish().await
+        })
+        .await
+        .map_err(|_| ScuError::Timeout(format!("{called_ae} to take the data set")))?;
+        written.map_err(|e| ScuError::Io(called_ae.clone(), e))?;
+        let response = receive_command(&mut self.association, self.remote).await?;
+        Ok(response.status.unwrap_or(0xFFFF))
+    }
+
+    /// Release the association; a peer that does not answer the release is not an error, since
+    /// every store was already answered.
+    pub async fn release(self) {
+        let _ = self.association.release().await;
+    }
+
+    /// Abort after a failure, so the peer does not wait for its own timeout.
+    pub async fn abort(self) {
+        let _ = self.association.abort().await;
+    }
+}
+
 /// C-STORE every file in one association, each in its own transfer syntax (no transcoding).
 pub async fn send(remote: &Remote, files: &[OutgoingFile]) -> Result<Vec<SendResult>, ScuError> {
     send_for(remote, files, None).await
 }
 
 /// [`send`] on behalf of a C-MOVE: each C-STORE names the move's originator (AE title and
-/// message ID) when one is given.
+/// message ID) when one is given. Fails only when no association could be made; when it breaks
+/// half-way, the files already answered keep their status and the rest say why they were not sent.
 pub async fn send_for(
     remote: &Remote,
     files: &[OutgoingFile],
     move_originator: Option<(&str, u16)>,
 ) -> Result<Vec<SendResult>, ScuError> {
-    let mut contexts: BTreeMap<(String, String), ()> = BTreeMap::new();
-    for file in files {
-        contexts.insert(
-            (file.sop_class_uid.clone(), file.transfer_syntax_uid.clone()),
-            (),
-        );
-    }
-    if contexts.len() > 128 {
-        return Err(ScuError::TooManyContexts(contexts.len()));
-    }
-    let mut options = ClientAssociationOptions::new();
-    let proposed: Vec<(String, String)> = contexts.into_keys().collect();
-    for (sop_class, ts) in &proposed {
-        options = options.with_presentation_context(sop_class.clone(), vec![ts.clone()]);
-    }
-    let mut association = connect(remote, options).await?;
-    // Presentation context ids are odd numbers 1, 3, 5... in the order proposed.
-    let accepted: BTreeMap<(String, String), u8> = association
-        .presentation_contexts()
-        .iter()
-        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .filter_map(|pc| {
-            let index = (pc.id as usize).checked_sub(1)? / 2;
-            proposed.get(index).map(|key| (key.clone(), pc.id))
-        })
-        .collect();
-    if accepted.is_empty() {
-        let _ = association.abort().await;
-        return Err(ScuError::NothingAccepted);
-    }
+    let mut association = StoreAssociation::open(remote, files).await?;
     let mut results = Vec::with_capacity(files.len());
-    for (n, file) in files.iter().enumerate() {
-        let key = (file.sop_class_uid.clone(), file.transfer_syntax_uid.clone());
-        let Some(&context_id) = accepted.get(&key) else {
-            results.push(SendResult {
-                path: file.path.clone(),
-                outcome: Err(format!(
-                    "the peer did not accept SOP class {} in transfer syntax {}",
-                    file.sop_class_uid, file.transfer_syntax_uid
-                )),
-            });
-            continue;
+    let mut broken: Option<String> = None;
+    for file in files {
+        let outcome = match &broken {
+            Some(why) => Err(format!("not sent: {why}")),
+            None => match association.store(file, move_originator).await {
+                Ok(status) => Ok(status),
+                Err(StoreFailure::NotSent(why)) => Err(why),
+                Err(StoreFailure::Association(e)) => {
+                    let why = crate::logging::chain(&e);
+                    broken = Some(why.clone());
+                    Err(why)
+                }
+            },
         };
-        let data = match data_set_bytes(&file.path) {
-            Ok(data) => data,
-            Err(e) => {
-                results.push(SendResult {
-                    path: file.path.clone(),
-                    outcome: Err(crate::logging::chain(&e)),
-                });
-                continue;
-            }
-        };
-        let message_id = (n % 0xFFFF) as u16 + 1;
-        let command = dimse::store_request(
-            message_id,
-            &file.sop_class_uid,
-            &file.sop_instance_uid,
-            move_originator,
-        )?;
-        send_command(&mut association, remote, context_id, command).await?;
-        let mut writer = association.send_pdata(context_id);
-        writer
-            .write_all(&data)
-            .await
-            .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
-        writer
-            .finish()
-            .await
-            .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
-        let response = receive_command(&mut association, remote).await?;
         results.push(SendResult {
             path: file.path.clone(),
-            outcome: Ok(response.status.unwrap_or(0xFFFF)),
+            outcome,
         });
     }
-    let _ = association.release().await;
+    match broken {
+        None => association.release().await,
+        Some(_) => association.abort().await,
+    }
     Ok(results)
 }

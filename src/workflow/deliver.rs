@@ -106,40 +106,89 @@ async fn send_to(
     if files.is_empty() {
         return Ok(());
     }
-    let outcomes: Vec<Attempt> = match scu::send(&destination.remote, &files).await {
-        Ok(results) => results
-            .into_iter()
-            .map(|r| match r.outcome {
-                Ok(status) => Attempt::Status(status),
-                Err(why) => Attempt::Error(why),
-            })
-            .collect(),
-        Err(e) => vec![Attempt::Error(chain(&e)); files.len()],
-    };
-    let now = unix_now();
-    let (mut sent, mut failed) = (0usize, 0usize);
-    for (row, attempt) in sendable.iter().zip(&outcomes) {
-        let retry = match attempt {
-            Attempt::Status(0) => None,
-            _ => {
-                failed += 1;
-                retry_at(
-                    settings.max_attempts,
-                    settings.retry_delay,
-                    row.attempts as u32 + 1,
-                    now,
-                )
+    let remote = &destination.remote;
+    let mut association = match scu::StoreAssociation::open(remote, &files).await {
+        Ok(association) => association,
+        Err(e) => {
+            let why = chain(&e);
+            let mut tally = Tally::default();
+            for row in &sendable {
+                tally
+                    .record(&settings, &index, row, Attempt::Error(why.clone()))
+                    .await?;
             }
+            tally.log(&ae_title);
+            return Ok(());
+        }
+    };
+    let mut tally = Tally::default();
+    let mut broken: Option<String> = None;
+    // Each answer is recorded as it arrives: after a crash only the file in flight is sent again.
+    for (row, file) in sendable.iter().zip(&files) {
+        let attempt = match &broken {
+            Some(why) => Attempt::Error(format!("not sent: {why}")),
+            None => match association.store(file, None).await {
+                Ok(status) => Attempt::Status(status),
+                Err(scu::StoreFailure::NotSent(why)) => Attempt::Error(why),
+                Err(scu::StoreFailure::Association(e)) => {
+                    let why = chain(&e);
+                    broken = Some(why.clone());
+                    Attempt::Error(why)
+                }
+            },
         };
-        sent += usize::from(*attempt == Attempt::Status(0));
-        index.record_attempt(row.id, attempt, retry).await?;
+        tally.record(&settings, &index, row, attempt).await?;
     }
-    if failed > 0 {
-        warn!(destination = %ae_title, sent, failed, first = ?outcomes.iter().find(|a| **a != Attempt::Status(0)), "delivery incomplete; will retry");
-    } else {
-        info!(destination = %ae_title, sent, "results delivered");
+    match broken {
+        None => association.release().await,
+        Some(_) => association.abort().await,
     }
+    tally.log(&ae_title);
     Ok(())
+}
+
+/// What one round of attempts to a destination came to, for its log line.
+#[derive(Default)]
+struct Tally {
+    sent: usize,
+    failed: usize,
+    first_failure: Option<Attempt>,
+}
+
+impl Tally {
+    /// Record one attempt in the outbox: delivered, or due again after the backoff, or failed
+    /// for good when the attempts are spent.
+    async fn record(
+        &mut self,
+        settings: &WorkflowSettings,
+        index: &Index,
+        row: &OutboxRow,
+        attempt: Attempt,
+    ) -> Result<(), WorkflowError> {
+        let retry = if attempt.delivered() {
+            self.sent += 1;
+            None
+        } else {
+            self.failed += 1;
+            self.first_failure.get_or_insert_with(|| attempt.clone());
+            retry_at(
+                settings.max_attempts,
+                settings.retry_delay,
+                row.attempts as u32 + 1,
+                unix_now(),
+            )
+        };
+        index.record_attempt(row.id, &attempt, retry).await?;
+        Ok(())
+    }
+
+    fn log(&self, destination: &str) {
+        if self.failed > 0 {
+            warn!(destination, sent = self.sent, failed = self.failed, first = ?self.first_failure, "delivery incomplete; will retry");
+        } else {
+            info!(destination, sent = self.sent, "results delivered");
+        }
+    }
 }
 
 #[cfg(test)]
