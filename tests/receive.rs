@@ -937,11 +937,9 @@ fn a_full_disk_answers_out_of_resources_and_loses_nothing_acknowledged() {
 /// Another process holds the index's write lock (SQLite `BEGIN EXCLUSIVE`) for 3 s while
 /// instances arrive: their stores wait for it (busy timeout 30 s) and succeed, none is answered
 /// before its row is committed, and every one is indexed once.
-#[test]
-fn a_locked_index_delays_stores_and_loses_nothing() {
+/// Another process holding the index's write lock for `seconds`; returns once it holds it.
+fn lock_index(node: &Node, seconds: u64) -> std::process::Child {
     use std::io::{BufRead, BufReader};
-    let node = Node::start("");
-    let database = node.data_dir().join("msnode.sqlite");
     let mut locker = Command::new(python())
         .arg("-c")
         .arg(
@@ -949,10 +947,11 @@ fn a_locked_index_delays_stores_and_loses_nothing() {
              db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
              db.execute('BEGIN EXCLUSIVE')\n\
              print('locked', flush=True)\n\
-             time.sleep(3)\n\
+             time.sleep(float(sys.argv[2]))\n\
              db.execute('COMMIT')\n",
         )
-        .arg(&database)
+        .arg(node.data_dir().join("msnode.sqlite"))
+        .arg(seconds.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -961,6 +960,13 @@ fn a_locked_index_delays_stores_and_loses_nothing() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "locked");
+    locker
+}
+
+#[test]
+fn a_locked_index_delays_stores_and_loses_nothing() {
+    let node = Node::start("");
+    let mut locker = lock_index(&node, 3);
     let files = ge_series(5)[..5].to_vec();
     let started = Instant::now();
     let report = node.pynetdicom_store(&files, None);
@@ -980,4 +986,64 @@ fn a_locked_index_delays_stores_and_loses_nothing() {
         .collect();
     let sent: BTreeSet<String> = files.iter().map(|f| sop_instance_uid(f)).collect();
     assert_eq!(indexed, sent);
+}
+
+#[test]
+fn an_index_locked_past_the_busy_timeout_refuses_with_a700_and_keeps_no_orphan() {
+    let node = Node::start("");
+    let file = ge_series(5)[..1].to_vec();
+    // The association is audited first, then the lock is taken, then the instance arrives: only
+    // the store waits out SQLite's 30 s busy timeout.
+    let mut store = Command::new(python())
+        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+        .args([
+            "store",
+            "127.0.0.1",
+            &node.port.to_string(),
+            "PYNETDICOM",
+            NODE_AE,
+        ])
+        .args(["--pause", "3"])
+        .arg(&file[0])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.log().contains("association accepted") {
+        assert!(Instant::now() < deadline, "no association: {}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut locker = lock_index(&node, 36);
+    let output = store.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let entry = &report[0];
+    assert_eq!(entry["status"], 0xA700, "{report}");
+    assert!(
+        entry["comment"].as_str().unwrap().contains("cannot index"),
+        "{report}"
+    );
+    let stored: Vec<PathBuf> = walkdir::WalkDir::new(node.data_dir().join("dicom"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    assert!(
+        stored.is_empty(),
+        "a refused instance stayed in the store: {stored:?}"
+    );
+    assert!(locker.wait().unwrap().success());
+    // The sender tries again once the lock is gone, and that copy is kept.
+    let report = node.pynetdicom_store(&file, None);
+    assert_eq!(report[0]["status"], 0, "{report}");
+    let indexed: Vec<String> = node
+        .indexed()
+        .into_iter()
+        .map(|i| i.sop_instance_uid)
+        .collect();
+    assert_eq!(indexed, [sop_instance_uid(&file[0])]);
+    assert!(
+        node.log().contains("cannot index the instance"),
+        "the refusal is logged"
+    );
 }

@@ -222,6 +222,16 @@ impl Index {
             .filter(|p| *p != rec.file_path))
     }
 
+    /// Whether an indexed instance is stored at `file_path` (relative to the data directory).
+    pub async fn file_is_indexed(&self, file_path: &str) -> Result<bool, IndexError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM instances WHERE file_path = ?1)")
+                .bind(file_path)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Start an audit row for an association; returns its id.
     pub async fn begin_association(
         &self,

@@ -188,6 +188,23 @@ impl Ingest {
         discard(incoming).await;
     }
 
+    /// After a refused index write, remove the file just placed unless an earlier, acknowledged
+    /// copy of the same instance is indexed at that path: the sender was told it failed and will
+    /// send it again, so the store keeps no file the index does not know.
+    async fn remove_unindexed(&self, file_path: &str) {
+        match self.index.file_is_indexed(file_path).await {
+            Ok(false) => {
+                if let Err(e) = self.store.remove(Path::new(file_path)) {
+                    tracing::warn!(path = %file_path, error = %e, "cannot remove an instance that was not indexed");
+                }
+            }
+            Ok(true) => {}
+            Err(e) => {
+                tracing::warn!(path = %file_path, error = %crate::logging::chain(&e), "cannot tell whether an instance that was not indexed replaced an indexed copy; left in place");
+            }
+        }
+    }
+
     /// Drop an instance whose transfer was interrupted.
     pub async fn abandon(&self, mut incoming: IncomingInstance) {
         discard(&mut incoming).await;
@@ -235,12 +252,16 @@ impl Ingest {
                 format!("storage task failed: {}", crate::logging::chain(&e)),
             ))
         })?;
-        let previous = self.index.record_instance(&record).await.map_err(|e| {
-            Refusal::new(
-                Status::OutOfResources,
-                format!("cannot index the instance: {}", crate::logging::chain(&e)),
-            )
-        })?;
+        let previous = match self.index.record_instance(&record).await {
+            Ok(previous) => previous,
+            Err(e) => {
+                self.remove_unindexed(&record.file_path).await;
+                return Err(Refusal::new(
+                    Status::OutOfResources,
+                    format!("cannot index the instance: {}", crate::logging::chain(&e)),
+                ));
+            }
+        };
         if let Some(old) = previous
             && let Err(e) = self.store.remove(Path::new(&old))
         {

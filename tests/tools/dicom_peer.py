@@ -1,8 +1,9 @@
 """A pynetdicom peer for msnode's tests: store files as they are on disk, or hold an association open.
 
 Usage:
-  dicom_peer.py store HOST PORT CALLING CALLED [--success-log FILE] FILE...
-      One association; each file is sent as-is (its data set bytes, in its own transfer syntax).
+  dicom_peer.py store HOST PORT CALLING CALLED [--success-log FILE] [--pause SECONDS] FILE...
+      One association; each file is sent as-is (its data set bytes, in its own transfer syntax),
+      the first one SECONDS after the association is established (--pause, default 0).
       Prints a JSON list of {"file", "status"}; status is null when no response came.
       With --success-log, the SOP Instance UID of each instance answered with Success is appended
       to FILE and flushed before the next one is sent.
@@ -67,6 +68,7 @@ def store(args: argparse.Namespace) -> int:
         print(json.dumps({"error": "association not established"}))
         return 2
     log = open(args.success_log, "a", encoding="ascii") if args.success_log else None
+    time.sleep(args.pause)
     results = []
     for path in files:
         # A path is sent as-is: pynetdicom streams the data set bytes without decoding them.
@@ -207,6 +209,7 @@ def main() -> int:
         p.add_argument("called")
         if name == "store":
             p.add_argument("--success-log")
+            p.add_argument("--pause", type=float, default=0.0)
             p.add_argument("files", nargs="+")
         elif name == "hold":
             p.add_argument("seconds", type=float)
