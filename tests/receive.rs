@@ -994,7 +994,7 @@ fn an_index_locked_past_the_busy_timeout_refuses_with_a700_and_keeps_no_orphan()
     let file = ge_series(5)[..1].to_vec();
     // The association is audited first, then the lock is taken, then the instance arrives: only
     // the store waits out SQLite's 30 s busy timeout.
-    let mut store = Command::new(python())
+    let store = Command::new(python())
         .arg(repo_root().join("tests/tools/dicom_peer.py"))
         .args([
             "store",
