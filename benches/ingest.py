@@ -103,6 +103,7 @@ def run_msnode(binary: Path, files: list[Path], work: Path, associations: int) -
     config = work / "msnode.toml"
     config.write_text(
         f'[node]\nae_title = "MSNODE"\nbind = "127.0.0.1"\nport = {port}\ndata_dir = "{data}"\n'
+        f'[admin]\nbind = "127.0.0.1:{free_port()}"\n'
         '[logging]\nlevel = "warn"\n'
         '[[peers]]\nae_title = "STORESCU"\nhost = "127.0.0.1"\nport = 1\nstore_to_us = true\n'
     )

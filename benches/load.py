@@ -103,6 +103,9 @@ data_dir = "{data}"
 [network]
 max_associations = {associations + 8}
 
+[admin]
+bind = "127.0.0.1:{free_port()}"
+
 [[peers]]
 ae_title = "STORESCU"
 host = "127.0.0.1"

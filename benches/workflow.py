@@ -70,6 +70,8 @@ def one_run(msnode: str, stable: float, work: Path) -> dict[str, float]:
 bind = "127.0.0.1"
 port = {node_port}
 data_dir = "{work / 'data'}"
+[admin]
+bind = "127.0.0.1:{free_port()}"
 [analysis]
 stable_series_timeout_s = {stable}
 [results]

@@ -22,6 +22,26 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub model: ModelConfig,
     pub logging: LoggingConfig,
+    pub admin: AdminConfig,
+    pub storage: StorageConfig,
+}
+
+/// The admin HTTP server: health, readiness, metrics and the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub bind: std::net::SocketAddr,
+    /// A file holding the bearer token every request must carry; required off loopback.
+    pub token_file: Option<PathBuf>,
+    /// Show Patient ID on the status page (never names or birth dates).
+    pub show_patient_id: bool,
+}
+
+/// How the data directory is guarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// Below this much free space new associations are rejected, C-STORE answers A700 and
+    /// readiness fails.
+    pub min_free_mb: u64,
 }
 
 /// How FLAIR series are recognised (`crate::workflow::selection` applies the rules).
@@ -205,6 +225,12 @@ impl Default for Config {
                 format: LogFormat::Human,
                 level: "info".into(),
             },
+            admin: AdminConfig {
+                bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+                token_file: None,
+                show_patient_id: false,
+            },
+            storage: StorageConfig { min_free_mb: 1024 },
         }
     }
 }
@@ -372,7 +398,7 @@ fn describe(value: &Value) -> String {
     }
 }
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "node",
     "network",
     "peers",
@@ -383,6 +409,8 @@ const SECTIONS: [&str; 10] = [
     "jobs",
     "model",
     "logging",
+    "admin",
+    "storage",
 ];
 
 fn section_table<'a>(
@@ -423,6 +451,8 @@ fn read_config(root: &Table, problems: &mut Vec<Problem>) -> Config {
         jobs: read_jobs(root, defaults.jobs, problems),
         model: read_model(root, defaults.model, problems),
         logging: read_logging(root, defaults.logging, problems),
+        admin: read_admin(root, defaults.admin, problems),
+        storage: read_storage(root, defaults.storage, problems),
     };
     check_cross_references(&config, problems);
     config
@@ -749,6 +779,44 @@ fn read_jobs(root: &Table, d: JobsConfig, problems: &mut Vec<Problem>) -> JobsCo
     };
     s.finish(problems);
     jobs
+}
+
+fn read_admin(root: &Table, d: AdminConfig, problems: &mut Vec<Problem>) -> AdminConfig {
+    let mut s = Section::new("admin".into(), section_table(root, "admin", problems));
+    let admin = AdminConfig {
+        bind: s
+            .get_checked("bind", problems, |b: &String| {
+                b.parse::<std::net::SocketAddr>()
+                    .map(|_| ())
+                    .map_err(|_| format!("{b:?} is not an address and port such as 127.0.0.1:8080"))
+            })
+            .and_then(|b: String| b.parse().ok())
+            .unwrap_or(d.bind),
+        token_file: s.get::<PathBuf>("token_file", problems).or(d.token_file),
+        show_patient_id: s
+            .get("show_patient_id", problems)
+            .unwrap_or(d.show_patient_id),
+    };
+    s.finish(problems);
+    if !admin.bind.ip().is_loopback() && admin.token_file.is_none() {
+        problems.push(Problem::new(
+            "admin.token_file",
+            format!(
+                "required when admin.bind ({}) is not a loopback address: the status page and metrics would be open to the network",
+                admin.bind
+            ),
+        ));
+    }
+    admin
+}
+
+fn read_storage(root: &Table, d: StorageConfig, problems: &mut Vec<Problem>) -> StorageConfig {
+    let mut s = Section::new("storage".into(), section_table(root, "storage", problems));
+    let storage = StorageConfig {
+        min_free_mb: s.get("min_free_mb", problems).unwrap_or(d.min_free_mb),
+    };
+    s.finish(problems);
+    storage
 }
 
 fn read_model(root: &Table, d: ModelConfig, problems: &mut Vec<Problem>) -> ModelConfig {

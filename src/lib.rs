@@ -16,9 +16,13 @@
 //! - [`lesions`]: connected lesions, their volumes, new or enlarging
 //! - [`outputs`]: DICOM-SEG, the TID 1500 report, overlay series and previews
 //! - [`analyze`]: the [`analyze::Analyzer`] that runs one analysis through those stages
-//! - [`node`]: the daemon wiring the SCP and the workflow; [`logging`]: log output
+//! - [`node`]: the daemon wiring the SCP, the workflow and the admin server; [`logging`]: log
+//!   output
+//! - [`admin`]: the admin HTTP server (health, readiness, metrics, status page); [`metrics`]:
+//!   every counter, gauge and histogram
 //! - [`fuzzing`]: the hostile-input entry points that `fuzz/` and the corpus test drive
 
+pub mod admin;
 pub mod analyze;
 pub mod config;
 pub mod dicom;
@@ -28,6 +32,7 @@ pub mod infer;
 pub mod ingest;
 pub mod lesions;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod outputs;

@@ -8,9 +8,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::admin::{self, Admin, AdminError, ModelCheck, ModelIdentity};
 use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::net::scp::Scp;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -18,6 +20,8 @@ use crate::workflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("cannot open the store")]
     Store(#[from] StoreError),
     #[error("cannot open the index")]
@@ -67,24 +71,64 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
         database = %config.database_path().display(),
         "msnode listening"
     );
-    let ingest = Ingest::new(store, index.clone(), config.network.max_instance_bytes);
     let settings = Settings::from_config(&config);
+    let ingest = Ingest::new(
+        store,
+        index.clone(),
+        config.network.max_instance_bytes,
+        settings.min_free_bytes,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let admin_listener = admin::bind(settings.admin.bind).await?;
+    let admin = Arc::new(Admin::new(
+        &config,
+        &settings.admin,
+        metrics.clone(),
+        ingest.clone(),
+        verify_model(&settings),
+    )?);
     let (stop, stopped) = watch::channel(false);
     let signal = async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     };
+    let scp = Scp::new(
+        config.clone(),
+        ingest.clone(),
+        settings.peers(),
+        metrics.clone(),
+    );
     tokio::join!(
-        Scp::new(config.clone(), ingest.clone(), settings.peers()).run(
-            listener,
-            signal,
-            SHUTDOWN_GRACE
+        scp.run(listener, signal, SHUTDOWN_GRACE),
+        workflow::run(
+            settings.workflow,
+            index.clone(),
+            ingest,
+            metrics,
+            stopped.clone()
         ),
-        workflow::run(settings.workflow, index.clone(), ingest, stopped),
+        admin::serve(admin_listener, admin, stopped),
     );
     index.close().await;
     info!("msnode stopped");
     Ok(())
+}
+
+/// Check the model's card and the sha256 of its ONNX file now, so that readiness and the metrics
+/// name the model before the first job loads it.
+fn verify_model(settings: &Settings) -> ModelCheck {
+    match crate::infer::Model::open(&settings.analysis.model_dir) {
+        Ok(model) => Ok(ModelIdentity {
+            name: model.card.name,
+            version: model.card.version,
+            sha256: model.card.onnx_sha256,
+        }),
+        Err(e) => {
+            let why = crate::logging::chain(&e);
+            warn!(reason = %why, "the model cannot be used; analyses will fail until it is fixed");
+            Err(why)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admin::AdminSettings;
 use crate::analyze::AnalysisSettings;
 use crate::config::{Config, Peer};
 use crate::infer::RuntimeSettings;
@@ -30,6 +31,9 @@ pub struct Settings {
     pub workflow: WorkflowSettings,
     /// Our AE title, the calling AE title of every association we open.
     pub ae_title: String,
+    pub admin: AdminSettings,
+    /// The data directory's free-space reserve.
+    pub min_free_bytes: u64,
     max_pdu: u32,
     association_timeout: Duration,
     peers: Vec<Peer>,
@@ -72,6 +76,12 @@ impl Settings {
             },
             analysis,
             ae_title: config.node.ae_title.clone(),
+            admin: AdminSettings {
+                bind: config.admin.bind,
+                token_file: config.admin.token_file.clone(),
+                show_patient_id: config.admin.show_patient_id,
+            },
+            min_free_bytes: config.storage.min_free_mb.saturating_mul(1 << 20),
             max_pdu: config.network.max_pdu,
             association_timeout: config.network.association_timeout,
             peers: config.peers.clone(),

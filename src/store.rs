@@ -129,6 +129,21 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes an unprivileged writer may still use on the data directory's file system.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.data_dir)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Write, fsync and remove a small file: the data directory takes writes now.
+    pub fn check_writable(&self) -> io::Result<()> {
+        let probe = self.incoming_dir.join("write-check.part");
+        let mut file = fs::File::create(&probe)?;
+        io::Write::write_all(&mut file, b"msnode")?;
+        file.sync_all()?;
+        fs::remove_file(&probe)
+    }
+
     /// Remove a stored file that the index no longer points at.
     pub fn remove(&self, relative: &Path) -> io::Result<()> {
         fs::remove_file(self.absolute(relative))

@@ -825,47 +825,13 @@ fn sixteen_worst_case_associations_stay_within_the_memory_bound() {
 }
 
 /// A size-limited tmpfs mounted over `dir` for the life of the guard (root or passwordless sudo).
-struct SmallFilesystem(PathBuf);
-
-impl SmallFilesystem {
-    fn mount(dir: &Path, mib: u64) -> SmallFilesystem {
-        std::fs::create_dir_all(dir).unwrap();
-        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let mut command = Command::new(if root { "mount" } else { "sudo" });
-        if !root {
-            command.args(["-n", "mount"]);
-        }
-        let output = run(command
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={mib}m"))
-            .arg("msnode-test")
-            .arg(dir));
-        assert!(
-            output.status.success(),
-            "the disk-full test mounts a tmpfs (needs root or passwordless sudo): {}",
-            text(&output)
-        );
-        SmallFilesystem(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let mut command = Command::new(if root { "umount" } else { "sudo" });
-        if !root {
-            command.args(["-n", "umount"]);
-        }
-        let _ = command.arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The data directory fills up during ingest: the instances that no longer fit are answered
 /// A700 with the reason, every instance answered Success is on disk and indexed (also after a
 /// restart), nothing is left in `incoming/`, and the node goes on answering.
 #[test]
 fn a_full_disk_answers_out_of_resources_and_loses_nothing_acknowledged() {
-    let mut node = Node::start("");
+    // No reserve: the file system itself runs out.
+    let mut node = Node::start("\n[storage]\nmin_free_mb = 0");
     node.kill();
     let _filesystem = SmallFilesystem::mount(&node.data_dir(), 24);
     node.spawn();

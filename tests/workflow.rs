@@ -209,6 +209,33 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     );
     assert!(detail["summary"]["timings"]["infer"].as_f64().unwrap() > 0.0);
 
+    // The admin server counts the jobs and times their stages, and links the previews.
+    let (_, metrics) = http_get(node.admin_port, "/metrics", None);
+    for sample in [
+        "msnode_jobs{state=\"done\"} 1",
+        "msnode_jobs{state=\"no_prior\"} 1",
+        "msnode_job_stage_seconds_count{stage=\"infer\"} 1",
+        "msnode_job_stage_seconds_count{stage=\"register\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == sample),
+            "{sample} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("msnode_job_stage_seconds_count{stage=\"delivery\"}"),
+        "{metrics}"
+    );
+    let (_, page) = http_get(node.admin_port, "/", None);
+    let link = format!("/jobs/{id}/previews/slice");
+    let start = page
+        .find(&link)
+        .unwrap_or_else(|| panic!("no preview link in {page}"));
+    let href = &page[start..start + page[start..].find('"').unwrap()];
+    let (status, png) = http_get(node.admin_port, href, None);
+    assert_eq!(status, 200);
+    assert!(png.starts_with("\u{fffd}PNG"), "a PNG at {href}");
+
     // The EPI series was judged and rejected, and `explain` says by which rule.
     let epi_uid = series_uid(&epi[0]);
     let output = run(node.cli().args(["explain", &epi_uid]));
@@ -289,6 +316,15 @@ fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
             .iter()
             .any(|e| e["reason"] == "interrupted: run again"),
         "{detail:#}"
+    );
+    let (_, metrics) = http_get(node.admin_port, "/metrics", None);
+    assert!(
+        metrics.contains("msnode_delivery_failures_total{destination=\"PACS\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("msnode_outbox_pending{destination=\"PACS\"}"),
+        "{metrics}"
     );
     let pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
     wait_for(&node, 120, "delivery once PACS is back", |jobs| {

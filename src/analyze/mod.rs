@@ -75,6 +75,21 @@ pub struct Timings {
     pub total: f64,
 }
 
+impl Timings {
+    /// Each stage with its seconds, the whole analysis last.
+    pub fn stages(&self) -> [(&'static str, f64); 7] {
+        [
+            ("load", self.load),
+            ("register", self.register),
+            ("preprocess", self.preprocess),
+            ("infer", self.infer),
+            ("lesions", self.lesions),
+            ("outputs", self.outputs),
+            ("analysis", self.total),
+        ]
+    }
+}
+
 /// Seconds since the last lap.
 struct Stopwatch(Instant);
 

@@ -27,6 +27,23 @@ pub enum Status {
 }
 
 impl Status {
+    /// A short name for metrics labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::OutOfResources => "out_of_resources",
+            Status::DataSetDoesNotMatchSopClass => "data_set_does_not_match_sop_class",
+            Status::CannotUnderstand => "cannot_understand",
+            Status::SopClassNotSupported => "sop_class_not_supported",
+            Status::UnrecognizedOperation => "unrecognized_operation",
+            Status::ProcessingFailure => "processing_failure",
+            Status::Pending => "pending",
+            Status::SubOperationsFailed => "sub_operations_failed",
+            Status::MoveDestinationUnknown => "move_destination_unknown",
+            Status::UnableToPerformSubOperations => "unable_to_perform_sub_operations",
+        }
+    }
+
     pub fn code(self) -> u16 {
         match self {
             Status::Success => 0x0000,

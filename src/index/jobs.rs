@@ -595,6 +595,41 @@ impl Index {
         Ok(Some(state))
     }
 
+    /// Results not yet delivered, per destination.
+    pub async fn outbox_pending(&self) -> Result<Vec<(String, i64)>, IndexError> {
+        Ok(sqlx::query_as(
+            "SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending'
+             GROUP BY destination ORDER BY destination",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deliveries whose last attempt failed (waiting for a retry, or given up), newest first.
+    pub async fn outbox_failures(&self, limit: i64) -> Result<Vec<OutboxRow>, IndexError> {
+        Ok(sqlx::query_as::<_, OutboxRow>(
+            "SELECT * FROM outbox WHERE state = 'failed' OR (state = 'pending' AND attempts > 0)
+             ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The Patient ID of each job's current series, for a status page a site allowed to show it.
+    pub async fn job_patient_ids(&self, limit: i64) -> Result<Vec<(i64, String)>, IndexError> {
+        Ok(sqlx::query_as(
+            "SELECT j.id, p.patient_id FROM jobs j
+             JOIN series se ON se.series_instance_uid = j.current_series
+             JOIN studies st ON st.id = se.study
+             JOIN patients p ON p.id = st.patient
+             ORDER BY j.id DESC LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn workflow_counts(&self) -> Result<WorkflowCounts, IndexError> {
         Ok(WorkflowCounts {
             jobs: sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")

@@ -222,6 +222,13 @@ impl Index {
             .filter(|p| *p != rec.file_path))
     }
 
+    /// Take and release SQLite's write lock: the index accepts writes now.
+    pub async fn check_writable(&self) -> Result<(), IndexError> {
+        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        transaction.rollback().await?;
+        Ok(())
+    }
+
     /// Whether an indexed instance is stored at `file_path` (relative to the data directory).
     pub async fn file_is_indexed(&self, file_path: &str) -> Result<bool, IndexError> {
         Ok(

@@ -82,6 +82,8 @@ pub struct Ingest {
     store: Store,
     index: Index,
     max_instance_bytes: u64,
+    /// The free-space reserve of the data directory's file system.
+    min_free_bytes: u64,
     next_part: AtomicU64,
 }
 
@@ -103,17 +105,45 @@ fn write_refusal(e: std::io::Error) -> Refusal {
 }
 
 impl Ingest {
-    pub fn new(store: Store, index: Index, max_instance_bytes: u64) -> Arc<Ingest> {
+    pub fn new(
+        store: Store,
+        index: Index,
+        max_instance_bytes: u64,
+        min_free_bytes: u64,
+    ) -> Arc<Ingest> {
         Arc::new(Ingest {
             store,
             index,
             max_instance_bytes,
+            min_free_bytes,
             next_part: AtomicU64::new(0),
         })
     }
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Free bytes of the data directory, or why the store must not take more: below the
+    /// reserve, or the file system cannot be asked.
+    pub fn free_space(&self) -> Result<u64, String> {
+        let free = self
+            .store
+            .free_bytes()
+            .map_err(|e| format!("cannot read the data directory's free space: {e}"))?;
+        if free < self.min_free_bytes {
+            // Short enough for a C-STORE response's Error Comment (64 characters).
+            return Err(format!(
+                "free space {} MiB is below the reserve of {} MiB",
+                free >> 20,
+                self.min_free_bytes >> 20
+            ));
+        }
+        Ok(free)
     }
 
     /// Start an instance: its file meta group, built from the C-STORE request.
@@ -130,6 +160,10 @@ impl Ingest {
             received: 0,
             refusal: None,
         };
+        if let Err(why) = self.free_space() {
+            incoming.refusal = Some(Refusal::new(Status::OutOfResources, why));
+            return incoming;
+        }
         match file_header(&incoming.request) {
             Ok(header) => {
                 incoming.data_offset = header.len() as u64;

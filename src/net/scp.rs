@@ -14,8 +14,9 @@ use dicom_ul::association::Error as UlError;
 use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::RequestorRoles;
 use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceUserReason, AssociationRJSource,
-    PDataValue, PDataValueType, Pdu, PresentationContextResultReason, UserIdentity,
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
+    PresentationContextResultReason, UserIdentity,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +32,7 @@ use crate::config::Config;
 use crate::dicom::{Status, status, trim_padding};
 use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 
 /// Who may associate: the called AE title must be ours and the calling AE a peer allowed to store.
 /// It also remembers the titles it was shown, so that a rejection can be audited.
@@ -87,6 +89,7 @@ impl Negotiation for StorageRoles {
 pub struct Scp {
     config: Arc<Config>,
     ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
     allowed_callers: Arc<Vec<String>>,
     /// Where a C-MOVE may send: the configured peers, by AE title.
     move_destinations: Arc<Vec<Remote>>,
@@ -97,6 +100,7 @@ impl Scp {
         config: Arc<Config>,
         ingest: Arc<Ingest>,
         move_destinations: Vec<Remote>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Scp> {
         let allowed_callers = config
             .peers
@@ -107,6 +111,7 @@ impl Scp {
         Arc::new(Scp {
             config,
             ingest,
+            metrics,
             allowed_callers: Arc::new(allowed_callers),
             move_destinations: Arc::new(move_destinations),
         })
@@ -191,8 +196,10 @@ impl Scp {
                 calling,
                 called,
                 outcome,
+                reason,
             } => {
                 warn!(%peer, calling_ae = %calling, called_ae = %called, "association {outcome}");
+                self.metrics.rejected(reason);
                 if let Err(e) = index
                     .record_refused_association(&calling, &called, &peer.to_string(), &outcome)
                     .await
@@ -203,9 +210,12 @@ impl Scp {
             }
             Admission::TimedOut => {
                 warn!(%peer, "no association request within the association timeout");
+                self.metrics.rejected("no_request");
                 return;
             }
         };
+        self.metrics.associations.inc();
+        self.metrics.associations_open.inc();
         let called = self.config.node.ae_title.clone();
         let audit_id = match index
             .begin_association(&calling, &called, &peer.to_string(), "accepted")
@@ -230,6 +240,7 @@ impl Scp {
         .run(association)
         .instrument(span)
         .await;
+        self.metrics.associations_open.dec();
         if let Some(id) = audit_id
             && let Err(e) = index
                 .end_association(id, outcome.stored, outcome.refused, &outcome.text)
@@ -256,27 +267,43 @@ impl Scp {
         if let Some(request) = request {
             let calling = trim_padding(request.calling_ae_title.trim_start()).to_string();
             let called = trim_padding(request.called_ae_title.trim_start()).to_string();
-            if self.titles_allowed(&calling, &called) && !admission::accepts_some_context(&request)
-            {
-                let rejection = Pdu::AssociationRJ(AssociationRJ {
-                    result: AssociationRJResult::Permanent,
-                    source: AssociationRJSource::ServiceUser(
-                        AssociationRJServiceUserReason::NoReasonGiven,
-                    ),
-                });
-                let mut bytes = Vec::new();
-                if dicom_ul::pdu::write_pdu(&mut bytes, &rejection).is_ok() {
-                    let _ = socket.write_all(&bytes).await;
+            if self.titles_allowed(&calling, &called) {
+                if !admission::accepts_some_context(&request) {
+                    reject(
+                        &mut socket,
+                        AssociationRJResult::Permanent,
+                        AssociationRJSource::ServiceUser(
+                            AssociationRJServiceUserReason::NoReasonGiven,
+                        ),
+                    )
+                    .await;
+                    return Admission::Refused {
+                        calling,
+                        called,
+                        outcome: format!(
+                            "rejected: no acceptable presentation context among {} offered",
+                            request.presentation_contexts.len()
+                        ),
+                        reason: "no_acceptable_context",
+                    };
                 }
-                let _ = socket.shutdown().await;
-                return Admission::Refused {
-                    calling,
-                    called,
-                    outcome: format!(
-                        "rejected: no acceptable presentation context among {} offered",
-                        request.presentation_contexts.len()
-                    ),
-                };
+                // Transient: the peer may try again once space is freed.
+                if let Err(why) = self.ingest.free_space() {
+                    reject(
+                        &mut socket,
+                        AssociationRJResult::Transient,
+                        AssociationRJSource::ServiceProviderPresentation(
+                            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+                        ),
+                    )
+                    .await;
+                    return Admission::Refused {
+                        calling,
+                        called,
+                        outcome: format!("rejected: {why}"),
+                        reason: "storage_reserve",
+                    };
+                }
             }
         }
         let seen = Arc::new(Mutex::new(None));
@@ -292,6 +319,18 @@ impl Scp {
             Ok(Err(e)) => Admission::Refused {
                 calling,
                 called,
+                reason: match &e {
+                    UlError::Rejected { association_rj, .. } => match &association_rj.source {
+                        AssociationRJSource::ServiceUser(
+                            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+                        ) => "calling_ae_title_not_recognized",
+                        AssociationRJSource::ServiceUser(
+                            AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+                        ) => "called_ae_title_not_recognized",
+                        _ => "rejected",
+                    },
+                    _ => "failed",
+                },
                 outcome: match &e {
                     UlError::Rejected { association_rj, .. } => match &association_rj.source {
                         AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
@@ -315,6 +354,16 @@ impl Scp {
     }
 }
 
+/// Answer an association request with A-ASSOCIATE-RJ and close the connection.
+async fn reject(socket: &mut TcpStream, result: AssociationRJResult, source: AssociationRJSource) {
+    let rejection = Pdu::AssociationRJ(AssociationRJ { result, source });
+    let mut bytes = Vec::new();
+    if dicom_ul::pdu::write_pdu(&mut bytes, &rejection).is_ok() {
+        let _ = socket.write_all(&bytes).await;
+    }
+    let _ = socket.shutdown().await;
+}
+
 /// What became of a connection's association request.
 enum Admission {
     Accepted(ServerAssociation, String),
@@ -322,6 +371,8 @@ enum Admission {
         calling: String,
         called: String,
         outcome: String,
+        /// A short label for the rejection metric.
+        reason: &'static str,
     },
     TimedOut,
 }
@@ -803,13 +854,22 @@ impl AssociationHandler<'_> {
             .affected_sop_instance_uid
             .clone()
             .unwrap_or_default();
-        let rsp = match self.ingest.finish(store.incoming).await {
+        let started = std::time::Instant::now();
+        let finished = self.ingest.finish(store.incoming).await;
+        let metrics = &self.scp.metrics;
+        let rsp = match finished {
             Ok(stored) => {
+                metrics
+                    .ingest_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.instances_received.inc();
+                metrics.stored_bytes.inc_by(stored.size);
                 self.stored += 1;
                 debug!(%sop_instance_uid, bytes = stored.size, "stored");
                 dimse::response(&store.command, dimse::C_STORE_RSP, Status::Success, None)?
             }
             Err(refusal) => {
+                metrics.refused(refusal.status.name());
                 self.refused += 1;
                 warn!(%sop_instance_uid, status = format!("{:#06x}", refusal.status.code()), reason = %refusal.reason, "instance refused");
                 dimse::response(

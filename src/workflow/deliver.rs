@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::{Destination, WorkflowError, WorkflowSettings};
 use crate::index::{Attempt, Index, OutboxRow};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::net::scu;
 
 fn unix_now() -> i64 {
@@ -29,7 +30,11 @@ pub fn retry_at(max_attempts: u32, retry_delay: Duration, attempts: u32, now: i6
 }
 
 /// Send what is due, one task per destination; then settle the jobs whose deliveries ended.
-pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), WorkflowError> {
+pub async fn step(
+    settings: Arc<WorkflowSettings>,
+    index: Index,
+    metrics: Arc<Metrics>,
+) -> Result<(), WorkflowError> {
     let due = index.due_deliveries(unix_now()).await?;
     if due.is_empty() {
         return Ok(());
@@ -51,13 +56,17 @@ pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), W
             .iter()
             .find(|d| d.ae_title == ae_title)
             .cloned();
-        tasks.spawn(send_to(
-            settings.clone(),
-            index.clone(),
-            ae_title,
-            destination,
-            rows,
-        ));
+        let (settings, index, metrics) = (settings.clone(), index.clone(), metrics.clone());
+        tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let tally = send_to(settings, index, &ae_title, destination, rows).await?;
+            metrics.stage("delivery", started.elapsed().as_secs_f64());
+            for _ in 0..tally.failed {
+                metrics.delivery_failed(&ae_title);
+            }
+            tally.log(&ae_title);
+            Ok::<(), WorkflowError>(())
+        });
     }
     while let Some(result) = tasks.join_next().await {
         result??;
@@ -74,18 +83,19 @@ pub async fn step(settings: Arc<WorkflowSettings>, index: Index) -> Result<(), W
 async fn send_to(
     settings: Arc<WorkflowSettings>,
     index: Index,
-    ae_title: String,
+    ae_title: &str,
     destination: Option<Destination>,
     rows: Vec<OutboxRow>,
-) -> Result<(), WorkflowError> {
+) -> Result<Tally, WorkflowError> {
+    let mut tally = Tally::default();
     let Some(destination) = destination else {
         let why = format!("{ae_title} is no longer a configured destination");
         for row in &rows {
-            index
-                .record_attempt(row.id, &Attempt::Error(why.clone()), None)
+            tally
+                .give_up(&index, row, Attempt::Error(why.clone()))
                 .await?;
         }
-        return Ok(());
+        return Ok(tally);
     };
     let mut files = Vec::with_capacity(rows.len());
     let mut sendable = Vec::with_capacity(rows.len());
@@ -97,31 +107,27 @@ async fn send_to(
             }
             // The file is ours and gone: no retry brings it back.
             Err(e) => {
-                index
-                    .record_attempt(row.id, &Attempt::Error(chain(&e)), None)
+                tally
+                    .give_up(&index, &row, Attempt::Error(chain(&e)))
                     .await?
             }
         }
     }
     if files.is_empty() {
-        return Ok(());
+        return Ok(tally);
     }
-    let remote = &destination.remote;
-    let mut association = match scu::StoreAssociation::open(remote, &files).await {
+    let mut association = match scu::StoreAssociation::open(&destination.remote, &files).await {
         Ok(association) => association,
         Err(e) => {
             let why = chain(&e);
-            let mut tally = Tally::default();
             for row in &sendable {
                 tally
                     .record(&settings, &index, row, Attempt::Error(why.clone()))
                     .await?;
             }
-            tally.log(&ae_title);
-            return Ok(());
+            return Ok(tally);
         }
     };
-    let mut tally = Tally::default();
     let mut broken: Option<String> = None;
     // Each answer is recorded as it arrives: after a crash only the file in flight is sent again.
     for (row, file) in sendable.iter().zip(&files) {
@@ -143,8 +149,7 @@ async fn send_to(
         None => association.release().await,
         Some(_) => association.abort().await,
     }
-    tally.log(&ae_title);
-    Ok(())
+    Ok(tally)
 }
 
 /// What one round of attempts to a destination came to, for its log line.
@@ -179,6 +184,19 @@ impl Tally {
             )
         };
         index.record_attempt(row.id, &attempt, retry).await?;
+        Ok(())
+    }
+
+    /// Record an attempt that no retry can mend.
+    async fn give_up(
+        &mut self,
+        index: &Index,
+        row: &OutboxRow,
+        attempt: Attempt,
+    ) -> Result<(), WorkflowError> {
+        self.failed += 1;
+        self.first_failure.get_or_insert_with(|| attempt.clone());
+        index.record_attempt(row.id, &attempt, None).await?;
         Ok(())
     }
 

@@ -32,6 +32,7 @@ use crate::config::{PriorConfig, RetrieveMethod};
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::net::scu::Remote;
 
 use selection::SelectionRules;
@@ -90,6 +91,7 @@ pub async fn run(
     settings: WorkflowSettings,
     index: Index,
     ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) {
     match index.requeue_interrupted_jobs().await {
@@ -113,7 +115,14 @@ pub async fn run(
     ));
     for worker in 0..settings.workers {
         let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
-        tasks.spawn(runner::work(worker, s, i, q, shutdown.clone()));
+        tasks.spawn(runner::work(
+            worker,
+            s,
+            i,
+            metrics.clone(),
+            q,
+            shutdown.clone(),
+        ));
     }
     if !settings.prior_sources.is_empty() {
         let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
@@ -129,7 +138,7 @@ pub async fn run(
         "delivery",
         settings.poll(),
         shutdown.clone(),
-        move || deliver::step(s.clone(), i.clone()),
+        move || deliver::step(s.clone(), i.clone(), metrics.clone()),
     ));
     while tasks.join_next().await.is_some() {}
 }

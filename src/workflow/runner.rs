@@ -12,6 +12,7 @@ use crate::analyze::{Analyzer, ScanSource};
 use crate::dicom::uid::Uids;
 use crate::index::{Delivery, Index, JobRow, JobState};
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::net::scu;
 
 /// Where a job's results are written, under the data directory.
@@ -24,6 +25,7 @@ pub async fn work(
     worker: usize,
     settings: Arc<WorkflowSettings>,
     index: Index,
+    metrics: Arc<Metrics>,
     queued: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -36,7 +38,7 @@ pub async fn work(
         let ran = match index.claim_job().await {
             Ok(Some(job)) => {
                 info!(worker, job = job.id, series = %job.current_series, "job started");
-                let outcome = run_job(&settings, &index, &job, &mut analyzer).await;
+                let outcome = run_job(&settings, &index, &metrics, &job, &mut analyzer).await;
                 if let Err(e) = outcome {
                     let reason = chain(&e);
                     error!(job = job.id, %reason, "job failed");
@@ -123,6 +125,7 @@ async fn find_prior(
 async fn run_job(
     settings: &WorkflowSettings,
     index: &Index,
+    metrics: &Metrics,
     job: &JobRow,
     analyzer: &mut Option<Analyzer>,
 ) -> Result<(), WorkflowError> {
@@ -160,6 +163,9 @@ async fn run_job(
             return Ok(());
         }
     };
+    for (stage, seconds) in summary.timings.stages() {
+        metrics.stage(stage, seconds);
+    }
     // Reading each object's meta group is file I/O: off the async threads.
     let data_dir = settings.data_dir.clone();
     let destinations: Vec<String> = settings

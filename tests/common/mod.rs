@@ -104,6 +104,8 @@ pub fn text(output: &Output) -> String {
 /// A running `msnode serve`.
 pub struct Node {
     pub port: u16,
+    /// The admin HTTP server's port, on loopback.
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     child: Option<Child>,
@@ -113,8 +115,14 @@ impl Node {
     /// Start a node whose configuration is the standard test one plus `extra` TOML lines
     /// (which may override keys of [network]).
     pub fn start(network_extra: &str) -> Node {
+        Node::start_with(network_extra, "")
+    }
+
+    /// [`Node::start`] with `admin_extra` lines in its `[admin]` table.
+    pub fn start_with(network_extra: &str, admin_extra: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let admin_port = free_port();
         let config_path = dir.path().join("msnode.toml");
         let config = format!(
             r#"
@@ -151,6 +159,10 @@ host = "127.0.0.1"
 port = 1
 store_to_us = false
 
+[admin]
+bind = "127.0.0.1:{admin_port}"
+{admin_extra}
+
 [logging]
 level = "debug"
 "#,
@@ -159,6 +171,7 @@ level = "debug"
         std::fs::write(&config_path, config).unwrap();
         let mut node = Node {
             port,
+            admin_port,
             dir,
             config_path,
             child: None,
@@ -410,4 +423,92 @@ pub fn jobs(node: &Node) -> Vec<serde_json::Value> {
     let output = run(node.cli().args(["jobs", "--json"]));
     assert!(output.status.success(), "{}", text(&output));
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A tmpfs of `mib` MiB mounted on `dir` (root, or passwordless sudo), unmounted on drop.
+pub struct SmallFilesystem(PathBuf);
+
+impl SmallFilesystem {
+    pub fn mount(dir: &Path, mib: u64) -> SmallFilesystem {
+        std::fs::create_dir_all(dir).unwrap();
+        let output = run(privileged("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mib}m"))
+            .arg("msnode-test")
+            .arg(dir));
+        assert!(
+            output.status.success(),
+            "the test mounts a tmpfs (needs root or passwordless sudo): {}",
+            text(&output)
+        );
+        SmallFilesystem(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = privileged("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `program` as root: directly when we are root, else through `sudo -n`.
+fn privileged(program: &str) -> Command {
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root {
+        Command::new(program)
+    } else {
+        let mut command = Command::new("sudo");
+        command.args(["-n", program]);
+        command
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status code and the body.
+pub fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }
