@@ -59,6 +59,7 @@ demo: venv build
 		-e 's|^data_dir = .*|data_dir = "$(DEMO_DIR)/data"|' \
 		-e 's|^stable_series_timeout_s = .*|stable_series_timeout_s = 3|' \
 		-e 's|^retry_delay_s = .*|retry_delay_s = 2|' \
+		-e 's|^bind = "127.0.0.1:8080"|bind = "127.0.0.1:11192"|' \
 		config/msnode.example.toml > $(DEMO_DIR)/msnode.toml
 	storescp -aet PACS -od $(DEMO_DIR)/pacs 11191 2> $(DEMO_DIR)/pacs.log & pacs=$$!; \
 	  target/release/msnode --config $(DEMO_DIR)/msnode.toml serve 2> $(DEMO_DIR)/serve.log & node=$$!; \
@@ -75,6 +76,8 @@ demo: venv build
 	    "import json,sys; print(next(j['id'] for j in json.load(sys.stdin) if j['current_series']==sys.argv[1]))" $$current); \
 	  target/release/msnode --config $(DEMO_DIR)/msnode.toml job $$id; \
 	  target/release/msnode --config $(DEMO_DIR)/msnode.toml status | tail -2; \
+	  echo "admin server (http://127.0.0.1:11192/ while the node runs), /readyz:"; \
+	  $(PY) -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:11192/readyz').read().decode(), end='')"; \
 	  echo "job $$id: $$state; the PACS holds $$(ls $(DEMO_DIR)/pacs | wc -l) result instance(s) in $(DEMO_DIR)/pacs"; \
 	  echo "previews: $(DEMO_DIR)/data/results/job-$$id/preview/*.png"; \
 	  test "$$state" = done

@@ -30,6 +30,8 @@ enum Command {
     Send(cmd::send::Args),
     /// What the node holds and its recent associations.
     Status(cmd::status::Args),
+    /// The audit trail: every association (who sent what) and delivery attempt (what went where).
+    Audit(cmd::audit::Args),
     /// Load a series (folder, file or stored Series Instance UID) and write it as NIfTI (RAS, as dcm2niix).
     ExportNifti(cmd::export_nifti::Args),
     /// Write a NIfTI volume as a new classic MR Image Storage series.
@@ -74,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Echo(args) => cmd::echo::run(args, &settings).await,
         Command::Send(args) => cmd::send::run(args, &settings).await,
         Command::Status(args) => cmd::status::run(args, &settings).await,
+        Command::Audit(args) => cmd::audit::run(args, &settings).await,
         Command::ExportNifti(args) => cmd::export_nifti::run(args, &settings).await,
         Command::ImportNifti(args) => cmd::import_nifti::run(args),
         Command::Register(args) => cmd::register::run(args, &settings).await,

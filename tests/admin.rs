@@ -251,3 +251,65 @@ fn below_the_free_space_reserve_stores_and_associations_are_refused_and_readines
     assert_eq!(again[0]["status"], 0, "{again}");
     assert_eq!(http_get(node.admin_port, "/readyz", None).0, 200);
 }
+
+#[test]
+fn the_audit_trail_records_every_association_and_cannot_be_rewritten() {
+    let node = Node::start("");
+    let files = ge_series(5)[..2].to_vec();
+    let store = node.storescu("STORESCU", &files);
+    assert!(store.status.success(), "{}", text(&store));
+    let unknown = run(Command::new(tool("echoscu"))
+        .args(["-aet", "STRANGER", "-aec", NODE_AE, "127.0.0.1"])
+        .arg(node.port.to_string()));
+    assert!(!unknown.status.success());
+
+    let output = run(node.cli().args(["audit", "--since", "1h", "--json"]));
+    assert!(output.status.success(), "{}", text(&output));
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(events.iter().all(|e| e["kind"] == "association"));
+    let by = |ae: &str| {
+        events
+            .iter()
+            .find(|e| e["ae_title"] == ae)
+            .unwrap_or_else(|| panic!("no event from {ae}: {events:#?}"))
+    };
+    // The test's own start-up probe (a TCP connection that sends nothing) is there too.
+    assert_eq!(by("?")["outcome"], "failed: connection closed by peer");
+    let stored = by("STORESCU");
+    assert_eq!(stored["instances_stored"], 2);
+    assert_eq!(stored["outcome"], "released");
+    assert!(
+        stored["peer_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        by("STRANGER")["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("calling AE title not recognized"),
+        "{events:#?}"
+    );
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let listing = text(&run(node.cli().args(["audit"])));
+    assert!(listing.contains("audit events since "), "{listing}");
+    assert!(listing.contains("from STORESCU"), "{listing}");
+    let future = run(node
+        .cli()
+        .args(["audit", "--since", "2999-01-01", "--json"]));
+    assert_eq!(String::from_utf8_lossy(&future.stdout).trim(), "[]");
+
+    for statement in [
+        "UPDATE audit_events SET ae_title = 'X'",
+        "DELETE FROM audit_events",
+    ] {
+        let attempt = run(Command::new(python())
+            .arg("-c")
+            .arg("import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute(sys.argv[2])")
+            .arg(node.data_dir().join("msnode.sqlite"))
+            .arg(statement));
+        assert!(!attempt.status.success(), "{statement} was allowed");
+        assert!(text(&attempt).contains("append-only"), "{}", text(&attempt));
+    }
+}

@@ -502,6 +502,21 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
         "{attempts:?}"
     );
     assert!(attempts.iter().all(|a| (2..=5).contains(a)), "{attempts:?}");
+    // The audit trail holds every attempt, the refused round with its status.
+    let output = run(node.cli().args(["audit", "--since", "1h", "--json"]));
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let deliveries: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["kind"] == "delivery").collect();
+    assert_eq!(
+        deliveries.len() as i64,
+        attempts.iter().sum::<i64>(),
+        "one event per attempt"
+    );
+    assert_eq!(
+        deliveries.iter().filter(|e| e["status"] == 0xA700).count(),
+        results
+    );
+    assert!(deliveries.iter().all(|e| e["ae_title"] == "PACS"));
     let log = node.log();
     assert!(log.contains("delivery incomplete; will retry"), "{log}");
     assert!(log.contains("timed out"), "the stall is named: {log}");

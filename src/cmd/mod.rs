@@ -2,6 +2,7 @@
 //! what it needs from the library's settings and prints the result (mini-redis's `cmd/`).
 
 pub mod analyze;
+pub mod audit;
 pub mod config;
 pub mod echo;
 pub mod explain;

@@ -129,6 +129,26 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// One row of the append-only audit trail (`migrations/0005_audit.sql`): an association that
+/// ended (who sent what) or a delivery attempt (what was sent where).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: String,
+    /// `association` or `delivery`.
+    pub kind: String,
+    /// The calling AE of an association, the destination of a delivery.
+    pub ae_title: String,
+    pub peer_address: Option<String>,
+    pub association: Option<i64>,
+    pub job: Option<i64>,
+    pub sop_instance_uid: Option<String>,
+    pub instances_stored: Option<i64>,
+    pub instances_refused: Option<i64>,
+    pub status: Option<i64>,
+    pub outcome: Option<String>,
+}
+
 impl Index {
     /// Open (creating if needed) the index at `path` and apply pending migrations.
     pub async fn open(path: &Path) -> Result<Index, IndexError> {
@@ -220,6 +240,18 @@ impl Index {
             .into_iter()
             .next()
             .filter(|p| *p != rec.file_path))
+    }
+
+    /// The audit trail from `since` (RFC 3339, UTC) on, oldest first.
+    pub async fn audit_events(&self, since: &str) -> Result<Vec<AuditEvent>, IndexError> {
+        Ok(sqlx::query_as::<_, AuditEvent>(
+            "SELECT id, at, kind, ae_title, peer_address, association, job, sop_instance_uid,
+                    instances_stored, instances_refused, status, outcome
+             FROM audit_events WHERE at >= ?1 ORDER BY at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Take and release SQLite's write lock: the index accepts writes now.
