@@ -16,8 +16,8 @@
 //! - [`lesions`]: connected lesions, their volumes, new or enlarging
 //! - [`outputs`]: DICOM-SEG, the TID 1500 report, overlay series and previews
 //! - [`analyze`]: the [`analyze::Analyzer`] that runs one analysis through those stages
-//! - [`node`]: the daemon wiring the SCP, the workflow and the admin server; [`logging`]: log
-//!   output
+//! - [`node`]: the daemon wiring the SCP, the workflow and the admin server; [`reload`]: what a
+//!   SIGHUP changes; [`logging`]: log output
 //! - [`admin`]: the admin HTTP server (health, readiness, metrics, status page); [`metrics`]:
 //!   every counter, gauge and histogram
 //! - [`fuzzing`]: the hostile-input entry points that `fuzz/` and the corpus test drive
@@ -38,6 +38,7 @@ pub mod node;
 pub mod outputs;
 pub mod prepare;
 pub mod register;
+pub mod reload;
 pub mod settings;
 pub mod store;
 pub mod volume;

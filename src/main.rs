@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     msnode::logging::init(&config.logging);
     let settings = Settings::from_config(&config);
     match cli.command {
-        Command::Serve(args) => cmd::serve::run(args, config).await,
+        Command::Serve(args) => cmd::serve::run(args, config, cli.config).await,
         Command::Echo(args) => cmd::echo::run(args, &settings).await,
         Command::Send(args) => cmd::send::run(args, &settings).await,
         Command::Status(args) => cmd::status::run(args, &settings).await,

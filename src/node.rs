@@ -1,22 +1,26 @@
 //! The daemon: wires the stages together (the SCP receiving into the store and index, the
 //! workflow analysing and delivering). It owns no logic of its own beyond start-up and shutdown.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, Admin, AdminError, ModelCheck, ModelIdentity};
 use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::net::scp::PeerTables;
 use crate::net::scp::Scp;
+use crate::reload;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use crate::workflow;
+use crate::workflow::WorkflowSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -50,8 +54,102 @@ pub async fn open_storage(config: &Config) -> Result<(Store, Index), NodeError> 
     Ok((store, index))
 }
 
-/// Run the DICOM listener until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), NodeError> {
+/// What a reload replaces: each stage reads its part from its receiver when it next needs it.
+struct Live {
+    config: watch::Sender<Arc<Config>>,
+    peers: watch::Sender<Arc<PeerTables>>,
+    workflow: watch::Sender<Arc<WorkflowSettings>>,
+}
+
+struct LiveReceivers {
+    config: watch::Receiver<Arc<Config>>,
+    peers: watch::Receiver<Arc<PeerTables>>,
+    workflow: watch::Receiver<Arc<WorkflowSettings>>,
+}
+
+impl Live {
+    fn new(config: &Config) -> (Live, LiveReceivers) {
+        let (peers, workflow) = Live::parts(config);
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let (peers_tx, peers_rx) = watch::channel(peers);
+        let (workflow_tx, workflow_rx) = watch::channel(workflow);
+        (
+            Live {
+                config: config_tx,
+                peers: peers_tx,
+                workflow: workflow_tx,
+            },
+            LiveReceivers {
+                config: config_rx,
+                peers: peers_rx,
+                workflow: workflow_rx,
+            },
+        )
+    }
+
+    fn parts(config: &Config) -> (Arc<PeerTables>, Arc<WorkflowSettings>) {
+        let settings = Settings::from_config(config);
+        (
+            Arc::new(PeerTables::new(config, settings.peers())),
+            Arc::new(settings.workflow),
+        )
+    }
+
+    /// On each SIGHUP, re-read `path`: a valid file replaces what may change while running
+    /// ([`reload::merge`]); an invalid one is refused with every problem named and the running
+    /// configuration stays. Open associations and running jobs keep what they started with.
+    async fn reload_on_hangup(self, path: Option<PathBuf>, mut shutdown: watch::Receiver<bool>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut hangup = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot watch SIGHUP; the configuration cannot be reloaded");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = hangup.recv() => self.reload(path.as_deref()),
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (path, shutdown.wait_for(|stop| *stop).await);
+    }
+
+    fn reload(&self, path: Option<&Path>) {
+        let Some(path) = path else {
+            warn!("SIGHUP received, but msnode runs on its defaults: there is no file to re-read");
+            return;
+        };
+        let new = match Config::load(path) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(error = %crate::logging::chain(&e), "configuration not reloaded; the running one stays");
+                return;
+            }
+        };
+        let running = self.config.borrow().clone();
+        let (merged, waiting) = reload::merge(&running, new);
+        for section in waiting {
+            warn!(
+                section,
+                "this section changed; it takes effect at the next start"
+            );
+        }
+        let (peers, workflow) = Live::parts(&merged);
+        self.peers.send_replace(peers);
+        self.workflow.send_replace(workflow);
+        self.config.send_replace(Arc::new(merged));
+        info!(path = %path.display(), "configuration reloaded");
+    }
+}
+
+/// Run the DICOM listener until SIGINT or SIGTERM; SIGHUP re-reads `config_path`.
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let (store, index) = open_storage(&config).await?;
     let address = format!("{}:{}", config.node.bind, config.node.port);
@@ -79,10 +177,12 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
         settings.min_free_bytes,
     );
     let metrics = Arc::new(Metrics::new());
+    let (live, receivers) = Live::new(&config);
     let admin_listener = admin::bind(settings.admin.bind).await?;
     let admin = Arc::new(Admin::new(
         &config,
         &settings.admin,
+        receivers.config,
         metrics.clone(),
         ingest.clone(),
         verify_model(&settings),
@@ -95,19 +195,20 @@ pub async fn serve(config: Config) -> Result<(), NodeError> {
     let scp = Scp::new(
         config.clone(),
         ingest.clone(),
-        settings.peers(),
+        receivers.peers,
         metrics.clone(),
     );
     tokio::join!(
         scp.run(listener, signal, SHUTDOWN_GRACE),
         workflow::run(
-            settings.workflow,
+            receivers.workflow,
             index.clone(),
             ingest,
             metrics,
             stopped.clone()
         ),
-        admin::serve(admin_listener, admin, stopped),
+        admin::serve(admin_listener, admin, stopped.clone()),
+        live.reload_on_hangup(config_path, stopped),
     );
     index.close().await;
     info!("msnode stopped");

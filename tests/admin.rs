@@ -313,3 +313,113 @@ fn the_audit_trail_records_every_association_and_cannot_be_rewritten() {
         assert!(text(&attempt).contains("append-only"), "{}", text(&attempt));
     }
 }
+
+fn hang_up(node: &Node) {
+    let output = run(Command::new("kill").args(["-HUP", &node.pid().to_string()]));
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+fn wait_for_log(node: &Node, what: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.log().matches(what).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} in the log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo_from(node: &Node, ae: &str) -> bool {
+    run(Command::new(tool("echoscu"))
+        .args(["-aet", ae, "-aec", NODE_AE, "127.0.0.1"])
+        .arg(node.port.to_string()))
+    .status
+    .success()
+}
+
+/// SIGHUP re-reads the peers without dropping an association that is open; an invalid file is
+/// refused with its problems named and the running configuration stays.
+#[test]
+fn a_sighup_reloads_the_peers_and_an_open_association_keeps_going() {
+    let node = Node::start("");
+    assert!(!echo_from(&node, "NEWPEER"));
+    let file = ge_series(5)[..1].to_vec();
+    let store = Command::new(python())
+        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+        .args([
+            "store",
+            "127.0.0.1",
+            &node.port.to_string(),
+            "PYNETDICOM",
+            NODE_AE,
+        ])
+        .args(["--pause", "3"])
+        .arg(&file[0])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_log(&node, "association accepted", 1);
+
+    // PYNETDICOM is replaced by NEWPEER, and the port changes (which waits for a restart).
+    let original = std::fs::read_to_string(&node.config_path).unwrap();
+    let changed = original
+        .replace("ae_title = \"PYNETDICOM\"", "ae_title = \"NEWPEER\"")
+        .replace(&format!("port = {}\n", node.port), "port = 1\n");
+    assert_ne!(changed, original);
+    std::fs::write(&node.config_path, &changed).unwrap();
+    hang_up(&node);
+    wait_for_log(&node, "configuration reloaded", 1);
+    assert!(
+        node.log()
+            .contains("this section changed; it takes effect at the next start")
+    );
+    assert!(echo_from(&node, "NEWPEER"), "{}", node.log());
+
+    let output = store.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report[0]["status"], 0,
+        "the open association went on: {report}"
+    );
+    let again = Command::new(python())
+        .arg(repo_root().join("tests/tools/dicom_peer.py"))
+        .args([
+            "store",
+            "127.0.0.1",
+            &node.port.to_string(),
+            "PYNETDICOM",
+            NODE_AE,
+        ])
+        .arg(&file[0])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("association not established"),
+        "a removed peer is rejected: {}",
+        text(&again)
+    );
+
+    std::fs::write(&node.config_path, "[results]\nmax_attempts = \"many\"\n").unwrap();
+    hang_up(&node);
+    wait_for_log(
+        &node,
+        "configuration not reloaded; the running one stays",
+        1,
+    );
+    assert!(
+        node.log().contains("results.max_attempts"),
+        "{}",
+        node.log()
+    );
+    assert!(
+        echo_from(&node, "NEWPEER"),
+        "the running configuration stays"
+    );
+    let (_, page) = http_get(node.admin_port, "/", None);
+    assert!(
+        page.contains("NEWPEER"),
+        "the page shows the reloaded configuration"
+    );
+}

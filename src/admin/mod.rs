@@ -75,8 +75,8 @@ pub struct Admin {
     pub ingest: Arc<Ingest>,
     pub model: ModelCheck,
     pub show_patient_id: bool,
-    /// The effective configuration as shown on the status page.
-    pub config_text: String,
+    /// The effective configuration, as the last reload left it.
+    pub config: watch::Receiver<Arc<Config>>,
     pub data_dir: PathBuf,
     token: Option<String>,
 }
@@ -86,6 +86,7 @@ impl Admin {
     pub fn new(
         config: &Config,
         settings: &AdminSettings,
+        live_config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
         ingest: Arc<Ingest>,
         model: ModelCheck,
@@ -120,9 +121,7 @@ impl Admin {
             ingest,
             model,
             show_patient_id: settings.show_patient_id,
-            // Debug output names every key with its effective value; the configuration holds
-            // no secret (the token lives in its own file, shown only by path).
-            config_text: format!("{config:#?}"),
+            config: live_config,
             data_dir: config.node.data_dir.clone(),
             token,
         })

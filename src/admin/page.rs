@@ -74,7 +74,9 @@ pub async fn gather(admin: &Admin) -> Result<Status, IndexError> {
         associations: index.recent_associations(RECENT).await?,
         jobs,
         failures: index.outbox_failures(RECENT).await?,
-        config_text: admin.config_text.clone(),
+        // Debug output names every key with its effective value; the configuration holds no
+        // secret (the token lives in its own file, shown only by path).
+        config_text: format!("{:#?}", admin.config.borrow()),
     })
 }
 

@@ -50,7 +50,7 @@ pub enum AnalyzeError {
 
 /// How every analysis of an [`Analyzer`] runs (built from the configuration by
 /// [`crate::settings::Settings::from_config`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisSettings {
     pub model_dir: PathBuf,
     pub runtime: RuntimeSettings,
@@ -208,6 +208,11 @@ pub struct Analyzer {
 }
 
 impl Analyzer {
+    /// What this analyzer was opened with.
+    pub fn settings(&self) -> &AnalysisSettings {
+        &self.settings
+    }
+
     /// Open and verify the model (card checked, sha256 of the ONNX file) and start its session.
     pub fn open(settings: AnalysisSettings) -> Result<Analyzer, AnalyzeError> {
         let model = Model::open(&settings.model_dir).map_err(AnalyzeError::Model)?;

@@ -34,7 +34,7 @@ impl fmt::Display for Provider {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeSettings {
     /// libonnxruntime.so; `ORT_DYLIB_PATH` when `None`.
     pub library: Option<PathBuf>,

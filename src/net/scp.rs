@@ -20,7 +20,7 @@ use dicom_ul::pdu::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::dimse::{self, Command, MAX_COMMAND_SET_BYTES, Reply, SubOperations};
@@ -85,35 +85,53 @@ impl Negotiation for StorageRoles {
     }
 }
 
+/// Who may associate and where a C-MOVE may send: the part of the configuration a reload
+/// changes. Each association keeps the tables it started with.
+#[derive(Debug, Clone, Default)]
+pub struct PeerTables {
+    /// Peers with `store_to_us`, by AE title.
+    pub allowed_callers: Arc<Vec<String>>,
+    /// Every configured peer, by AE title.
+    pub move_destinations: Vec<Remote>,
+}
+
+impl PeerTables {
+    pub fn new(config: &Config, move_destinations: Vec<Remote>) -> PeerTables {
+        PeerTables {
+            allowed_callers: Arc::new(
+                config
+                    .peers
+                    .iter()
+                    .filter(|p| p.store_to_us)
+                    .map(|p| p.ae_title.clone())
+                    .collect(),
+            ),
+            move_destinations,
+        }
+    }
+}
+
 /// Shared state of the listener.
 pub struct Scp {
+    /// What a reload does not change: our AE title, the network limits, the data directory.
     config: Arc<Config>,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
-    allowed_callers: Arc<Vec<String>>,
-    /// Where a C-MOVE may send: the configured peers, by AE title.
-    move_destinations: Arc<Vec<Remote>>,
+    peers: watch::Receiver<Arc<PeerTables>>,
 }
 
 impl Scp {
     pub fn new(
         config: Arc<Config>,
         ingest: Arc<Ingest>,
-        move_destinations: Vec<Remote>,
+        peers: watch::Receiver<Arc<PeerTables>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Scp> {
-        let allowed_callers = config
-            .peers
-            .iter()
-            .filter(|p| p.store_to_us)
-            .map(|p| p.ae_title.clone())
-            .collect();
         Arc::new(Scp {
             config,
             ingest,
             metrics,
-            allowed_callers: Arc::new(allowed_callers),
-            move_destinations: Arc::new(move_destinations),
+            peers,
         })
     }
 
@@ -163,11 +181,12 @@ impl Scp {
 
     fn server_options(
         &self,
+        peers: &PeerTables,
         seen: Arc<Mutex<Option<(String, String)>>>,
     ) -> ServerAssociationOptions<'static, PeerAccess, StorageRoles> {
         let mut options = ServerAssociationOptions::new()
             .ae_access_control(PeerAccess {
-                allowed_callers: self.allowed_callers.clone(),
+                allowed_callers: peers.allowed_callers.clone(),
                 seen,
             })
             .with_negotiation(StorageRoles)
@@ -190,7 +209,8 @@ impl Scp {
             warn!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let index = self.ingest.index();
-        let (association, calling) = match self.admit(socket).await {
+        let peers = self.peers.borrow().clone();
+        let (association, calling) = match self.admit(socket, &peers).await {
             Admission::Accepted(association, calling) => (association, calling),
             Admission::Refused {
                 calling,
@@ -232,6 +252,7 @@ impl Scp {
         let outcome = AssociationHandler {
             ingest: &self.ingest,
             scp: &self,
+            peers,
             calling_ae: calling.clone(),
             audit_id,
             stored: 0,
@@ -252,7 +273,7 @@ impl Scp {
 
     /// Negotiates the association within the association timeout: a request from a known peer
     /// that offers nothing msnode accepts is rejected here, the rest by dicom-ul.
-    async fn admit(&self, mut socket: TcpStream) -> Admission {
+    async fn admit(&self, mut socket: TcpStream, peers: &PeerTables) -> Admission {
         let deadline = tokio::time::Instant::now() + self.config.network.association_timeout;
         let max_pdu = self.config.network.max_pdu;
         let request = match tokio::time::timeout_at(
@@ -267,7 +288,7 @@ impl Scp {
         if let Some(request) = request {
             let calling = trim_padding(request.calling_ae_title.trim_start()).to_string();
             let called = trim_padding(request.called_ae_title.trim_start()).to_string();
-            if self.titles_allowed(&calling, &called) {
+            if self.titles_allowed(peers, &calling, &called) {
                 if !admission::accepts_some_context(&request) {
                     reject(
                         &mut socket,
@@ -307,7 +328,7 @@ impl Scp {
             }
         }
         let seen = Arc::new(Mutex::new(None));
-        let options = self.server_options(seen.clone());
+        let options = self.server_options(peers, seen.clone());
         let established = tokio::time::timeout_at(deadline, options.establish_async(socket)).await;
         let (calling, called) = seen
             .lock()
@@ -343,10 +364,10 @@ impl Scp {
         }
     }
 
-    fn titles_allowed(&self, calling: &str, called: &str) -> bool {
+    fn titles_allowed(&self, peers: &PeerTables, calling: &str, called: &str) -> bool {
         check_titles(
             &self.config.node.ae_title,
-            &self.allowed_callers,
+            &peers.allowed_callers,
             calling,
             called,
         )
@@ -434,6 +455,7 @@ enum ProtocolViolation {
 struct AssociationHandler<'a> {
     ingest: &'a Ingest,
     scp: &'a Scp,
+    peers: Arc<PeerTables>,
     calling_ae: String,
     audit_id: Option<i64>,
     stored: u64,
@@ -751,7 +773,7 @@ impl AssociationHandler<'_> {
         let pc = query.presentation_context_id;
         let destination = query.command.move_destination.clone().unwrap_or_default();
         let reply = match self
-            .scp
+            .peers
             .move_destinations
             .iter()
             .find(|r| r.called_ae == destination)

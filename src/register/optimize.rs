@@ -29,7 +29,7 @@ pub enum Model {
     Affine,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegisterOptions {
     pub model: Model,
     /// Voxel size (mm) aimed at by each pyramid level, coarse to fine. The default's last level

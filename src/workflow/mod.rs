@@ -86,9 +86,10 @@ impl WorkflowSettings {
 }
 
 /// Run the workflow until `shutdown` turns true. A job running at that moment is left `running`
-/// and runs again at the next start.
+/// and runs again at the next start. Each step reads the settings `live` holds then, so a reload
+/// applies from the next series, job or delivery round on.
 pub async fn run(
-    settings: WorkflowSettings,
+    live: watch::Receiver<Arc<WorkflowSettings>>,
     index: Index,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
@@ -102,44 +103,40 @@ pub async fn run(
         ),
         Err(e) => error!(error = %chain(&e), "cannot requeue interrupted jobs"),
     }
-    let settings = Arc::new(settings);
+    let first = live.borrow().clone();
+    let poll = first.poll();
     // Wakes the workers when a job is queued, so they need not wait for their next poll.
     let queued = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
+    let (l, i, q) = (live.clone(), index.clone(), queued.clone());
     tasks.spawn(every(
         "series completion",
-        settings.poll(),
+        poll,
         shutdown.clone(),
-        move || complete::step(s.clone(), i.clone(), q.clone()),
+        move || complete::step(l.borrow().clone(), i.clone(), q.clone()),
     ));
-    for worker in 0..settings.workers {
-        let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
+    for worker in 0..first.workers {
+        let (l, i, q) = (live.clone(), index.clone(), queued.clone());
         tasks.spawn(runner::work(
             worker,
-            s,
+            l,
             i,
             metrics.clone(),
             q,
             shutdown.clone(),
         ));
     }
-    if !settings.prior_sources.is_empty() {
-        let (s, i, q) = (settings.clone(), index.clone(), queued.clone());
-        tasks.spawn(every(
-            "prior retrieval",
-            settings.poll(),
-            shutdown.clone(),
-            move || retrieve::step(s.clone(), i.clone(), ingest.clone(), q.clone()),
-        ));
-    }
-    let (s, i) = (settings.clone(), index.clone());
+    let (l, i, q) = (live.clone(), index.clone(), queued.clone());
     tasks.spawn(every(
-        "delivery",
-        settings.poll(),
+        "prior retrieval",
+        poll,
         shutdown.clone(),
-        move || deliver::step(s.clone(), i.clone(), metrics.clone()),
+        move || retrieve::step(l.borrow().clone(), i.clone(), ingest.clone(), q.clone()),
     ));
+    let (l, i) = (live.clone(), index.clone());
+    tasks.spawn(every("delivery", poll, shutdown.clone(), move || {
+        deliver::step(l.borrow().clone(), i.clone(), metrics.clone())
+    }));
     while tasks.join_next().await.is_some() {}
 }
 

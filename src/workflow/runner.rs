@@ -23,7 +23,7 @@ pub fn results_dir(data_dir: &Path, job: i64) -> PathBuf {
 /// One worker: claim and run jobs until shutdown.
 pub async fn work(
     worker: usize,
-    settings: Arc<WorkflowSettings>,
+    live: watch::Receiver<Arc<WorkflowSettings>>,
     index: Index,
     metrics: Arc<Metrics>,
     queued: Arc<Notify>,
@@ -34,6 +34,14 @@ pub async fn work(
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        let settings = live.borrow().clone();
+        // A reload changed how analyses run (model, threshold, registration): open it afresh.
+        if analyzer
+            .as_ref()
+            .is_some_and(|a| *a.settings() != settings.analysis)
+        {
+            analyzer = None;
         }
         let ran = match index.claim_job().await {
             Ok(Some(job)) => {
