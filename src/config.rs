@@ -42,6 +42,9 @@ pub struct StorageConfig {
     /// Below this much free space new associations are rejected, C-STORE answers A700 and
     /// readiness fails.
     pub min_free_mb: u64,
+    /// Forget a study this many days after its last activity once every job that used it is
+    /// done; None keeps everything.
+    pub keep_days: Option<f64>,
 }
 
 /// How FLAIR series are recognised (`crate::workflow::selection` applies the rules).
@@ -230,7 +233,10 @@ impl Default for Config {
                 token_file: None,
                 show_patient_id: false,
             },
-            storage: StorageConfig { min_free_mb: 1024 },
+            storage: StorageConfig {
+                min_free_mb: 1024,
+                keep_days: None,
+            },
         }
     }
 }
@@ -814,6 +820,18 @@ fn read_storage(root: &Table, d: StorageConfig, problems: &mut Vec<Problem>) -> 
     let mut s = Section::new("storage".into(), section_table(root, "storage", problems));
     let storage = StorageConfig {
         min_free_mb: s.get("min_free_mb", problems).unwrap_or(d.min_free_mb),
+        keep_days: s
+            .get_checked("keep_days", problems, |v: &f64| {
+                // Shorter than a series takes to be judged would forget studies not yet analysed.
+                if v.is_finite() && *v >= 0.0001 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "must be a number of days of at least 0.0001 (8.6 s), found {v}"
+                    ))
+                }
+            })
+            .or(d.keep_days),
     };
     s.finish(problems);
     storage

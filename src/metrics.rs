@@ -56,6 +56,8 @@ pub struct Metrics {
     pub delivery_failures: Family<DestinationLabel, Counter>,
     pub data_free_bytes: Gauge<u64, AtomicU64>,
     pub model: Family<ModelLabel, Gauge>,
+    pub retention_studies: Counter,
+    pub retention_bytes: Counter,
 }
 
 /// 1 ms to about 33 s: an instance's durable store.
@@ -92,6 +94,8 @@ impl Metrics {
             delivery_failures: Family::default(),
             data_free_bytes: Gauge::default(),
             model: Family::default(),
+            retention_studies: Counter::default(),
+            retention_bytes: Counter::default(),
         };
         let r = &mut registry;
         r.register(
@@ -158,6 +162,17 @@ impl Metrics {
             "model_info",
             "The model the node runs (value 1)",
             m.model.clone(),
+        );
+        r.register(
+            "retention_studies",
+            "Studies forgotten by retention ([storage] keep_days)",
+            m.retention_studies.clone(),
+        );
+        r.register_with_unit(
+            "retention_freed",
+            "Bytes of instances removed by retention",
+            Unit::Bytes,
+            m.retention_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -73,6 +73,10 @@ impl Settings {
                 destinations: Vec::new(),
                 max_attempts: config.results.max_attempts,
                 retry_delay: config.results.retry_delay,
+                keep_for: config
+                    .storage
+                    .keep_days
+                    .map(|days| Duration::from_secs_f64(days * 86_400.0)),
             },
             analysis,
             ae_title: config.node.ae_title.clone(),

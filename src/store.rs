@@ -144,6 +144,24 @@ impl Store {
         fs::remove_file(&probe)
     }
 
+    /// Remove a stored file, then its series and study folders once they are empty.
+    pub fn remove_pruning(&self, relative: &Path) -> io::Result<()> {
+        match fs::remove_file(self.absolute(relative)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut dir = relative.parent();
+        while let Some(d) = dir.filter(|d| d.parent().is_some_and(|p| !p.as_os_str().is_empty())) {
+            // Fails when the folder still holds something: then so do its parents.
+            if fs::remove_dir(self.absolute(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
     /// Remove a stored file that the index no longer points at.
     pub fn remove(&self, relative: &Path) -> io::Result<()> {
         fs::remove_file(self.absolute(relative))

@@ -521,3 +521,67 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
     assert!(log.contains("delivery incomplete; will retry"), "{log}");
     assert!(log.contains("timed out"), "the stall is named: {log}");
 }
+
+/// `[storage] keep_days = 0.0001` (8.6 s): a study is forgotten (rows, files, results) that long
+/// after every job that used it is done, and not while its results wait for a PACS that is down.
+#[test]
+fn retention_forgets_studies_only_once_their_results_are_delivered() {
+    let work = tempfile::tempdir().unwrap();
+    let pacs_port = free_port();
+    let node = workflow_node(pacs_port, "\n[storage]\nkeep_days = 0.0001");
+    let (prior, current) = lesjak_visits(work.path());
+    let sent = files_in(&prior).len() + files_in(&current).len();
+    for folder in [&prior, &current] {
+        let store = node.storescu("STORESCU", &files_in(folder));
+        assert!(store.status.success(), "{}", text(&store));
+    }
+    let current_uid = series_uid(&current);
+    wait_for(&node, 300, "delivery to a PACS that is down", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "delivering")
+    });
+    // Retention rounds pass while the results wait, past the 8.6 s: nothing is forgotten.
+    std::thread::sleep(Duration::from_secs(10));
+    let instances = |node: &Node| -> usize {
+        let output = run(node.cli().args(["status", "--json"]));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["instances"].as_u64().unwrap() as usize
+    };
+    assert_eq!(instances(&node), sent);
+
+    let _pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
+    wait_for(&node, 120, "delivery once PACS is back", |jobs| {
+        job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
+    });
+    let deadline = Instant::now() + Duration::from_secs(40);
+    // Rows go first, then the files: the log line comes when both are gone.
+    while node.log().matches("retention: study forgotten").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing forgotten: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left: Vec<PathBuf> = walkdir::WalkDir::new(node.data_dir().join("dicom"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let job = job_of(&jobs(&node), &current_uid).unwrap()["id"].to_string();
+    assert!(!node.data_dir().join(format!("results/job-{job}")).exists());
+    let (_, metrics) = http_get(node.admin_port, "/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "msnode_retention_studies_total 2"),
+        "{metrics}"
+    );
+    assert_eq!(instances(&node), 0);
+    // The job's history and the audit trail stay.
+    let detail = run(node.cli().args(["job", &job, "--json"]));
+    assert!(detail.status.success(), "{}", text(&detail));
+    let audit = run(node.cli().args(["audit", "--json"]));
+    assert!(String::from_utf8_lossy(&audit.stdout).contains("\"delivery\""));
+}

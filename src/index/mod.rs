@@ -24,6 +24,7 @@ macro_rules! job_columns {
 
 pub mod jobs;
 pub mod query;
+pub mod retention;
 pub mod retrievals;
 
 pub use jobs::{

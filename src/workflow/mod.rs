@@ -15,6 +15,7 @@ pub mod complete;
 pub mod deliver;
 pub mod header;
 pub mod prior;
+pub mod retention;
 pub mod retrieve;
 pub mod runner;
 pub mod selection;
@@ -76,6 +77,8 @@ pub struct WorkflowSettings {
     pub max_attempts: u32,
     /// The first retry waits this long; each next one twice as long.
     pub retry_delay: Duration,
+    /// Forget a study this long after its last activity once its jobs are done; None keeps all.
+    pub keep_for: Option<Duration>,
 }
 
 impl WorkflowSettings {
@@ -126,6 +129,10 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let (l, g, m) = (live.clone(), ingest.clone(), metrics.clone());
+    tasks.spawn(every("retention", poll, shutdown.clone(), move || {
+        retention::step(l.borrow().clone(), g.clone(), m.clone())
+    }));
     let (l, i, q) = (live.clone(), index.clone(), queued.clone());
     tasks.spawn(every(
         "prior retrieval",
