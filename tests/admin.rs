@@ -5,8 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::*;
 
@@ -180,29 +179,11 @@ fn below_the_free_space_reserve_stores_and_associations_are_refused_and_readines
     assert_eq!(http_get(node.admin_port, "/readyz", None).0, 200);
 
     // An association opens while there is room; then the disk fills up before its C-STORE.
-    let store = Command::new(python())
-        .arg(repo_root().join("tests/tools/dicom_peer.py"))
-        .args([
-            "store",
-            "127.0.0.1",
-            &node.port.to_string(),
-            "PYNETDICOM",
-            NODE_AE,
-        ])
-        .args(["--pause", "2"])
-        .arg(&files[1])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.log().matches("association accepted").count() < 2 {
-        assert!(Instant::now() < deadline, "no association: {}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let store = node.paused_store(&files[1], 2);
+    node.wait_for_log("association accepted", 2);
     let ballast: PathBuf = node.data_dir().join("ballast");
     std::fs::write(&ballast, vec![0u8; 10 << 20]).unwrap();
-    let output = store.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(store);
     assert_eq!(report[0]["status"], 0xA700, "{report}");
     assert!(
         report[0]["comment"]
@@ -319,18 +300,6 @@ fn hang_up(node: &Node) {
     assert!(output.status.success(), "{}", text(&output));
 }
 
-fn wait_for_log(node: &Node, what: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while node.log().matches(what).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "no {what:?} in the log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn echo_from(node: &Node, ae: &str) -> bool {
     run(Command::new(tool("echoscu"))
         .args(["-aet", ae, "-aec", NODE_AE, "127.0.0.1"])
@@ -346,21 +315,8 @@ fn a_sighup_reloads_the_peers_and_an_open_association_keeps_going() {
     let node = Node::start("");
     assert!(!echo_from(&node, "NEWPEER"));
     let file = ge_series(5)[..1].to_vec();
-    let store = Command::new(python())
-        .arg(repo_root().join("tests/tools/dicom_peer.py"))
-        .args([
-            "store",
-            "127.0.0.1",
-            &node.port.to_string(),
-            "PYNETDICOM",
-            NODE_AE,
-        ])
-        .args(["--pause", "3"])
-        .arg(&file[0])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_log(&node, "association accepted", 1);
+    let store = node.paused_store(&file[0], 3);
+    node.wait_for_log("association accepted", 1);
 
     // PYNETDICOM is replaced by NEWPEER, and the port changes (which waits for a restart).
     let original = std::fs::read_to_string(&node.config_path).unwrap();
@@ -370,31 +326,19 @@ fn a_sighup_reloads_the_peers_and_an_open_association_keeps_going() {
     assert_ne!(changed, original);
     std::fs::write(&node.config_path, &changed).unwrap();
     hang_up(&node);
-    wait_for_log(&node, "configuration reloaded", 1);
+    node.wait_for_log("configuration reloaded", 1);
     assert!(
         node.log()
             .contains("this section changed; it takes effect at the next start")
     );
     assert!(echo_from(&node, "NEWPEER"), "{}", node.log());
 
-    let output = store.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(store);
     assert_eq!(
         report[0]["status"], 0,
         "the open association went on: {report}"
     );
-    let again = Command::new(python())
-        .arg(repo_root().join("tests/tools/dicom_peer.py"))
-        .args([
-            "store",
-            "127.0.0.1",
-            &node.port.to_string(),
-            "PYNETDICOM",
-            NODE_AE,
-        ])
-        .arg(&file[0])
-        .output()
-        .unwrap();
+    let again = node.peer_store().arg(&file[0]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("association not established"),
         "a removed peer is rejected: {}",
@@ -403,11 +347,7 @@ fn a_sighup_reloads_the_peers_and_an_open_association_keeps_going() {
 
     std::fs::write(&node.config_path, "[results]\nmax_attempts = \"many\"\n").unwrap();
     hang_up(&node);
-    wait_for_log(
-        &node,
-        "configuration not reloaded; the running one stays",
-        1,
-    );
+    node.wait_for_log("configuration not reloaded; the running one stays", 1);
     assert!(
         node.log().contains("results.max_attempts"),
         "{}",

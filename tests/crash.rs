@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,16 +18,9 @@ fn sigkill_mid_transfer_loses_nothing_acknowledged() {
     // 520 KB slices: each takes long enough that the kill lands inside a transfer.
     let files = synthetic_series(&work.path().join("series"), 150, 512, 7);
     let success_log = work.path().join("acknowledged.txt");
-    let sender = Command::new(python())
-        .arg(repo_root().join("tests/tools/dicom_peer.py"))
-        .args([
-            "store",
-            "127.0.0.1",
-            &node.port.to_string(),
-            "PYNETDICOM",
-            NODE_AE,
-            "--success-log",
-        ])
+    let sender = node
+        .peer_store()
+        .arg("--success-log")
         .arg(&success_log)
         .args(&files)
         .stdout(Stdio::piped())

@@ -960,28 +960,10 @@ fn an_index_locked_past_the_busy_timeout_refuses_with_a700_and_keeps_no_orphan()
     let file = ge_series(5)[..1].to_vec();
     // The association is audited first, then the lock is taken, then the instance arrives: only
     // the store waits out SQLite's 30 s busy timeout.
-    let store = Command::new(python())
-        .arg(repo_root().join("tests/tools/dicom_peer.py"))
-        .args([
-            "store",
-            "127.0.0.1",
-            &node.port.to_string(),
-            "PYNETDICOM",
-            NODE_AE,
-        ])
-        .args(["--pause", "3"])
-        .arg(&file[0])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !node.log().contains("association accepted") {
-        assert!(Instant::now() < deadline, "no association: {}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let store = node.paused_store(&file[0], 3);
+    node.wait_for_log("association accepted", 1);
     let mut locker = lock_index(&node, 36);
-    let output = store.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report(store);
     let entry = &report[0];
     assert_eq!(entry["status"], 0xA700, "{report}");
     assert!(

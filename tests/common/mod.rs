@@ -295,11 +295,8 @@ level = "debug"
     }
 
     /// The pynetdicom peer: sends each file as-is; returns its JSON report.
-    pub fn pynetdicom_store(
-        &self,
-        files: &[PathBuf],
-        success_log: Option<&Path>,
-    ) -> serde_json::Value {
+    /// `dicom_peer.py store` to this node as PYNETDICOM; options and files are added by the caller.
+    pub fn peer_store(&self) -> Command {
         let mut command = Command::new(python());
         command
             .arg(repo_root().join("tests/tools/dicom_peer.py"))
@@ -310,6 +307,39 @@ level = "debug"
                 "PYNETDICOM",
                 NODE_AE,
             ]);
+        command
+    }
+
+    /// One association storing `file` `pause` seconds after it is established, running in the
+    /// background; [`report`] waits for its JSON report.
+    pub fn paused_store(&self, file: &Path, pause: u32) -> Child {
+        self.peer_store()
+            .args(["--pause", &pause.to_string()])
+            .arg(file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Wait until the log holds `what` at least `times` times.
+    pub fn wait_for_log(&self, what: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log().matches(what).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pynetdicom_store(
+        &self,
+        files: &[PathBuf],
+        success_log: Option<&Path>,
+    ) -> serde_json::Value {
+        let mut command = self.peer_store();
         if let Some(log) = success_log {
             command.arg("--success-log").arg(log);
         }
@@ -318,6 +348,13 @@ level = "debug"
         serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("pynetdicom peer gave no JSON ({e}):\n{}", text(&output)))
     }
+}
+
+/// The JSON report of a `dicom_peer.py` child, once it ended.
+pub fn report(child: Child) -> serde_json::Value {
+    let output = child.wait_with_output().unwrap();
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(&output)))
 }
 
 impl Drop for Node {
