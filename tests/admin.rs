@@ -47,10 +47,7 @@ fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
     let files = ge_series(5)[..5].to_vec();
     let store = node.storescu("STORESCU", &files);
     assert!(store.status.success(), "{}", text(&store));
-    let unknown = run(Command::new(tool("echoscu"))
-        .args(["-aet", "STRANGER", "-aec", NODE_AE, "127.0.0.1"])
-        .arg(node.port.to_string()));
-    assert!(!unknown.status.success());
+    assert!(!echo_from(&node, "STRANGER"));
 
     let (status, text) = http_get(node.admin_port, "/metrics", None);
     assert_eq!(status, 200, "{text}");
@@ -193,10 +190,7 @@ fn below_the_free_space_reserve_stores_and_associations_are_refused_and_readines
         "{report}"
     );
 
-    let echo = run(Command::new(tool("echoscu"))
-        .args(["-aet", "ECHOSCU", "-aec", NODE_AE, "127.0.0.1"])
-        .arg(node.port.to_string()));
-    assert!(!echo.status.success(), "{}", text(&echo));
+    assert!(!echo_from(&node, "ECHOSCU"), "rejected below the reserve");
     let (status, ready) = http_get(node.admin_port, "/readyz", None);
     assert_eq!(status, 503, "{ready}");
     assert!(
@@ -239,10 +233,7 @@ fn the_audit_trail_records_every_association_and_cannot_be_rewritten() {
     let files = ge_series(5)[..2].to_vec();
     let store = node.storescu("STORESCU", &files);
     assert!(store.status.success(), "{}", text(&store));
-    let unknown = run(Command::new(tool("echoscu"))
-        .args(["-aet", "STRANGER", "-aec", NODE_AE, "127.0.0.1"])
-        .arg(node.port.to_string()));
-    assert!(!unknown.status.success());
+    assert!(!echo_from(&node, "STRANGER"));
 
     let output = run(node.cli().args(["audit", "--since", "1h", "--json"]));
     assert!(output.status.success(), "{}", text(&output));
