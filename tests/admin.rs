@@ -9,15 +9,30 @@ use std::process::Command;
 
 use common::*;
 
-/// Prometheus text -> sample name with labels -> value.
+/// The samples of a /metrics answer, read by the Prometheus client's OpenMetrics parser (which
+/// fails on text that breaks the format): "name{labels}" -> value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
+    use std::io::Write;
+    let mut parser = Command::new(python())
+        .arg(repo_root().join("tests/tools/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = parser.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "not valid OpenMetrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
