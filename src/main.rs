@@ -10,8 +10,24 @@ use clap::{Parser, Subcommand};
 use msnode::config::Config;
 use msnode::settings::Settings;
 
+/// `msnode --version`: what a site reports when it asks for help.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("MSNODE_GIT_COMMIT"),
+    "\nONNX Runtime: built for the 1.31 API (the library is loaded at run time from [model] onnxruntime_library or ORT_DYLIB_PATH)",
+    "\ndefault model: ",
+    env!("MSNODE_DEFAULT_MODEL"),
+    " (models/compact)",
+);
+
 #[derive(Parser)]
-#[command(name = "msnode", version, about = "Clinical node for MS follow-up MRI")]
+#[command(
+    name = "msnode",
+    version,
+    long_version = LONG_VERSION,
+    about = "Clinical node for MS follow-up MRI"
+)]
 struct Cli {
     /// Configuration file (TOML). Defaults are used when none is given.
     #[arg(long, short, global = true, env = "MSNODE_CONFIG")]

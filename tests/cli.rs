@@ -1,4 +1,4 @@
-//! The command line a site admin uses: `config check` and `status`.
+//! The command line a site admin uses: `config check`, `status` and `--version`.
 
 mod common;
 
@@ -115,4 +115,30 @@ fn a_stored_series_is_found_by_its_uid_through_the_index() {
         "{}",
         text(&output)
     );
+}
+
+#[test]
+fn version_names_the_commit_the_runtime_and_the_default_model() {
+    let output = run(Command::new(env!("CARGO_BIN_EXE_msnode")).arg("--version"));
+    assert!(output.status.success());
+    let version = text(&output);
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("models/compact/model_card.json")).unwrap(),
+    )
+    .unwrap();
+    let commit = run(Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo_root()));
+    for part in [
+        format!("msnode {}", env!("CARGO_PKG_VERSION")),
+        format!("commit: {}", String::from_utf8_lossy(&commit.stdout).trim()),
+        "ONNX Runtime: built for the 1.31 API".to_string(),
+        format!(
+            "default model: {} {}",
+            card["name"].as_str().unwrap(),
+            card["version"].as_str().unwrap()
+        ),
+    ] {
+        assert!(version.contains(&part), "{part:?} in {version}");
+    }
 }
