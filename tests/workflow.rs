@@ -78,8 +78,9 @@ impl Drop for Pacs {
 }
 
 /// A node that analyses series quiet for one second and sends results to PACS at `pacs_port`;
-/// `network` holds lines of its `[network]` table.
-fn workflow_node(pacs_port: u16, network: &str) -> Node {
+/// `network` holds lines of its `[network]` table (and may open further tables), `admin` lines of
+/// its `[admin]` table.
+fn workflow_node(pacs_port: u16, network: &str, admin: &str) -> Node {
     let extra = format!(
         r#"{network}
 [analysis]
@@ -104,7 +105,7 @@ port = {pacs_port}
         model = shipped_model_dir(),
         ort = onnxruntime_library(),
     );
-    Node::start(&extra)
+    Node::start_with(&extra, admin)
 }
 
 /// Wait until `done` holds for the node's jobs, or fail with the log.
@@ -159,7 +160,7 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     let work = tempfile::tempdir().unwrap();
     let pacs_port = free_port();
     let pacs = Pacs::start(pacs_port, &work.path().join("pacs"));
-    let node = workflow_node(pacs_port, "");
+    let node = workflow_node(pacs_port, "", "");
     let (prior, current) = lesjak_visits(work.path());
     let epi = ge_series(4);
     for files in [files_in(&prior), files_in(&current), epi.clone()] {
@@ -227,6 +228,10 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
         "{metrics}"
     );
     let (_, page) = http_get(node.admin_port, "/", None);
+    assert!(
+        !page.contains("LESJAK01"),
+        "Patient ID only where the site allows it"
+    );
     let link = format!("/jobs/{id}/previews/slice");
     let start = page
         .find(&link)
@@ -271,7 +276,7 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
 fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
     let work = tempfile::tempdir().unwrap();
     let pacs_port = free_port();
-    let mut node = workflow_node(pacs_port, "");
+    let mut node = workflow_node(pacs_port, "", "");
     let (prior, current) = lesjak_visits(work.path());
     for folder in [&prior, &current] {
         let store = node.storescu("STORESCU", &files_in(folder));
@@ -390,7 +395,11 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
     // later than the node's 3 s timeout; then slow answers, during which the node is killed.
     let plan = ["refuse:A700", "abort-after:3", "stall:6", "slow:0.4"];
     let pacs = FaultyPacs::start(pacs_port, &work.path().join("receipts.jsonl"), &plan);
-    let mut node = workflow_node(pacs_port, "association_timeout_s = 3");
+    let mut node = workflow_node(
+        pacs_port,
+        "association_timeout_s = 3",
+        "show_patient_id = true",
+    );
     let (prior, current) = lesjak_visits(work.path());
     for folder in [&prior, &current] {
         let store = node.storescu("STORESCU", &files_in(folder));
@@ -502,6 +511,13 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
         "{attempts:?}"
     );
     assert!(attempts.iter().all(|a| (2..=5).contains(a)), "{attempts:?}");
+    // This site lets the status page show Patient ID beside each job.
+    let (_, page) = http_get(node.admin_port, "/", None);
+    assert!(
+        page.contains("<th>patient id</th>") && page.contains("<td>LESJAK01</td>"),
+        "{page}"
+    );
+
     // The audit trail holds every attempt, the refused round with its status.
     let output = run(node.cli().args(["audit", "--since", "1h", "--json"]));
     let events: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
@@ -528,7 +544,7 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
 fn retention_forgets_studies_only_once_their_results_are_delivered() {
     let work = tempfile::tempdir().unwrap();
     let pacs_port = free_port();
-    let node = workflow_node(pacs_port, "\n[storage]\nkeep_days = 0.0001");
+    let node = workflow_node(pacs_port, "\n[storage]\nkeep_days = 0.0001", "");
     let (prior, current) = lesjak_visits(work.path());
     let sent = files_in(&prior).len() + files_in(&current).len();
     for folder in [&prior, &current] {
