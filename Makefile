@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz package test-package
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -19,7 +19,7 @@ setup: system-deps venv
 system-deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		dcmtk orthanc curl cmake dcm2niix python3-venv >/dev/null
+		dcmtk orthanc curl cmake dcm2niix python3-venv dpkg-dev adduser >/dev/null
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,26 @@ $(VENV)/.installed: tests/requirements.txt training/pyproject.toml
 
 build:
 	cargo build --release
+
+## The .deb (cargo-deb, installed on first use): binary, ONNX Runtime from the wheel with its licence,
+## models/compact, /etc/msnode/msnode.toml, the msnode user, /var/lib/msnode and the systemd unit.
+DEB_STAGING := target/deb-staging
+ORT_WHEEL_DIR = $(dir $(ORT_DYLIB_PATH))..
+package: venv build
+	command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
+	rm -rf $(DEB_STAGING) && mkdir -p $(DEB_STAGING)
+	cp $(ORT_DYLIB_PATH) $(DEB_STAGING)/libonnxruntime.so.1.31.1
+	cp $(ORT_WHEEL_DIR)/LICENSE $(DEB_STAGING)/onnxruntime-LICENSE
+	cp $(ORT_WHEEL_DIR)/ThirdPartyNotices.txt $(DEB_STAGING)/onnxruntime-ThirdPartyNotices.txt
+	sed -e 's|^data_dir = .*|data_dir = "/var/lib/msnode"|' \
+		-e 's|^dir = "models/compact"|dir = "/usr/share/msnode/models/compact"|' \
+		-e 's|^# onnxruntime_library = .*|onnxruntime_library = "/usr/lib/msnode/libonnxruntime.so.1.31.1"|' \
+		config/msnode.example.toml > $(DEB_STAGING)/msnode.toml
+	cargo deb --no-build
+
+## Install the .deb on this machine with dpkg -i, check it as installed, then purge it.
+test-package: package
+	packaging/test-deb.sh target/debian/msnode_*.deb
 
 ## Every test: Rust unit and integration tests (real DCMTK, pynetdicom, dciodvfy, highdicom, dcmqi,
 ## ONNX Runtime), then the training pipeline's pytest suite (tiny end-to-end run included).
