@@ -211,6 +211,7 @@ def choose_checkpoint(stages: Stages, config: RealBgConfig, finetune: dict[str, 
         chosen_name = None
     candidates: list[Candidate] = []
     seconds_per_case = 0.0
+    started = time.monotonic()
     for name in names:
         model = load_trained_model(Path(finetune["results_folder"]), files[name])
         model.network.cpu()
@@ -233,7 +234,8 @@ def choose_checkpoint(stages: Stages, config: RealBgConfig, finetune: dict[str, 
         stages.mark("checkpoint_choice", {"chosen": chosen_name, "epoch": chosen.epoch,
                                           "rule": "best (mean pair F1 over all validation pairs, -FP lesions per "
                                                   "pair); tie: later epoch",
-                                          "candidates": [c.as_dict() for c in candidates]})
+                                          "candidates": [c.as_dict() for c in candidates],
+                                          "seconds": round(time.monotonic() - started, 1)})
     log(f"checkpoint chosen on the whole validation pairs: {chosen_name}")
     model, probabilities, result = kept[chosen_name]
     choice = PostprocessingChoice(result.threshold, result.min_lesion_volume_mm3, result.summary, result.table)
@@ -389,7 +391,7 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
         "config": config.as_dict(),
         "seconds": {"pair_generation": round(data_seconds, 1),
                     "preprocess": stages.done["preprocess"]["seconds"],
-                    **{k: v["seconds"] for k, v in records.items()},
+                    **{k: v["seconds"] for k, v in records.items() if "seconds" in v},
                     "total_this_invocation": round(time.time() - start_unix, 1)},
     }
     card = build_model_card(config.model_name, config.model_version, onnx_path, model, choice.threshold,
