@@ -5,8 +5,14 @@ be run once or twice per training. Instead each validation pair is reduced, once
 network's patch size: one centred on each true lesion (lesions already inside a chosen box add none) and a few
 background boxes at seeded positions inside the brain (where false positives appear). The network predicts each
 box as one tile (no sliding window); lesions are scored with the MSSEG-2 rules inside the union of the boxes
-only, over a small threshold x minimum-volume grid, and the best mean F1 of that grid is the proxy. The boxes
+only, over a small threshold x minimum-volume grid, and the best grid point is the proxy. The boxes
 depend only on the truth, the brain and the seed, so every validation of a run sees the same voxels.
+
+Since realbg 0.3.0 the proxy counts false positives per pair (`checkpoint_choice.pair_f1`): its score is the mean
+over ALL validation pairs of the pair's lesion-wise F1 (a pair without new lesions scores 1 with no prediction in its
+boxes, else 0), the grid point is chosen by that score then fewer false-positive lesions per pair, and the command
+uses 8-12 background boxes per pair (`--crop-background-boxes`), so that the boxes cover a good part of the brain
+where false positives appear. With 2 boxes it picked a checkpoint with 14 false positives per whole pair.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from msnode_training.inference import PatchRunner, lesion_mask, predict_logits, softmax_foreground
-from msnode_training.metrics import FACE_CONNECTIVITY, score_case, summarize
-from msnode_training.search import selection_key
+from msnode_training.checkpoint_choice import fp_aware_key, fp_aware_summary
+from msnode_training.metrics import FACE_CONNECTIVITY, score_case
 
 Box = tuple[slice, slice, slice]
 
@@ -104,10 +110,11 @@ def crop_probability(case: CropCase, run_patch: PatchRunner, patch: Sequence[int
 
 @dataclass
 class CropValidation:
-    score: float  # best mean F1 over the grid (or minus the mean false positives when no case has a lesion)
+    score: float  # best mean pair F1 over the grid (all pairs; false positives counted per pair)
     threshold: float
     min_lesion_volume_mm3: float
     table: list[dict] = field(default_factory=list)
+    false_positives_per_pair: float = 0.0  # at the chosen grid point, inside the boxes
 
 
 def proxy_score(summary: dict) -> float:
@@ -120,7 +127,7 @@ def proxy_score(summary: dict) -> float:
 def score_crops(cases: Sequence[CropCase], probabilities: Sequence[tuple[np.ndarray, np.ndarray]],
                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                 min_volumes_mm3: Sequence[float] = DEFAULT_MIN_VOLUMES_MM3) -> CropValidation:
-    """Best grid point by mean F1, then fewer false positives (the post-processing search's rule)."""
+    """Best grid point by mean pair F1 over all pairs, then fewer false-positive lesions per pair."""
     best: tuple[tuple[float, float], CropValidation] | None = None
     table = []
     for threshold in thresholds:
@@ -129,13 +136,16 @@ def score_crops(cases: Sequence[CropCase], probabilities: Sequence[tuple[np.ndar
             for case, (probability, covered) in zip(cases, probabilities):
                 prediction = lesion_mask(probability, case.spacing_zyx, threshold, min_volume) * covered
                 scores.append(score_case(case.truth * covered, prediction.astype(np.uint8), case.spacing_zyx))
-            summary = summarize(scores)
+            summary = fp_aware_summary(scores)
             table.append({"threshold": threshold, "min_lesion_volume_mm3": min_volume,
+                          "mean_pair_f1": summary["mean_pair_f1"],
+                          "mean_false_positives_per_pair": summary["mean_false_positives_per_pair"],
                           "mean_f1": summary["mean_f1"], "mean_n_false_positives": summary["mean_n_false_positives"],
                           "predicted_lesions": summary["predicted_lesions"]})
-            key = selection_key(summary)
+            key = fp_aware_key(summary)
             if best is None or key > best[0]:
-                best = (key, CropValidation(proxy_score(summary), threshold, min_volume))
+                best = (key, CropValidation(float(summary["mean_pair_f1"]), threshold, min_volume,
+                                            false_positives_per_pair=float(summary["mean_false_positives_per_pair"])))
     assert best is not None, "empty grid"
     best[1].table = table
     return best[1]

@@ -80,10 +80,20 @@ class RealBgConfig:
     model_name: str = "msnode-realbg"
     model_version: str = "0.1.0"
     training_scale: str = ""
+    # Training-pair levers (0.3.0); the validation and test pairs always use the default generator, so their
+    # pairs (and cache key) stay those every earlier model was scored on.
+    train_new_lesions: tuple[int, int] = (1, 6)
+    train_affine_fraction: float = 0.0  # scaling / shear residual on top of the rigid one (0.01 = 1 %)
+    train_faint_share: float = 0.0  # share of new lesions with a faint contrast (RealPairConfig.faint_contrast)
+    # "whole": the proxy's best and the last checkpoint scored on the whole validation pairs, false-positive-aware
+    # (`checkpoint_choice.py`); "proxy": the proxy's best checkpoint as before.
+    checkpoint_choice: str = "whole"
 
     def __post_init__(self) -> None:
         if self.pretraining not in ("inpainting", "none"):
             raise ValueError("pretraining must be 'inpainting' or 'none'")
+        if self.checkpoint_choice not in ("whole", "proxy"):
+            raise ValueError("checkpoint_choice must be 'whole' or 'proxy'")
         if self.network_size not in NETWORK_SIZES:
             raise ValueError(f"network_size must be one of {sorted(NETWORK_SIZES)}")
 
@@ -94,6 +104,13 @@ class RealBgConfig:
 def pair_spacing(config: RealBgConfig) -> tuple[float, float, float]:
     spacing = NETWORK_SIZES[config.network_size].spacing_zyx
     return spacing if spacing is not None else RealPairConfig().spacing_zyx
+
+
+def train_pair_config(config: RealBgConfig) -> RealPairConfig:
+    """The training pairs' generator: the default one with the config's training levers."""
+    return RealPairConfig(spacing_zyx=pair_spacing(config), new_lesions=tuple(config.train_new_lesions),
+                          max_affine_fraction=config.train_affine_fraction,
+                          faint_lesion_share=config.train_faint_share)
 
 
 def pair_seeds(run_seed: int) -> dict[str, int]:
@@ -173,6 +190,58 @@ def run_training_stage(stages: Stages, name: str, objective: str, identifier: st
     return record
 
 
+def choose_checkpoint(stages: Stages, config: RealBgConfig, finetune: dict[str, Any],
+                      validation: Sequence[LongitudinalCase]):
+    """The proxy's best and the last fine-tuning checkpoint, each on the whole validation pairs with its own
+    false-positive-aware post-processing (`checkpoint_choice.py`); the better one is kept. Returns (model, choice as
+    `search_postprocessing` gives it, the chosen model's validation probabilities, seconds per pair)."""
+    from msnode_training.checkpoint_choice import (Candidate, ScoredProbability, candidate_epochs, choose_candidate,
+                                                   fp_aware_postprocessing)
+    from msnode_training.search import PostprocessingChoice
+
+    folder = Path(finetune["results_folder"]) / "fold_0"
+    files = {"last": folder / "checkpoint_final.pth", "best_proxy": folder / "checkpoint_best_f1.pth"}
+    epochs = candidate_epochs(finetune.get("f1_history") or [], int(finetune["epochs_run"]) - 1)
+    kept: dict[str, list] = {}
+    if stages.finished("checkpoint_choice"):
+        chosen_name = stages.done["checkpoint_choice"]["chosen"]
+        names = [chosen_name]
+    else:
+        names = [n for n in ("best_proxy", "last") if n in epochs and files[n].is_file()]
+        chosen_name = None
+    candidates: list[Candidate] = []
+    seconds_per_case = 0.0
+    started = time.monotonic()
+    for name in names:
+        model = load_trained_model(Path(finetune["results_folder"]), files[name])
+        model.network.cpu()
+        t = time.monotonic()
+        probabilities = [probability_of(c, model) for c in validation]
+        seconds_per_case = (time.monotonic() - t) / max(len(validation), 1)
+        result = fp_aware_postprocessing(
+            [ScoredProbability(c.case_id, p, c.label, c.geometry.spacing_zyx) for c, p in zip(validation, probabilities)],
+            config.thresholds, config.min_volumes_mm3)
+        candidates.append(Candidate(name, str(files[name]), epochs[name], result))
+        kept[name] = [model, probabilities, result]
+        log(f"candidate {name} (epoch {epochs[name] + 1}): threshold {result.threshold}, min volume "
+            f"{result.min_lesion_volume_mm3} mm3, pair F1 {result.summary['mean_pair_f1']:.3f}, "
+            f"FP/pair {result.summary['mean_false_positives_per_pair']:.2f}, mean F1 {result.summary['mean_f1']} "
+            f"({seconds_per_case:.0f} s per pair)")
+    if chosen_name is None:
+        chosen = choose_candidate(candidates)
+        chosen_name = chosen.name
+        shutil.copyfile(files[chosen_name], Path(finetune["checkpoint"]))
+        stages.mark("checkpoint_choice", {"chosen": chosen_name, "epoch": chosen.epoch,
+                                          "rule": "best (mean pair F1 over all validation pairs, -FP lesions per "
+                                                  "pair); tie: later epoch",
+                                          "candidates": [c.as_dict() for c in candidates],
+                                          "seconds": round(time.monotonic() - started, 1)})
+    log(f"checkpoint chosen on the whole validation pairs: {chosen_name}")
+    model, probabilities, result = kept[chosen_name]
+    choice = PostprocessingChoice(result.threshold, result.min_lesion_volume_mm3, result.summary, result.table)
+    return model, choice, probabilities, seconds_per_case
+
+
 def run_realbg(config: RealBgConfig) -> dict[str, Any]:
     started = datetime.now(timezone.utc)
     start_unix = time.time()
@@ -188,7 +257,8 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
         stages.mark("start_unix", start_unix)
     torch.manual_seed(config.seed)
     spacing = pair_spacing(config)
-    pair_config = RealPairConfig(spacing_zyx=spacing)
+    pair_config = RealPairConfig(spacing_zyx=spacing)  # validation and test pairs
+    train_config = train_pair_config(config)
     seeds = pair_seeds(config.seed)
     pairs_root = config.work_dir / "pairs"
 
@@ -198,7 +268,8 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
     generation: dict[str, Any] = {}
     for split, n in (("train", config.train_pairs), ("validation", config.validation_pairs),
                      ("test", config.test_pairs)):
-        dirs[split], generation[split] = generate_pairs(pairs_root, seeds[split], range(n), pair_config,
+        dirs[split], generation[split] = generate_pairs(pairs_root, seeds[split], range(n),
+                                                        train_config if split == "train" else pair_config,
                                                         config.data_workers)
         log(f"pairs {split}: {n} ({generation[split]})")
     data_seconds = time.monotonic() - t
@@ -230,17 +301,23 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
                        deadline_unix=stage_deadline(start_unix, config, 1.0))
     records["finetune"] = run_training_stage(stages, "finetune", "segmentation", identifier, settings, pretrained,
                                              config.work_dir / "finetuned" / "checkpoint.pth")
-    model = load_trained_model(Path(records["finetune"]["results_folder"]), Path(records["finetune"]["checkpoint"]))
-    model.network.cpu()
 
-    # 4. Post-processing on the validation pairs only.
-    t = time.monotonic()
+    # 4. Checkpoint and post-processing, on the validation pairs only.
     validation = [read_pair(d)[0] for d in dirs["validation"]]
-    validation_probabilities = [probability_of(c, model) for c in validation]
-    seconds_per_case = (time.monotonic() - t) / max(len(validation), 1)
-    choice = search_postprocessing(
-        [ValidationCase(c.case_id, p, c.label, c.geometry.spacing_zyx) for c, p in zip(validation, validation_probabilities)],
-        config.thresholds, config.min_volumes_mm3)
+    if config.checkpoint_choice == "whole":
+        model, choice, validation_probabilities, seconds_per_case = choose_checkpoint(
+            stages, config, records["finetune"], validation)
+        records["checkpoint_choice"] = stages.done["checkpoint_choice"]
+    else:
+        model = load_trained_model(Path(records["finetune"]["results_folder"]),
+                                   Path(records["finetune"]["checkpoint"]))
+        model.network.cpu()
+        t = time.monotonic()
+        validation_probabilities = [probability_of(c, model) for c in validation]
+        seconds_per_case = (time.monotonic() - t) / max(len(validation), 1)
+        choice = search_postprocessing(
+            [ValidationCase(c.case_id, p, c.label, c.geometry.spacing_zyx)
+             for c, p in zip(validation, validation_probabilities)], config.thresholds, config.min_volumes_mm3)
     log(f"post-processing: threshold {choice.threshold}, min volume {choice.min_lesion_volume_mm3} mm3 "
         f"(validation mean F1 {choice.summary['mean_f1']})")
     validation_scores = score_cases(validation, validation_probabilities, choice.threshold,
@@ -292,7 +369,9 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
         "training_data": {
             "real_background_pairs": {"train": config.train_pairs, "validation": config.validation_pairs,
                                       "test": config.test_pairs, "seeds": seeds, "pair_config": asdict(pair_config),
-                                      "pair_config_key": pair_config.key(), "generation": generation},
+                                      "pair_config_key": pair_config.key(),
+                                      "train_pair_config": asdict(train_config),
+                                      "train_pair_config_key": train_config.key(), "generation": generation},
             "backgrounds": list(pair_config.backgrounds),
             "shapes": "lesion-masks/longitudinal-change (patient03 excluded) and lesion-masks/cross-sectional-mni",
             "evaluation_only": "lesjak-longitudinal/patient03 (never a background, shape source or tuning case)",
@@ -312,7 +391,7 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
         "config": config.as_dict(),
         "seconds": {"pair_generation": round(data_seconds, 1),
                     "preprocess": stages.done["preprocess"]["seconds"],
-                    **{k: v["seconds"] for k, v in records.items()},
+                    **{k: v["seconds"] for k, v in records.items() if "seconds" in v},
                     "total_this_invocation": round(time.time() - start_unix, 1)},
     }
     card = build_model_card(config.model_name, config.model_version, onnx_path, model, choice.threshold,
@@ -365,6 +444,14 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="pair generation and preprocessing processes")
     parser.add_argument("--training-scale", default="")
+    parser.add_argument("--checkpoint-choice", default="whole", choices=("whole", "proxy"),
+                        help="whole: the proxy's best and the last checkpoint scored on the whole validation pairs, "
+                             "false-positive-aware; proxy: the proxy's best")
+    parser.add_argument("--train-new-lesions", type=int, nargs=2, default=[1, 6], metavar=("MIN", "MAX"))
+    parser.add_argument("--train-affine-residual", type=float, default=0.0,
+                        help="training pairs: scaling/shear residual of the prior, |E_ij| <= this (0.01 = 1 %%)")
+    parser.add_argument("--train-faint-share", type=float, default=0.0,
+                        help="training pairs: share of new lesions with a faint contrast (1.15-1.3)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     defaults = RealBgConfig(Path("."), Path("."))
@@ -384,7 +471,9 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
         thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes),
         budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
         data_workers=args.workers, model_name=args.name, model_version=args.version,
-        training_scale=args.training_scale)
+        training_scale=args.training_scale, checkpoint_choice=args.checkpoint_choice,
+        train_new_lesions=(args.train_new_lesions[0], args.train_new_lesions[1]),
+        train_affine_fraction=args.train_affine_residual, train_faint_share=args.train_faint_share)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,6 +73,11 @@ BRAIN_MASK_FILE = "brain_mask.nii.gz"
 PAIR_META_FILE = "pair.json"
 
 
+# Fields added after FORMAT_VERSION 2, with the values that reproduce format-2 pairs (left out of the key there).
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"max_affine_fraction": 0.0, "faint_lesion_share": 0.0,
+                                        "faint_contrast": (1.15, 1.3)}
+
+
 @dataclass(frozen=True)
 class RealPairConfig:
     spacing_zyx: tuple[float, float, float] = (3.0, 1.0, 1.0)
@@ -97,6 +102,15 @@ class RealPairConfig:
     noise_fraction: tuple[float, float] = (0.0, 0.03)
     intensity_scale: tuple[float, float] = (0.8, 1.25)
     contrast_jitter: float = 0.08
+    # Added after format 2 (0.3.0 training levers). At their defaults they draw no random numbers and are left out
+    # of the cache key, so default pairs (the validation and test streams) are the same arrays under the same key.
+    # max_affine_fraction: on top of the rigid residual, a linear part I + E with |E_ij| <= this (scaling and shear,
+    # what an affine registration leaves or a rigid one cannot remove); 0.01 = 1 %.
+    max_affine_fraction: float = 0.0
+    # Share of inserted new lesions drawn with a faint contrast from `faint_contrast` (new lesions are often fainter
+    # than the chronic lesions whose profiles are measured; patient01's own change components include such ones).
+    faint_lesion_share: float = 0.0
+    faint_contrast: tuple[float, float] = (1.15, 1.3)
 
     def __post_init__(self) -> None:
         for source in self.backgrounds:
@@ -107,7 +121,11 @@ class RealPairConfig:
 
     def key(self) -> str:
         """Cache key: a hash of every parameter and the generator's format version."""
-        text = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        values = asdict(self)
+        for name, default in LATER_FIELD_DEFAULTS.items():
+            if values[name] == default:
+                del values[name]
+        text = json.dumps({"format": FORMAT_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -613,6 +631,19 @@ def rigid_misalignment(geometry: Geometry, brain: np.ndarray, max_mm: float,
     return transform, float(np.max(np.linalg.norm(moved - physical, axis=1)))
 
 
+def with_affine_residual(rigid: sitk.Euler3DTransform, max_fraction: float,
+                         rng: np.random.Generator) -> tuple[sitk.AffineTransform, list[float]]:
+    """`rigid` followed by a linear residual about the same centre: matrix R (I + E), every |E_ij| <= `max_fraction`
+    (E_ii scaling, E_ij shear, each uniform in +-max_fraction); the translation is kept. Returns it and E (row-major)."""
+    residual = rng.uniform(-max_fraction, max_fraction, (3, 3))
+    rotation = np.array(rigid.GetMatrix()).reshape(3, 3)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(tuple((rotation @ (np.eye(3) + residual)).ravel()))
+    affine.SetTranslation(rigid.GetTranslation())
+    return affine, [round(float(v), 5) for v in residual.ravel()]
+
+
 def shifted_slices(geometry: Geometry, slice_shift_mm: float) -> Geometry:
     """The same grid with its slices moved by `slice_shift_mm` along the slice normal (another visit's slices)."""
     direction = np.array(geometry.direction).reshape(3, 3)
@@ -727,7 +758,9 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     n_enlarging = 0 if no_new else int(rng.integers(config.enlarging_lesions[0], config.enlarging_lesions[1] + 1))
     n_unchanged = int(rng.integers(config.unchanged_lesions[0], config.unchanged_lesions[1] + 1))
 
-    def draw_contrast() -> float:
+    def draw_contrast(kind: str = "") -> float:
+        if kind == "new" and config.faint_lesion_share > 0 and rng.uniform() < config.faint_lesion_share:
+            return float(rng.uniform(*config.faint_contrast))
         return float(max(1.1, rng.choice(contrasts) * (1 + config.contrast_jitter * rng.normal())))
 
     def render(placement: Placement, visit: str, blur: float) -> np.ndarray:
@@ -746,7 +779,7 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
                                     _rotation_matrix(rng))
             if placement is None:
                 continue
-            blur, contrast = float(rng.choice(blurs)), draw_contrast()
+            blur, contrast = float(rng.choice(blurs)), draw_contrast(kind)
             occupancy_current = render(placement, "current", blur)
             visible = occupancy_current >= 0.5
             box = placement.box
@@ -841,6 +874,9 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     # appearance. The real pair is already misaligned by the dataset's registration: half the range on top.
     max_mm = config.max_misalignment_mm * (0.5 if bg.is_pair else 1.0)
     transform, displacement = rigid_misalignment(bg.geometry, bg.brain, max_mm, rng)
+    affine_part: list[float] | None = None
+    if config.max_affine_fraction > 0:
+        transform, affine_part = with_affine_residual(transform, config.max_affine_fraction, rng)
     prior = resample_to_current(prior, bg.geometry, slice_shift, transform)
     prior, prior_look = visit_appearance(prior, bg.brain, config, rng)
     current, current_look = visit_appearance(current, bg.brain, config, rng)
@@ -848,7 +884,8 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     case_id = f"realpair_{seed}_{index:04d}"
     meta = {"case_id": case_id, "seed": seed, "index": index, "background": name, "no_new_lesion": bool(no_new),
             "lesions": lesions_meta, "label_mm3": round(float(label.sum()) * voxel, 1),
-            "misalignment_max_mm": round(displacement, 3), "prior_slice_shift_mm": round(slice_shift, 3),
+            "misalignment_max_mm": round(displacement, 3), "affine_residual": affine_part,
+            "prior_slice_shift_mm": round(slice_shift, 3),
             "visits": {k: asdict(v) for k, v in visits.items()}, "prior_appearance": prior_look,
             "current_appearance": current_look, "spacing_zyx": list(spacing)}
     case = LongitudinalCase(case_id, prior, current, label.astype(np.uint8), bg.geometry, bg.brain.astype(np.uint8))

@@ -261,6 +261,7 @@ class MsnodeTrainer(nnUNetTrainer):
         self.validation_details.append({"epoch": self.current_epoch, "score": result.score,
                                         "threshold": result.threshold,
                                         "min_lesion_volume_mm3": result.min_lesion_volume_mm3,
+                                        "false_positives_per_pair": round(result.false_positives_per_pair, 2),
                                         "boxes": sum(len(c.boxes) for c in self.crop_cases),
                                         "seconds": round(time.time() - started, 1)})
         self.print_to_log_file(f"crop validation: {self.validation_details[-1]}")
