@@ -170,12 +170,9 @@ impl Tally {
         row: &OutboxRow,
         attempt: Attempt,
     ) -> Result<(), WorkflowError> {
-        let retry = if attempt.delivered() {
-            self.sent += 1;
+        let retry = if self.count(&attempt) {
             None
         } else {
-            self.failed += 1;
-            self.first_failure.get_or_insert_with(|| attempt.clone());
             retry_at(
                 settings.max_attempts,
                 settings.retry_delay,
@@ -194,10 +191,20 @@ impl Tally {
         row: &OutboxRow,
         attempt: Attempt,
     ) -> Result<(), WorkflowError> {
-        self.failed += 1;
-        self.first_failure.get_or_insert_with(|| attempt.clone());
+        self.count(&attempt);
         index.record_attempt(row.id, &attempt, None).await?;
         Ok(())
+    }
+
+    /// Count the attempt; true when it was delivered.
+    fn count(&mut self, attempt: &Attempt) -> bool {
+        if attempt.delivered() {
+            self.sent += 1;
+            return true;
+        }
+        self.failed += 1;
+        self.first_failure.get_or_insert_with(|| attempt.clone());
+        false
     }
 
     fn log(&self, destination: &str) {

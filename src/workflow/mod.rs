@@ -129,10 +129,15 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let (l, g, m) = (live.clone(), ingest.clone(), metrics.clone());
-    tasks.spawn(every("retention", poll, shutdown.clone(), move || {
-        retention::step(l.borrow().clone(), g.clone(), m.clone())
-    }));
+    // `[storage]` waits for a restart, so whether retention runs is known now. Its query walks
+    // every study: once a minute is enough, or a quarter of a (test-sized) retention period.
+    if let Some(keep) = first.keep_for {
+        let (l, g, m) = (live.clone(), ingest.clone(), metrics.clone());
+        let period = (keep / 4).clamp(poll, Duration::from_secs(60));
+        tasks.spawn(every("retention", period, shutdown.clone(), move || {
+            retention::step(l.borrow().clone(), g.clone(), m.clone())
+        }));
+    }
     let (l, i, q) = (live.clone(), index.clone(), queued.clone());
     tasks.spawn(every(
         "prior retrieval",
