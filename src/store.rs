@@ -137,7 +137,12 @@ impl Store {
 
     /// Write, fsync and remove a small file: the data directory takes writes now.
     pub fn check_writable(&self) -> io::Result<()> {
-        let probe = self.incoming_dir.join("write-check.part");
+        // Unique per call: two readiness probes at once must not remove each other's file.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self
+            .incoming_dir
+            .join(format!("write-check-{}-{n}.part", std::process::id()));
         let mut file = fs::File::create(&probe)?;
         io::Write::write_all(&mut file, b"msnode")?;
         file.sync_all()?;
