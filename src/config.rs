@@ -24,6 +24,20 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub admin: AdminConfig,
     pub storage: StorageConfig,
+    pub tls: TlsConfig,
+}
+
+/// DICOM TLS credentials (PEM files), read by `crate::net::tls`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsConfig {
+    /// This node's certificate chain: the TLS listener's, and the client certificate shown to
+    /// peers with `tls = true`.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// When set, a client on the TLS port must present a certificate issued by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// The CAs a TLS peer's certificate must chain to when msnode connects to it.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// The admin HTTP server: health, readiness, metrics and the status page.
@@ -87,6 +101,8 @@ pub struct NodeConfig {
     pub ae_title: String,
     pub bind: String,
     pub port: u16,
+    /// A second listener speaking DICOM over TLS (needs `[tls] certificate` and `private_key`).
+    pub tls_port: Option<u16>,
     /// Everything the node writes lives under this folder unless configured otherwise.
     pub data_dir: PathBuf,
     /// SQLite index; `<data_dir>/msnode.sqlite` when not set.
@@ -116,6 +132,8 @@ pub struct Peer {
     pub query_for_priors: bool,
     /// How a prior found on it is fetched.
     pub retrieve: RetrieveMethod,
+    /// Associations we open to it use TLS, verified against `[tls] peer_ca`.
+    pub tls: bool,
 }
 
 /// How a prior is fetched from a PACS.
@@ -184,6 +202,7 @@ impl Default for Config {
                 ae_title: "MSNODE".into(),
                 bind: "0.0.0.0".into(),
                 port: 11112,
+                tls_port: None,
                 data_dir: PathBuf::from("msnode-data"),
                 database: None,
             },
@@ -237,6 +256,7 @@ impl Default for Config {
                 min_free_mb: 1024,
                 keep_days: None,
             },
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -404,7 +424,7 @@ fn describe(value: &Value) -> String {
     }
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "node",
     "network",
     "peers",
@@ -417,6 +437,7 @@ const SECTIONS: [&str; 12] = [
     "logging",
     "admin",
     "storage",
+    "tls",
 ];
 
 fn section_table<'a>(
@@ -459,6 +480,7 @@ fn read_config(root: &Table, problems: &mut Vec<Problem>) -> Config {
         logging: read_logging(root, defaults.logging, problems),
         admin: read_admin(root, defaults.admin, problems),
         storage: read_storage(root, defaults.storage, problems),
+        tls: read_tls(root, problems),
     };
     check_cross_references(&config, problems);
     config
@@ -488,6 +510,14 @@ fn positive_secs(v: &f64) -> Result<(), String> {
     }
 }
 
+fn listening_port(p: &u16) -> Result<(), String> {
+    if *p == 0 {
+        Err("port 0 is not a listening port".into())
+    } else {
+        Ok(())
+    }
+}
+
 fn read_node(root: &Table, d: NodeConfig, problems: &mut Vec<Problem>) -> NodeConfig {
     let mut s = Section::new("node".into(), section_table(root, "node", problems));
     let node = NodeConfig {
@@ -502,14 +532,11 @@ fn read_node(root: &Table, d: NodeConfig, problems: &mut Vec<Problem>) -> NodeCo
             })
             .unwrap_or(d.bind),
         port: s
-            .get_checked("port", problems, |p: &u16| {
-                if *p == 0 {
-                    Err("port 0 is not a listening port".into())
-                } else {
-                    Ok(())
-                }
-            })
+            .get_checked("port", problems, listening_port)
             .unwrap_or(d.port),
+        tls_port: s
+            .get_checked("tls_port", problems, listening_port)
+            .or(d.tls_port),
         data_dir: s.get::<PathBuf>("data_dir", problems).unwrap_or(d.data_dir),
         database: s.get::<PathBuf>("database", problems).or(d.database),
     };
@@ -577,67 +604,74 @@ fn read_peers(root: &Table, problems: &mut Vec<Problem>) -> Vec<Peer> {
     let mut peers = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let prefix = format!("peers[{i}]");
-        let Value::Table(table) = item else {
-            problems.push(Problem::new(prefix, "must be a table".to_string()));
-            continue;
-        };
-        let mut s = Section::new(prefix.clone(), Some(table));
-        let ae_title = s.get_checked("ae_title", problems, check_ae_title);
-        let host = s.get_checked("host", problems, |h: &String| {
-            if h.trim().is_empty() {
-                Err("must not be empty".into())
-            } else {
-                Ok(())
-            }
-        });
-        let port = s.get_checked("port", problems, |p: &u16| {
-            if *p == 0 {
-                Err("port 0 is not valid".into())
-            } else {
-                Ok(())
-            }
-        });
-        let store_to_us = s.get::<bool>("store_to_us", problems).unwrap_or(false);
-        let query_for_priors = s.get::<bool>("query_for_priors", problems).unwrap_or(false);
-        let parse_method = |v: &str| match v {
-            "move" => Ok(RetrieveMethod::Move),
-            "get" => Ok(RetrieveMethod::Get),
-            other => Err(format!("must be \"move\" or \"get\", found {other:?}")),
-        };
-        let retrieve = s
-            .get_checked("retrieve", problems, |v: &String| {
-                parse_method(v).map(|_| ())
-            })
-            .and_then(|v| parse_method(&v).ok())
-            .unwrap_or(RetrieveMethod::Move);
-        for (key, present) in [
-            ("ae_title", ae_title.is_some()),
-            ("host", host.is_some()),
-            ("port", port.is_some()),
-        ] {
-            if !present && !table.contains_key(key) {
-                problems.push(Problem::new(format!("{prefix}.{key}"), "is required"));
-            }
-        }
-        if query_for_priors && !store_to_us && retrieve == RetrieveMethod::Move {
-            problems.push(Problem::new(
-                format!("{prefix}.query_for_priors"),
-                "needs store_to_us = true with retrieve = \"move\": the prior it moves to us arrives in a C-STORE association from that peer",
-            ));
-        }
-        s.finish(problems);
-        if let (Some(ae_title), Some(host), Some(port)) = (ae_title, host, port) {
-            peers.push(Peer {
-                ae_title,
-                host,
-                port,
-                store_to_us,
-                query_for_priors,
-                retrieve,
-            });
+        match item {
+            Value::Table(table) => peers.extend(read_peer(prefix, table, problems)),
+            _ => problems.push(Problem::new(prefix, "must be a table".to_string())),
         }
     }
     peers
+}
+
+fn parse_retrieve_method(v: &str) -> Result<RetrieveMethod, String> {
+    match v {
+        "move" => Ok(RetrieveMethod::Move),
+        "get" => Ok(RetrieveMethod::Get),
+        other => Err(format!("must be \"move\" or \"get\", found {other:?}")),
+    }
+}
+
+/// One `[[peers]]` table; None when a required key is missing or wrong (the problem is named).
+fn read_peer(prefix: String, table: &Table, problems: &mut Vec<Problem>) -> Option<Peer> {
+    let mut s = Section::new(prefix.clone(), Some(table));
+    let ae_title = s.get_checked("ae_title", problems, check_ae_title);
+    let host = s.get_checked("host", problems, |h: &String| {
+        if h.trim().is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(())
+        }
+    });
+    let port = s.get_checked("port", problems, |p: &u16| {
+        if *p == 0 {
+            Err("port 0 is not valid".into())
+        } else {
+            Ok(())
+        }
+    });
+    let store_to_us = s.get::<bool>("store_to_us", problems).unwrap_or(false);
+    let query_for_priors = s.get::<bool>("query_for_priors", problems).unwrap_or(false);
+    let retrieve = s
+        .get_checked("retrieve", problems, |v: &String| {
+            parse_retrieve_method(v).map(|_| ())
+        })
+        .and_then(|v| parse_retrieve_method(&v).ok())
+        .unwrap_or(RetrieveMethod::Move);
+    let tls = s.get::<bool>("tls", problems).unwrap_or(false);
+    for (key, present) in [
+        ("ae_title", ae_title.is_some()),
+        ("host", host.is_some()),
+        ("port", port.is_some()),
+    ] {
+        if !present && !table.contains_key(key) {
+            problems.push(Problem::new(format!("{prefix}.{key}"), "is required"));
+        }
+    }
+    if query_for_priors && !store_to_us && retrieve == RetrieveMethod::Move {
+        problems.push(Problem::new(
+            format!("{prefix}.query_for_priors"),
+            "needs store_to_us = true with retrieve = \"move\": the prior it moves to us arrives in a C-STORE association from that peer",
+        ));
+    }
+    s.finish(problems);
+    Some(Peer {
+        ae_title: ae_title?,
+        host: host?,
+        port: port?,
+        store_to_us,
+        query_for_priors,
+        retrieve,
+        tls,
+    })
 }
 
 fn read_results(root: &Table, d: ResultsConfig, problems: &mut Vec<Problem>) -> ResultsConfig {
@@ -837,6 +871,18 @@ fn read_storage(root: &Table, d: StorageConfig, problems: &mut Vec<Problem>) -> 
     storage
 }
 
+fn read_tls(root: &Table, problems: &mut Vec<Problem>) -> TlsConfig {
+    let mut s = Section::new("tls".into(), section_table(root, "tls", problems));
+    let tls = TlsConfig {
+        certificate: s.get("certificate", problems),
+        private_key: s.get("private_key", problems),
+        client_ca: s.get("client_ca", problems),
+        peer_ca: s.get("peer_ca", problems),
+    };
+    s.finish(problems);
+    tls
+}
+
 fn read_model(root: &Table, d: ModelConfig, problems: &mut Vec<Problem>) -> ModelConfig {
     let mut s = Section::new("model".into(), section_table(root, "model", problems));
     let model = ModelConfig {
@@ -915,6 +961,7 @@ fn check_cross_references(config: &Config, problems: &mut Vec<Problem>) {
             ));
         }
     }
+    check_tls_references(config, problems);
     for (i, dest) in config.results.destinations.iter().enumerate() {
         if config.peer(dest).is_none() {
             problems.push(Problem::new(
@@ -922,6 +969,60 @@ fn check_cross_references(config: &Config, problems: &mut Vec<Problem>) {
                 format!("{dest:?} is not a configured peer (add a [[peers]] entry for it)"),
             ));
         }
+    }
+}
+
+/// Every TLS key must be used and every TLS use must have its files named; whether the files
+/// hold what they should is `crate::net::tls`'s check.
+fn check_tls_references(config: &Config, problems: &mut Vec<Problem>) {
+    let tls = &config.tls;
+    let tls_peers = config.peers.iter().any(|p| p.tls);
+    if tls.certificate.is_some() != tls.private_key.is_some() {
+        let missing = if tls.certificate.is_some() {
+            "tls.private_key"
+        } else {
+            "tls.certificate"
+        };
+        problems.push(Problem::new(
+            missing,
+            "is required with the other half of the key pair",
+        ));
+    }
+    if let Some(port) = config.node.tls_port {
+        if port == config.node.port {
+            problems.push(Problem::new(
+                "node.tls_port",
+                format!("{port} is also node.port"),
+            ));
+        }
+        if tls.certificate.is_none() && tls.private_key.is_none() {
+            problems.push(Problem::new(
+                "tls.certificate",
+                "is required with node.tls_port (and tls.private_key)",
+            ));
+        }
+    } else if tls.client_ca.is_some() {
+        problems.push(Problem::new(
+            "tls.client_ca",
+            "does nothing without node.tls_port",
+        ));
+    }
+    match (tls_peers, tls.peer_ca.is_some()) {
+        (true, false) => problems.push(Problem::new(
+            "tls.peer_ca",
+            "is required when a peer has tls = true: its certificate must be verified",
+        )),
+        (false, true) => problems.push(Problem::new(
+            "tls.peer_ca",
+            "does nothing: no peer has tls = true",
+        )),
+        _ => {}
+    }
+    if !tls_peers && config.node.tls_port.is_none() && tls.certificate.is_some() {
+        problems.push(Problem::new(
+            "tls.certificate",
+            "does nothing without node.tls_port or a peer with tls = true",
+        ));
     }
 }
 
@@ -988,6 +1089,42 @@ execution_provider = "gpu"
             .find(|p| p.key == "model.execution_provider")
             .unwrap();
         assert!(gpu.message.contains("\"gpu\""), "{}", gpu.message);
+    }
+
+    #[test]
+    fn tls_keys_are_required_where_used_and_refused_where_they_do_nothing() {
+        let keys = |text: &str| -> Vec<String> {
+            Config::parse(text)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.key)
+                .collect()
+        };
+        let peer = "[[peers]]\nae_title = \"PACS\"\nhost = \"pacs\"\nport = 104\ntls = true\n";
+        assert_eq!(keys(peer), ["tls.peer_ca"]);
+        assert_eq!(keys("[node]\ntls_port = 2762\n"), ["tls.certificate"]);
+        assert_eq!(
+            keys(
+                "[node]\nport = 2762\ntls_port = 2762\n[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\n"
+            ),
+            ["node.tls_port"]
+        );
+        assert_eq!(
+            keys("[tls]\ncertificate = \"c\"\n"),
+            ["tls.private_key", "tls.certificate"]
+        );
+        assert_eq!(
+            keys("[tls]\nclient_ca = \"ca\"\npeer_ca = \"ca\"\n"),
+            ["tls.client_ca", "tls.peer_ca"]
+        );
+        let ok = Config::parse(&format!(
+            "[node]\ntls_port = 2762\n[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\nclient_ca = \"ca\"\npeer_ca = \"ca\"\n{peer}"
+        ))
+        .unwrap();
+        assert_eq!(ok.node.tls_port, Some(2762));
+        assert!(ok.peers[0].tls);
+        assert_eq!(ok.tls.client_ca, Some(PathBuf::from("ca")));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::net::scp::PeerTables;
-use crate::net::scp::Scp;
+use crate::net::scp::{PeerTables, Scp, TlsListener};
+use crate::net::tls::{self, TlsError};
 use crate::reload;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -30,6 +30,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("cannot open the index")]
     Index(#[from] IndexError),
+    #[error("cannot set up DICOM TLS")]
+    Tls(#[from] TlsError),
     #[error("cannot listen on {address}")]
     Listen {
         address: String,
@@ -134,6 +136,10 @@ impl Live {
         };
         let running = self.config.borrow().clone();
         let (merged, waiting) = reload::merge(&running, new);
+        if let Some(e) = tls::check(&merged).first() {
+            error!(error = %crate::logging::chain(e), "configuration not reloaded; the running one stays");
+            return;
+        }
         for section in waiting {
             warn!(
                 section,
@@ -148,17 +154,37 @@ impl Live {
     }
 }
 
+async fn listen(address: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Listen {
+            address: address.to_string(),
+            source,
+        })
+}
+
 /// Run the DICOM listener until SIGINT or SIGTERM; SIGHUP re-reads `config_path`.
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let (store, index) = open_storage(&config).await?;
     let address = format!("{}:{}", config.node.bind, config.node.port);
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|source| NodeError::Listen {
-            address: address.clone(),
-            source,
-        })?;
+    let listener = listen(&address).await?;
+    let tls_listener = match config.node.tls_port {
+        Some(port) => {
+            let tls_address = format!("{}:{port}", config.node.bind);
+            let listener = listen(&tls_address).await?;
+            info!(address = %tls_address, client_ca = ?config.tls.client_ca, "DICOM TLS listening");
+            Some(TlsListener {
+                listener,
+                config: tls::server_config(&config.tls)?,
+            })
+        }
+        None => None,
+    };
+    // Peers with tls = true: unreadable files are found now, not at the first delivery.
+    if config.peers.iter().any(|p| p.tls) {
+        tls::client_config(&config.tls)?;
+    }
     if !config.peers.iter().any(|p| p.store_to_us) {
         warn!("no peer has store_to_us = true: every association will be rejected");
     }
@@ -199,7 +225,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), N
         metrics.clone(),
     );
     tokio::join!(
-        scp.run(listener, signal, SHUTDOWN_GRACE),
+        scp.run(listener, tls_listener, signal, SHUTDOWN_GRACE),
         workflow::run(
             receivers.workflow,
             index.clone(),

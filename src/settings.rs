@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::admin::AdminSettings;
 use crate::analyze::AnalysisSettings;
-use crate::config::{Config, Peer};
+use crate::config::{Config, Peer, TlsConfig};
 use crate::infer::RuntimeSettings;
-use crate::net::scu::Remote;
+use crate::net::scu::{PeerTls, Remote};
 use crate::register::RegisterOptions;
 use crate::workflow::selection::SelectionRules;
 use crate::workflow::{Destination, PriorSource, WorkflowSettings};
@@ -37,6 +37,7 @@ pub struct Settings {
     max_pdu: u32,
     association_timeout: Duration,
     peers: Vec<Peer>,
+    tls: TlsConfig,
 }
 
 impl Settings {
@@ -89,6 +90,7 @@ impl Settings {
             max_pdu: config.network.max_pdu,
             association_timeout: config.network.association_timeout,
             peers: config.peers.clone(),
+            tls: config.tls.clone(),
         };
         // `config check` makes sure every destination is a configured peer.
         settings.workflow.destinations = config
@@ -127,11 +129,19 @@ impl Settings {
 
     /// A peer named by its AE title (from the configuration) or given as AE@host:port.
     pub fn remote(&self, peer: &str) -> Result<Remote, SettingsError> {
-        let (called_ae, address) = match self.peers.iter().find(|p| p.ae_title == peer) {
-            Some(p) => (p.ae_title.clone(), format!("{}:{}", p.host, p.port)),
+        let (called_ae, address, tls) = match self.peers.iter().find(|p| p.ae_title == peer) {
+            Some(p) => (
+                p.ae_title.clone(),
+                format!("{}:{}", p.host, p.port),
+                p.tls.then(|| PeerTls {
+                    server_name: p.host.clone(),
+                    files: self.tls.clone(),
+                }),
+            ),
+            // A peer given on the command line speaks plain DICOM.
             None => match peer.split_once('@') {
                 Some((ae, address)) if address.contains(':') => {
-                    (ae.to_string(), address.to_string())
+                    (ae.to_string(), address.to_string(), None)
                 }
                 _ => return Err(SettingsError::UnknownPeer(peer.to_string())),
             },
@@ -142,6 +152,7 @@ impl Settings {
             address,
             max_pdu: self.max_pdu,
             timeout: self.association_timeout,
+            tls,
         })
     }
 }

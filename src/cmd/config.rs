@@ -14,7 +14,15 @@ pub enum Command {
 pub fn run(command: Command) -> ExitCode {
     let Command::Check { file } = command;
     match Config::load(&file) {
-        Ok(_) => {
+        Ok(config) => {
+            // The keys are right; the TLS files they name must hold what they should.
+            let problems = msnode::net::tls::check(&config);
+            for problem in &problems {
+                eprintln!("{}: {}", file.display(), msnode::logging::chain(problem));
+            }
+            if !problems.is_empty() {
+                return ExitCode::FAILURE;
+            }
             println!("{}: OK", file.display());
             ExitCode::SUCCESS
         }

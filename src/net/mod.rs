@@ -1,6 +1,7 @@
 //! DICOM networking: the association request looked at before it is answered (`admission`), DIMSE command sets (`dimse`), query/retrieve identifiers (`identifier`),
 //! negotiated syntaxes (`syntaxes`), the SCP (`scp`, with `qr` answering C-FIND and C-MOVE), the
-//! SCU (`scu`: C-ECHO, C-STORE) and query/retrieve as a client (`retrieve`: C-FIND, C-MOVE).
+//! SCU (`scu`: C-ECHO, C-STORE), query/retrieve as a client (`retrieve`: C-FIND, C-MOVE) and
+//! the rustls configurations of DICOM over TLS (`tls`).
 
 pub mod admission;
 pub mod dimse;
@@ -10,6 +11,7 @@ pub mod retrieve;
 pub mod scp;
 pub mod scu;
 pub mod syntaxes;
+pub mod tls;
 
 use std::fmt;
 

@@ -5,7 +5,6 @@
 use dicom_object::InMemDicomObject;
 use dicom_ul::ClientAssociationOptions;
 use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
-use tokio::io::AsyncWriteExt;
 
 use super::dimse::{self, Command, SubOperations};
 use super::identifier::{self, IdentifierError, MAX_IDENTIFIER_BYTES, QUERY_TRANSFER_SYNTAXES};
@@ -93,9 +92,10 @@ impl QueryAssociation {
         let data = identifier::encode(identifier, &self.transfer_syntax)?;
         send_command(&mut self.association, remote, self.context_id, command).await?;
         let io = |e| ScuError::Io(remote.called_ae.clone(), e);
-        let mut writer = self.association.send_pdata(self.context_id);
-        writer.write_all(&data).await.map_err(io)?;
-        writer.finish().await.map_err(io)?;
+        self.association
+            .send_data(self.context_id, &data)
+            .await
+            .map_err(io)?;
         Ok(())
     }
 

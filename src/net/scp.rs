@@ -11,14 +11,17 @@ use std::time::Duration;
 use dicom_object::InMemDicomObject;
 use dicom_ul::ServerAssociationOptions;
 use dicom_ul::association::Error as UlError;
-use dicom_ul::association::server::{AccessControl, Negotiation};
+use dicom_ul::association::server::{
+    AccessControl, AsyncServerAssociation, AsyncTlsStream, Negotiation,
+};
 use dicom_ul::pdu::RequestorRoles;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType, Pdu,
-    PresentationContextResultReason, UserIdentity,
+    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, PDataValue, PDataValueType,
+    Pdu, PresentationContextResultReason, UserIdentity,
 };
-use tokio::io::AsyncWriteExt;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -135,11 +138,13 @@ impl Scp {
         })
     }
 
-    /// Accept connections until `shutdown` completes, then wait (up to `grace`) for running
-    /// associations to end.
+    /// Accept connections on the DICOM port (and the TLS port, when there is one) until
+    /// `shutdown` completes, then wait (up to `grace`) for running associations to end. Both
+    /// ports share the association limit.
     pub async fn run(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<TlsListener>,
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) {
@@ -154,21 +159,23 @@ impl Scp {
                     Err(_) => break,
                 },
             };
-            let (socket, peer) = tokio::select! {
+            let (accepted, tls_config) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => (accepted, None),
+                accepted = accept_tls(&tls) => (accepted, tls.as_ref().map(|t| t.config.clone())),
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let scp = self.clone();
             tokio::spawn(async move {
-                scp.handle_connection(socket, peer).await;
+                scp.handle_connection(socket, peer, tls_config).await;
                 drop(permit);
             });
         }
@@ -204,13 +211,22 @@ impl Scp {
         options
     }
 
-    async fn handle_connection(self: Arc<Self>, socket: TcpStream, peer: SocketAddr) {
+    async fn handle_connection(
+        self: Arc<Self>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+    ) {
         if let Err(e) = socket.set_nodelay(true) {
             warn!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let index = self.ingest.index();
         let peers = self.peers.borrow().clone();
-        let (association, calling) = match self.admit(socket, &peers).await {
+        let admission = match tls {
+            None => self.admit(socket, &peers).await,
+            Some(config) => self.admit_tls(socket, &peers, config).await,
+        };
+        let (association, calling) = match admission {
             Admission::Accepted(association, calling) => (association, calling),
             Admission::Refused {
                 calling,
@@ -247,9 +263,9 @@ impl Scp {
                 None
             }
         };
-        let span =
-            info_span!("association", id = audit_id.unwrap_or(-1), calling_ae = %calling, %peer);
-        let outcome = AssociationHandler {
+        let over_tls = matches!(association, Established::Tls(_));
+        let span = info_span!("association", id = audit_id.unwrap_or(-1), calling_ae = %calling, %peer, tls = over_tls);
+        let handler = AssociationHandler {
             ingest: &self.ingest,
             scp: &self,
             peers,
@@ -257,10 +273,14 @@ impl Scp {
             audit_id,
             stored: 0,
             refused: 0,
+        };
+        let mut outcome = match association {
+            Established::Tcp(association) => handler.run(*association).instrument(span).await,
+            Established::Tls(association) => handler.run(*association).instrument(span).await,
+        };
+        if over_tls {
+            outcome.text.push_str(" over TLS");
         }
-        .run(association)
-        .instrument(span)
-        .await;
         self.metrics.associations_open.dec();
         if let Some(id) = audit_id
             && let Err(e) = index
@@ -272,96 +292,96 @@ impl Scp {
     }
 
     /// Negotiates the association within the association timeout: a request from a known peer
-    /// that offers nothing msnode accepts is rejected here, the rest by dicom-ul.
+    /// that offers nothing msnode accepts, or that comes while the storage reserve is breached,
+    /// is rejected here; the rest by dicom-ul.
     async fn admit(&self, mut socket: TcpStream, peers: &PeerTables) -> Admission {
         let deadline = tokio::time::Instant::now() + self.config.network.association_timeout;
-        let max_pdu = self.config.network.max_pdu;
         let request = match tokio::time::timeout_at(
             deadline,
-            admission::peek_request(&socket, max_pdu),
+            admission::peek_request(&socket, self.config.network.max_pdu),
         )
         .await
         {
             Ok(request) => request,
             Err(_) => return Admission::TimedOut,
         };
-        if let Some(request) = request {
-            let calling = trim_padding(request.calling_ae_title.trim_start()).to_string();
-            let called = trim_padding(request.called_ae_title.trim_start()).to_string();
-            if self.titles_allowed(peers, &calling, &called) {
-                if !admission::accepts_some_context(&request) {
-                    reject(
-                        &mut socket,
-                        AssociationRJResult::Permanent,
-                        AssociationRJSource::ServiceUser(
-                            AssociationRJServiceUserReason::NoReasonGiven,
-                        ),
-                    )
-                    .await;
-                    return Admission::Refused {
-                        calling,
-                        called,
-                        outcome: format!(
-                            "rejected: no acceptable presentation context among {} offered",
-                            request.presentation_contexts.len()
-                        ),
-                        reason: "no_acceptable_context",
-                    };
-                }
-                // Transient: the peer may try again once space is freed.
-                if let Err(why) = self.ingest.free_space() {
-                    reject(
-                        &mut socket,
-                        AssociationRJResult::Transient,
-                        AssociationRJSource::ServiceProviderPresentation(
-                            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
-                        ),
-                    )
-                    .await;
-                    return Admission::Refused {
-                        calling,
-                        called,
-                        outcome: format!("rejected: {why}"),
-                        reason: "storage_reserve",
-                    };
-                }
-            }
+        if let Some(request) = request
+            && let Some(refusal) = self.screen(&mut socket, peers, &request).await
+        {
+            return refusal;
         }
         let seen = Arc::new(Mutex::new(None));
         let options = self.server_options(peers, seen.clone());
-        let established = tokio::time::timeout_at(deadline, options.establish_async(socket)).await;
-        let (calling, called) = seen
-            .lock()
-            .ok()
-            .and_then(|s| s.clone())
-            .unwrap_or_else(|| ("?".into(), "?".into()));
-        match established {
-            Ok(Ok(association)) => Admission::Accepted(association, calling),
-            Ok(Err(e)) => Admission::Refused {
+        let established = tokio::time::timeout_at(deadline, options.establish_async(socket))
+            .await
+            .map(|result| result.map(|a| Established::Tcp(Box::new(a))));
+        admission_of(established, &seen)
+    }
+
+    /// [`Scp::admit`] on the TLS port. The request is encrypted, so it cannot be looked at
+    /// before dicom-ul answers it: an association offering nothing acceptable is aborted once
+    /// up, and the storage reserve answers each C-STORE with A700 instead of a rejection.
+    async fn admit_tls(
+        &self,
+        socket: TcpStream,
+        peers: &PeerTables,
+        config: Arc<ServerConfig>,
+    ) -> Admission {
+        let deadline = tokio::time::Instant::now() + self.config.network.association_timeout;
+        let seen = Arc::new(Mutex::new(None));
+        let options = self.server_options(peers, seen.clone()).tls_config(config);
+        let established = tokio::time::timeout_at(deadline, options.establish_tls_async(socket))
+            .await
+            .map(|result| result.map(|a| Established::Tls(Box::new(a))));
+        admission_of(established, &seen)
+    }
+
+    /// The refusal of a request from a known peer that offers no acceptable presentation
+    /// context or comes while the storage reserve is breached; None lets dicom-ul judge it.
+    async fn screen(
+        &self,
+        socket: &mut TcpStream,
+        peers: &PeerTables,
+        request: &AssociationRQ,
+    ) -> Option<Admission> {
+        let calling = trim_padding(request.calling_ae_title.trim_start()).to_string();
+        let called = trim_padding(request.called_ae_title.trim_start()).to_string();
+        if !self.titles_allowed(peers, &calling, &called) {
+            return None;
+        }
+        if !admission::accepts_some_context(request) {
+            reject(
+                socket,
+                AssociationRJResult::Permanent,
+                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::NoReasonGiven),
+            )
+            .await;
+            return Some(Admission::Refused {
                 calling,
                 called,
-                reason: match &e {
-                    UlError::Rejected { association_rj, .. } => match &association_rj.source {
-                        AssociationRJSource::ServiceUser(
-                            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
-                        ) => "calling_ae_title_not_recognized",
-                        AssociationRJSource::ServiceUser(
-                            AssociationRJServiceUserReason::CalledAETitleNotRecognized,
-                        ) => "called_ae_title_not_recognized",
-                        _ => "rejected",
-                    },
-                    _ => "failed",
-                },
-                outcome: match &e {
-                    UlError::Rejected { association_rj, .. } => match &association_rj.source {
-                        AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
-                        other => format!("rejected: {other:?}"),
-                    },
-                    _ => format!("failed: {}", chain(&UlFailure::from(e))),
-                },
-            },
-            Err(_) => Admission::TimedOut,
+                outcome: format!(
+                    "rejected: no acceptable presentation context among {} offered",
+                    request.presentation_contexts.len()
+                ),
+                reason: "no_acceptable_context",
+            });
         }
+        // Transient: the peer may try again once space is freed.
+        let why = self.ingest.free_space().err()?;
+        reject(
+            socket,
+            AssociationRJResult::Transient,
+            AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+            ),
+        )
+        .await;
+        Some(Admission::Refused {
+            calling,
+            called,
+            outcome: format!("rejected: {why}"),
+            reason: "storage_reserve",
+        })
     }
 
     fn titles_allowed(&self, peers: &PeerTables, calling: &str, called: &str) -> bool {
@@ -372,6 +392,67 @@ impl Scp {
             called,
         )
         .is_ok()
+    }
+}
+
+/// The TLS port: its listener and the configuration of its handshakes.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub config: Arc<ServerConfig>,
+}
+
+/// The next connection on the TLS port; never, when there is none.
+async fn accept_tls(tls: &Option<TlsListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some(tls) => tls.listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What dicom-ul's answer to the request (within the association timeout, or not) means, with
+/// the titles the access control saw.
+fn admission_of(
+    established: Result<Result<Established, UlError>, tokio::time::error::Elapsed>,
+    seen: &Mutex<Option<(String, String)>>,
+) -> Admission {
+    let (calling, called) = seen
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .unwrap_or_else(|| ("?".into(), "?".into()));
+    match established {
+        Ok(Ok(association)) => Admission::Accepted(association, calling),
+        Ok(Err(e)) => Admission::Refused {
+            calling,
+            called,
+            reason: refusal_reason(&e),
+            outcome: match &e {
+                UlError::Rejected { association_rj, .. } => match &association_rj.source {
+                    AssociationRJSource::ServiceUser(reason) => format!("rejected: {reason}"),
+                    other => format!("rejected: {other:?}"),
+                },
+                _ => format!("failed: {}", chain(&UlFailure::from(e))),
+            },
+        },
+        Err(_) => Admission::TimedOut,
+    }
+}
+
+/// The label of a failed establishment in the rejection metric.
+fn refusal_reason(e: &UlError) -> &'static str {
+    match e {
+        UlError::Rejected { association_rj, .. } => match &association_rj.source {
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            ) => "calling_ae_title_not_recognized",
+            AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            ) => "called_ae_title_not_recognized",
+            _ => "rejected",
+        },
+        UlError::TlsHandshake { .. } => "tls_handshake",
+        UlError::TlsNotSupported => "tls_expected",
+        _ => "failed",
     }
 }
 
@@ -386,8 +467,14 @@ async fn reject(socket: &mut TcpStream, result: AssociationRJResult, source: Ass
 }
 
 /// What became of a connection's association request.
+/// An association that is up, over TCP or over TLS.
+enum Established {
+    Tcp(Box<ServerAssociation<TcpStream>>),
+    Tls(Box<ServerAssociation<AsyncTlsStream>>),
+}
+
 enum Admission {
-    Accepted(ServerAssociation, String),
+    Accepted(Established, String),
     Refused {
         calling: String,
         called: String,
@@ -462,17 +549,23 @@ struct AssociationHandler<'a> {
     refused: u64,
 }
 
-type ServerAssociation = dicom_ul::association::server::AsyncServerAssociation<TcpStream>;
+type ServerAssociation<S> = AsyncServerAssociation<S>;
+
+/// What an association runs over: TCP, or TLS on the TLS port.
+trait DicomStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> DicomStream for S {}
 
 impl AssociationHandler<'_> {
-    async fn run(mut self, mut association: ServerAssociation) -> Outcome {
+    async fn run<S: DicomStream>(mut self, mut association: ServerAssociation<S>) -> Outcome {
         let accepted = association
             .presentation_contexts()
             .iter()
             .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
             .count();
         if accepted == 0 {
-            // Only a request too large to look at in advance gets this far (see `admission`).
+            // Only a request too large to look at in advance (see `admission`), or one on the
+            // TLS port, gets this far.
             warn!("no presentation context accepted; aborting");
             let _ = association.abort().await;
             return Outcome {
@@ -537,9 +630,9 @@ impl AssociationHandler<'_> {
         }
     }
 
-    async fn handle_pdata(
+    async fn handle_pdata<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         values: Vec<PDataValue>,
         command_bytes: &mut Vec<u8>,
         pending: &mut Option<Pending>,
@@ -590,9 +683,9 @@ impl AssociationHandler<'_> {
         Ok(())
     }
 
-    async fn handle_command(
+    async fn handle_command<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         command: Command,
         presentation_context_id: u8,
         pending: &mut Option<Pending>,
@@ -699,9 +792,9 @@ impl AssociationHandler<'_> {
 
     /// Answer a C-FIND or C-MOVE whose identifier has arrived. A query msnode cannot answer
     /// gets a failure status; the association goes on.
-    async fn answer_query(
+    async fn answer_query<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         query: PendingQuery,
     ) -> Result<(), ProtocolViolation> {
         let field = query.command.command_field;
@@ -734,9 +827,9 @@ impl AssociationHandler<'_> {
         send_command(association, query.presentation_context_id, rsp).await
     }
 
-    async fn answer_find(
+    async fn answer_find<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         query: &PendingQuery,
         request: &InMemDicomObject,
     ) -> Result<(), ProtocolViolation> {
@@ -764,9 +857,9 @@ impl AssociationHandler<'_> {
         send_command(association, pc, dimse::respond(&query.command, done)?).await
     }
 
-    async fn answer_move(
+    async fn answer_move<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         query: &PendingQuery,
         request: &InMemDicomObject,
     ) -> Result<(), ProtocolViolation> {
@@ -840,9 +933,9 @@ impl AssociationHandler<'_> {
 
     /// C-GET: each instance is sent back on this association, on a storage context the
     /// requestor proposed with its SCP role in the file's own transfer syntax.
-    async fn answer_get(
+    async fn answer_get<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         query: &PendingQuery,
         request: &InMemDicomObject,
     ) -> Result<(), ProtocolViolation> {
@@ -866,9 +959,9 @@ impl AssociationHandler<'_> {
         send_command(association, pc, dimse::respond(&query.command, reply)?).await
     }
 
-    async fn finish_store(
+    async fn finish_store<S: DicomStream>(
         &mut self,
-        association: &mut ServerAssociation,
+        association: &mut ServerAssociation<S>,
         store: PendingStore,
     ) -> Result<(), ProtocolViolation> {
         let sop_instance_uid = store
@@ -907,8 +1000,8 @@ impl AssociationHandler<'_> {
 }
 
 /// One C-GET sub-operation: the peer's C-STORE status, or why the file was not sent.
-async fn store_back(
-    association: &mut ServerAssociation,
+async fn store_back<S: DicomStream>(
+    association: &mut ServerAssociation<S>,
     file: &scu::OutgoingFile,
     n: usize,
 ) -> Result<Result<u16, String>, ProtocolViolation> {
@@ -964,8 +1057,8 @@ fn sub_operation_counts(outcomes: &[Result<u16, String>]) -> (Status, SubOperati
 }
 
 /// The peer's response to a request we sent on this association (a C-GET's C-STORE).
-async fn receive_response(
-    association: &mut ServerAssociation,
+async fn receive_response<S: DicomStream>(
+    association: &mut ServerAssociation<S>,
 ) -> Result<Command, ProtocolViolation> {
     let mut bytes = Vec::new();
     loop {
@@ -993,8 +1086,8 @@ async fn receive_response(
 
 /// A data set after a command (a C-FIND match, a C-GET's instance), in as many P-DATA PDUs as
 /// the peer's maximum length needs.
-async fn send_data(
-    association: &mut ServerAssociation,
+async fn send_data<S: DicomStream>(
+    association: &mut ServerAssociation<S>,
     presentation_context_id: u8,
     bytes: &[u8],
 ) -> Result<(), ProtocolViolation> {
@@ -1006,8 +1099,8 @@ async fn send_data(
     writer.finish().await.map_err(ProtocolViolation::SendData)
 }
 
-async fn send_command(
-    association: &mut ServerAssociation,
+async fn send_command<S: DicomStream>(
+    association: &mut ServerAssociation<S>,
     presentation_context_id: u8,
     bytes: Vec<u8>,
 ) -> Result<(), ProtocolViolation> {

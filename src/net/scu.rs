@@ -6,18 +6,20 @@ use std::time::{Duration, Instant};
 
 use dicom_object::meta::FileMetaTable;
 use dicom_ul::ClientAssociationOptions;
-use dicom_ul::association::Error as UlError;
-use dicom_ul::pdu::{PDataValueType, Pdu, PresentationContextResultReason};
-use tokio::io::AsyncWriteExt;
+use dicom_ul::association::client::{AsyncClientAssociation, AsyncTlsStream};
+use dicom_ul::association::{AsyncPDataWriter, Error as UlError};
+use dicom_ul::pdu::{
+    PDataValueType, Pdu, PresentationContextNegotiated, PresentationContextResultReason,
+};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::UlFailure;
 use super::dimse::{self, Command};
+use super::tls::{self, TlsError};
+use crate::config::TlsConfig;
 use crate::dicom::sop_class::VERIFICATION;
 use crate::dicom::trim_padding;
-
-pub(super) type ClientAssociation =
-    dicom_ul::association::client::AsyncClientAssociation<TcpStream>;
 
 /// Where to reach a peer.
 #[derive(Debug, Clone)]
@@ -28,6 +30,75 @@ pub struct Remote {
     pub address: String,
     pub max_pdu: u32,
     pub timeout: Duration,
+    /// Set for a peer with `tls = true`.
+    pub tls: Option<PeerTls>,
+}
+
+/// How to reach a TLS peer: the name its certificate must carry, and the files of `[tls]`
+/// (read for each association, so renewed certificates are used without a restart).
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    pub server_name: String,
+    pub files: TlsConfig,
+}
+
+/// An association msnode opened, over TCP or over TLS.
+pub(super) enum ClientAssociation {
+    Tcp(Box<AsyncClientAssociation<TcpStream>>),
+    Tls(Box<AsyncClientAssociation<AsyncTlsStream>>),
+}
+
+impl ClientAssociation {
+    pub(super) fn presentation_contexts(&self) -> &[PresentationContextNegotiated] {
+        match self {
+            ClientAssociation::Tcp(a) => a.presentation_contexts(),
+            ClientAssociation::Tls(a) => a.presentation_contexts(),
+        }
+    }
+
+    pub(super) async fn send(&mut self, pdu: &Pdu) -> Result<(), UlError> {
+        match self {
+            ClientAssociation::Tcp(a) => a.send(pdu).await,
+            ClientAssociation::Tls(a) => a.send(pdu).await,
+        }
+    }
+
+    pub(super) async fn receive(&mut self) -> Result<Pdu, UlError> {
+        match self {
+            ClientAssociation::Tcp(a) => a.receive().await,
+            ClientAssociation::Tls(a) => a.receive().await,
+        }
+    }
+
+    /// A data set in as many P-DATA PDUs as the peer's maximum length needs.
+    pub(super) async fn send_data(&mut self, context_id: u8, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            ClientAssociation::Tcp(a) => write_data(a.send_pdata(context_id), data).await,
+            ClientAssociation::Tls(a) => write_data(a.send_pdata(context_id), data).await,
+        }
+    }
+
+    pub(super) async fn release(self) -> Result<(), UlError> {
+        match self {
+            ClientAssociation::Tcp(a) => a.release().await,
+            ClientAssociation::Tls(a) => a.release().await,
+        }
+    }
+
+    pub(super) async fn abort(self) -> Result<(), UlError> {
+        match self {
+            ClientAssociation::Tcp(a) => a.abort().await,
+            ClientAssociation::Tls(a) => a.abort().await,
+        }
+    }
+}
+
+async fn write_data<W: AsyncWrite + Unpin>(
+    mut writer: AsyncPDataWriter<W>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(data).await?;
+    writer.finish().await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +132,8 @@ pub enum ScuError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up TLS for {0}")]
+    Tls(String, #[source] Box<TlsError>),
     #[error("the peer accepted none of the proposed presentation contexts")]
     NothingAccepted,
     #[error("{0} distinct SOP class / transfer syntax pairs; one association carries at most 128")]
@@ -86,16 +159,34 @@ pub(super) async fn connect(
         .read_timeout(remote.timeout)
         .write_timeout(remote.timeout)
         .connection_timeout(remote.timeout);
-    let mut association = options
-        .establish_async(remote.address.as_str())
-        .await
-        .map_err(|e| associate_error(remote, e))?;
-    // Without this each message waits for the peer's delayed ACK (about 40 ms).
-    association
-        .inner_stream()
-        .set_nodelay(true)
-        .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))?;
-    Ok(association)
+    // Without TCP_NODELAY each message waits for the peer's delayed ACK (about 40 ms).
+    let nodelay = |socket: &TcpStream| {
+        socket
+            .set_nodelay(true)
+            .map_err(|e| ScuError::Io(remote.called_ae.clone(), e))
+    };
+    match &remote.tls {
+        None => {
+            let mut association = options
+                .establish_async(remote.address.as_str())
+                .await
+                .map_err(|e| associate_error(remote, e))?;
+            nodelay(association.inner_stream())?;
+            Ok(ClientAssociation::Tcp(Box::new(association)))
+        }
+        Some(peer) => {
+            let config = tls::client_config(&peer.files)
+                .map_err(|e| ScuError::Tls(remote.called_ae.clone(), Box::new(e)))?;
+            let mut association = options
+                .tls_config(config)
+                .server_name(&peer.server_name)
+                .establish_tls_async(remote.address.as_str())
+                .await
+                .map_err(|e| associate_error(remote, e))?;
+            nodelay(association.inner_stream().get_ref().0)?;
+            Ok(ClientAssociation::Tls(Box::new(association)))
+        }
+    }
 }
 
 /// Read PDUs until a complete command set arrives.
@@ -346,13 +437,9 @@ impl<'r> StoreAssociation<'r> {
         // The P-DATA writer has no timeout of its own: a peer that stops reading must not hold
         // a delivery for ever.
         let timeout = self.remote.timeout;
-        let mut writer = self.association.send_pdata(context_id);
-        let written = tokio::time::timeout(timeout, async {
-            writer.write_all(data).await?;
-            writer.finish().await
-        })
-        .await
-        .map_err(|_| ScuError::Timeout(format!("{called_ae} to take the data set")))?;
+        let written = tokio::time::timeout(timeout, self.association.send_data(context_id, data))
+            .await
+            .map_err(|_| ScuError::Timeout(format!("{called_ae} to take the data set")))?;
         written.map_err(|e| ScuError::Io(called_ae.clone(), e))?;
         let response = receive_command(&mut self.association, self.remote).await?;
         Ok(response.status.unwrap_or(0xFFFF))

@@ -85,6 +85,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Wait until something listens on the loopback `port` (10 s at most).
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Run a command to completion, capturing its output.
 pub fn run(command: &mut Command) -> Output {
     command
@@ -99,6 +108,16 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// Lines added to the standard test configuration: in its `[node]`, `[network]` and `[admin]`
+/// tables, and after everything (more `[[peers]]`, other tables).
+#[derive(Default)]
+pub struct ExtraToml<'a> {
+    pub node: &'a str,
+    pub network: &'a str,
+    pub admin: &'a str,
+    pub tail: &'a str,
 }
 
 /// A running `msnode serve`.
@@ -120,6 +139,21 @@ impl Node {
 
     /// [`Node::start`] with `admin_extra` lines in its `[admin]` table.
     pub fn start_with(network_extra: &str, admin_extra: &str) -> Node {
+        Node::start_sections(ExtraToml {
+            network: network_extra,
+            admin: admin_extra,
+            ..ExtraToml::default()
+        })
+    }
+
+    /// The standard test configuration with `extra`'s lines added.
+    pub fn start_sections(extra: ExtraToml) -> Node {
+        let ExtraToml {
+            node: node_extra,
+            network: network_extra,
+            admin: admin_extra,
+            tail,
+        } = extra;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -131,6 +165,7 @@ ae_title = "{NODE_AE}"
 bind = "127.0.0.1"
 port = {port}
 data_dir = "{data}"
+{node_extra}
 
 [network]
 {network_extra}
@@ -165,6 +200,8 @@ bind = "127.0.0.1:{admin_port}"
 
 [logging]
 level = "debug"
+
+{tail}
 "#,
             data = dir.path().join("data").display()
         );
