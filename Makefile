@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz package test-package
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz package test-package test-docker
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -19,7 +19,7 @@ setup: system-deps venv
 system-deps:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		dcmtk orthanc curl cmake dcm2niix python3-venv dpkg-dev adduser >/dev/null
+		dcmtk orthanc curl cmake dcm2niix python3-venv dpkg-dev adduser chromium >/dev/null
 
 venv: $(VENV)/.installed
 
@@ -44,15 +44,17 @@ package: venv build
 	cp $(ORT_DYLIB_PATH) $(DEB_STAGING)/libonnxruntime.so.1.31.1
 	cp $(ORT_WHEEL_DIR)/LICENSE $(DEB_STAGING)/onnxruntime-LICENSE
 	cp $(ORT_WHEEL_DIR)/ThirdPartyNotices.txt $(DEB_STAGING)/onnxruntime-ThirdPartyNotices.txt
-	sed -e 's|^data_dir = .*|data_dir = "/var/lib/msnode"|' \
-		-e 's|^dir = "models/compact"|dir = "/usr/share/msnode/models/compact"|' \
-		-e 's|^# onnxruntime_library = .*|onnxruntime_library = "/usr/lib/msnode/libonnxruntime.so.1.31.1"|' \
-		config/msnode.example.toml > $(DEB_STAGING)/msnode.toml
+	packaging/packaged-config.sh config/msnode.example.toml > $(DEB_STAGING)/msnode.toml
 	cargo deb --no-build
 
 ## Install the .deb on this machine with dpkg -i, check it as installed, then purge it.
 test-package: package
 	packaging/test-deb.sh target/debian/msnode_*.deb
+
+## Dockerfile and Dockerfile.cuda without a Docker engine: hadolint, then the CPU image's stages run
+## in a shell and its layout served until its own health check passes (packaging/docker/check-stages.sh).
+test-docker: venv
+	packaging/docker/check-stages.sh
 
 ## Every test: Rust unit and integration tests (real DCMTK, pynetdicom, dciodvfy, highdicom, dcmqi,
 ## ONNX Runtime), then the training pipeline's pytest suite (tiny end-to-end run included).
@@ -102,7 +104,7 @@ demo: venv build
 	  echo "previews: $(DEMO_DIR)/data/results/job-$$id/preview/*.png"; \
 	  test "$$state" = done
 
-## Ingest throughput against DCMTK storescp (figures in the closing notes).
+## Ingest throughput of msnode, Orthanc (durable) and DCMTK storescp, and the durable floor, side by side.
 bench-ingest: venv build
 	$(PY) benches/ingest.py
 

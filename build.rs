@@ -11,13 +11,21 @@ fn main() {
     println!("cargo:rerun-if-changed={DEFAULT_MODEL_CARD}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    // A build without the checkout (the Docker images) is told its commit.
+    println!("cargo:rerun-if-env-changed=MSNODE_GIT_COMMIT");
+    let commit = std::env::var("MSNODE_GIT_COMMIT")
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|c| !c.is_empty())
+        .filter(|c| !c.is_empty());
+    let commit = commit
+        .or_else(|| {
+            Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .filter(|c| !c.is_empty())
+        })
         .unwrap_or_else(|| "unknown (not built from a git checkout)".into());
     println!("cargo:rustc-env=MSNODE_GIT_COMMIT={commit}");
     let card = std::fs::read_to_string(DEFAULT_MODEL_CARD).unwrap_or_default();

@@ -1,21 +1,27 @@
 """Ingest benchmark: the same files, sent by DCMTK storescu (TCP_NODELAY=1), to msnode (durable: fsync +
-rename + SQLite commit before each Success) and to DCMTK storescp (which never fsyncs), in one run.
+rename + directory fsync + SQLite commit before each Success), to Orthanc (Debian's package,
+`SyncStorageArea` true: the PACS-side tool a site would pick instead) and to DCMTK storescp (which
+never fsyncs and keeps no index), in one run, interleaved so that all see the same machine state.
 
-Prints instances/s for both receivers and their ratio, for two data sets:
-  500 MR slices of 256 x 256 x 16 bit (about 130 KB each) and 200 of 512 x 512 (about 520 KB),
-sent over one association and over 4 concurrent ones (storescp then runs with --fork).
+Data sets: MR slices of about 28 KB (116 x 116), 216 KB (328 x 328) and 2 MB (1024 x 1024), 16 bit,
+each sent over 1, 4 and 16 concurrent associations (files dealt round-robin to the senders).
+Prints instances/s for every receiver, msnode's ratio to Orthanc and to storescp, and msnode's ratio to
+the durable floor: the same files written by this script with nothing else going on, each one
+fsynced before it has its name (written unnamed with O_TMPFILE in its folder, then linked, as msnode
+does), the folder fsynced, and one SQLite row committed (WAL, synchronous=FULL), one after the other.
+The same with the file written elsewhere and renamed into place (the usual way, one journal commit
+more on ext4) is printed as `rename floor`. One association waits for each answer, so a receiver that
+makes every instance durable on its own cannot beat the floor there; with several associations, work
+shared between instances (one commit, one directory fsync for many) can.
 
-It also measures the durable floor on the same disk: the same files written by this script with
-nothing else going on, each one fsynced, renamed into a directory that is fsynced, and one SQLite
-row committed (WAL, synchronous=FULL). One association waits for one instance at a time, so no
-receiver that is durable per instance can beat that rate there.
-
-Usage: .venv/bin/python benches/ingest.py [--msnode target/release/msnode] [--repeat 3]
+Usage: .venv/bin/python benches/ingest.py [--msnode target/release/msnode] [--repeat 2] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import os
 import shutil
 import socket
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +73,20 @@ def send(port: int, called: str, files: list[Path], associations: int) -> float:
     return elapsed
 
 
-def durable_floor(files: list[Path], work: Path) -> float:
-    """Seconds for the fsync work alone: per file write + fsync, rename + directory fsync, and a
-    one-row SQLite commit (WAL, synchronous=FULL), one file after the other."""
+def link_unnamed(fd: int, target: Path) -> None:
+    """linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N: gives an O_TMPFILE file its name (os.link cannot)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, at_symlink_follow = -100, 0x400
+    if libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd, str(target).encode(), at_symlink_follow):
+        raise OSError(ctypes.get_errno(), "linkat", str(target))
+
+
+def durable_floor(files: list[Path], work: Path, by_rename: bool) -> float:
+    """Seconds for the sync work alone, one file after the other: each file's bytes written and
+    fsynced before it has its name, the name made durable by a directory fsync, one SQLite row
+    committed (WAL, synchronous=FULL). `by_rename`: written in a scratch folder and renamed into
+    place; else written unnamed (O_TMPFILE) in its folder and linked, as msnode does (one journal
+    commit fewer on ext4)."""
     floor = work / "floor"
     shutil.rmtree(floor, ignore_errors=True)
     incoming, placed = floor / "incoming", floor / "placed"
@@ -82,12 +100,20 @@ def durable_floor(files: list[Path], work: Path) -> float:
     placed_fd = os.open(placed, os.O_RDONLY)
     started = time.perf_counter()
     for n, payload in enumerate(payloads):
-        part = incoming / f"{n}.part"
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.write(fd, payload)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(part, placed / f"{n}.dcm")
+        target = placed / f"{n}.dcm"
+        if by_rename:
+            part = incoming / f"{n}.part"
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.write(fd, payload)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(part, target)
+        else:
+            fd = os.open(placed, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            os.write(fd, payload)
+            os.fsync(fd)
+            link_unnamed(fd, target)
+            os.close(fd)
         os.fsync(placed_fd)
         db.execute("INSERT INTO instances VALUES (?, ?)", (f"{n}.dcm", len(payload)))
     elapsed = time.perf_counter() - started
@@ -122,6 +148,41 @@ def run_msnode(binary: Path, files: list[Path], work: Path, associations: int) -
         process.wait()
 
 
+def orthanc_count(http_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics", timeout=10) as answer:
+        return int(json.load(answer)["CountInstances"])
+
+
+def run_orthanc(files: list[Path], work: Path, associations: int) -> float:
+    """Orthanc with a fresh storage and index, storing durably (SyncStorageArea), as many DICOM
+    threads as there are associations (its default is 4), no plugins."""
+    port, http_port = free_port(), free_port()
+    root = work / "orthanc"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    config = root / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "bench", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+        "DicomAet": "ORTHANC", "DicomPort": port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+        "SyncStorageArea": True, "StorageCompression": False, "Plugins": [],
+        "DicomThreadsCount": max(4, associations), "OverwriteInstances": True,
+    }))
+    env = dict(os.environ, TCP_NODELAY="1")
+    process = subprocess.Popen(["Orthanc", str(config)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, process)
+        wait_listening(http_port, process)
+        elapsed = send(port, "ORTHANC", files, associations)
+        if orthanc_count(http_port) != len(files):
+            raise RuntimeError("Orthanc did not store every instance")
+        return elapsed
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def run_storescp(files: list[Path], work: Path, associations: int) -> float:
     port = free_port()
     out = work / "storescp-out"
@@ -146,35 +207,44 @@ def run_storescp(files: list[Path], work: Path, associations: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msnode", type=Path, default=ROOT / "target" / "release" / "msnode")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="the 216 KB set alone, 1 and 4 associations")
     args = parser.parse_args()
     if not args.msnode.is_file():
         print(f"{args.msnode} is missing: cargo build --release", file=sys.stderr)
         return 1
+    for tool in ("storescu", "storescp", "Orthanc"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing: make setup", file=sys.stderr)
+            return 1
+    # (files, matrix): about 28 KB, 216 KB and 2 MB a file.
+    sets = {"28 KB": (1000, 116), "216 KB": (500, 328), "2 MB": (100, 1024)}
+    fan_out = (1, 4, 16)
+    if args.quick:
+        sets, fan_out = {"216 KB": sets["216 KB"]}, (1, 4)
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
         work = Path(tmp)
-        sets = {"500 x 130 KB": (500, 256), "200 x 520 KB": (200, 512)}
-        print(f"{'data set':<14} {'assoc':>5} {'msnode inst/s':>14} {'storescp inst/s':>16} {'ratio':>7}"
-              f" {'durable floor':>14} {'msnode/floor':>13}")
+        print(f"{'files':<7} {'assoc':>5} {'msnode':>8} {'Orthanc':>8} {'storescp':>9} {'floor':>7} {'rename floor':>13}"
+              f" {'/Orthanc':>9} {'/storescp':>10} {'/floor':>7}   (instances/s, median of {args.repeat})")
         for name, (count, size) in sets.items():
             series = work / f"series-{size}"
             subprocess.run([sys.executable, str(GENERATOR), str(series), "--slices", str(count),
                             "--size", str(size)], check=True)
             files = sorted(series.iterdir())
-            mean_kb = statistics.mean(f.stat().st_size for f in files) / 1000
-            for associations in (1, 4):
-                msnode_times, storescp_times, floor_times = [], [], []
-                # Interleaved so that all three see the same machine state.
+            for associations in fan_out:
+                times: dict[str, list[float]] = {
+                    "msnode": [], "orthanc": [], "storescp": [], "floor": [], "rename floor": []}
                 for _ in range(args.repeat):
-                    msnode_times.append(run_msnode(args.msnode, files, work, associations))
-                    storescp_times.append(run_storescp(files, work, associations))
-                    floor_times.append(durable_floor(files, work))
-                msnode_rate = count / statistics.median(msnode_times)
-                storescp_rate = count / statistics.median(storescp_times)
-                floor_rate = count / statistics.median(floor_times)
-                print(f"{name:<14} {associations:>5} {msnode_rate:>14.0f} {storescp_rate:>16.0f}"
-                      f" {msnode_rate / storescp_rate:>6.2f}x {floor_rate:>14.0f} {msnode_rate / floor_rate:>12.2f}x"
-                      f"   (median of {args.repeat}; files {mean_kb:.0f} KB)")
+                    times["msnode"].append(run_msnode(args.msnode, files, work, associations))
+                    times["orthanc"].append(run_orthanc(files, work, associations))
+                    times["storescp"].append(run_storescp(files, work, associations))
+                    times["floor"].append(durable_floor(files, work, by_rename=False))
+                    times["rename floor"].append(durable_floor(files, work, by_rename=True))
+                rate = {who: count / statistics.median(t) for who, t in times.items()}
+                print(f"{name:<7} {associations:>5} {rate['msnode']:>8.0f} {rate['orthanc']:>8.0f}"
+                      f" {rate['storescp']:>9.0f} {rate['floor']:>7.0f} {rate['rename floor']:>13.0f}"
+                      f" {rate['msnode'] / rate['orthanc']:>8.2f}x {rate['msnode'] / rate['storescp']:>9.2f}x"
+                      f" {rate['msnode'] / rate['floor']:>6.2f}x", flush=True)
     return 0
 
 

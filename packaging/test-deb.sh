@@ -9,7 +9,7 @@ sudo=$([ "$(id -u)" = 0 ] || echo "sudo -n")
 fail() { echo "test-deb: $*" >&2; exit 1; }
 # The test's own data directory goes with the package; a site's is kept on purge.
 [ -e /var/lib/msnode ] && fail "/var/lib/msnode exists: not a machine to test the package on"
-cleanup() { $sudo dpkg --purge msnode >/dev/null; $sudo rm -rf /var/lib/msnode "${config:-}"; }
+cleanup() { $sudo dpkg --purge msnode >/dev/null; $sudo rm -rf /var/lib/msnode; }
 trap cleanup EXIT
 $sudo dpkg -i "$deb"
 /usr/bin/msnode --version | tee /dev/stderr | grep -q "default model: msnode-compact" || fail "--version"
@@ -27,21 +27,7 @@ for line in ProtectSystem=strict NoNewPrivileges=true ReadWritePaths=/var/lib/ms
     grep -qx "$line" "$unit" || fail "$unit lacks $line"
 done
 # Serve as installed, as the msnode user, until readiness says the model and storage are fine.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port); dicom_port=$(free_port)
-config=$(mktemp)
-sed -e "s|^bind = \"127.0.0.1:8080\"|bind = \"127.0.0.1:$port\"|" -e "s|^port = 11112|port = $dicom_port|" \
-    -e 's|^min_free_mb = .*|min_free_mb = 1|' /etc/msnode/msnode.toml > "$config"
-chmod 644 "$config"
 runuser=$( [ "$(id -u)" = 0 ] && echo "runuser -u msnode --" || echo "sudo -n -u msnode")
-$runuser /usr/bin/msnode --config "$config" serve 2> /tmp/test-deb-serve.log & node=$!
-ready=""
-for _ in $(seq 100); do
-    ready=$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$port/readyz').read().decode())" 2>/dev/null) && break
-    sleep 0.2
-done
-kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true
-echo "$ready"
-grep -q "ok model: msnode-compact" <<<"$ready" || { cat /tmp/test-deb-serve.log >&2; fail "not ready as installed"; }
-grep -q "ok storage" <<<"$ready" || fail "storage not ready"
+# shellcheck disable=SC2086 # the prefix is words
+"$(dirname "$0")/check-ready.sh" /usr/bin/msnode /etc/msnode/msnode.toml $runuser
 echo "test-deb: OK"

@@ -227,7 +227,7 @@ mod tests {
         let m = Metrics::new();
         m.instances_received.inc();
         m.stored_bytes.inc_by(1234);
-        m.refused("cannot_understand");
+        m.refused("malformed");
         m.ingest_seconds.observe(0.004);
         m.stage("infer", 2.5);
         m.data_free_bytes.set(1 << 40);
@@ -235,7 +235,7 @@ mod tests {
         for line in [
             "msnode_instances_received_total 1",
             "msnode_stored_bytes_total 1234",
-            "msnode_instances_refused_total{reason=\"cannot_understand\"} 1",
+            "msnode_instances_refused_total{reason=\"malformed\"} 1",
             "msnode_ingest_seconds_count 1",
             "msnode_job_stage_seconds_count{stage=\"infer\"} 1",
             "msnode_data_free_bytes 1099511627776",

@@ -3,43 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-/// The samples of a /metrics answer, read by the Prometheus client's OpenMetrics parser (which
-/// fails on text that breaks the format): "name{labels}" -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    use std::io::Write;
-    let mut parser = Command::new(python())
-        .arg(repo_root().join("tests/tools/parse_metrics.py"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    parser
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = parser.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "not valid OpenMetrics: {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    *samples(text)
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
-}
 
 #[test]
 fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
@@ -225,7 +192,7 @@ fn below_the_free_space_reserve_stores_and_associations_are_refused_and_readines
     assert_eq!(
         metric(
             &text,
-            "msnode_instances_refused_total{reason=\"out_of_resources\"}"
+            "msnode_instances_refused_total{reason=\"storage_reserve\"}"
         ),
         1.0
     );

@@ -155,6 +155,99 @@ fn assert_one_result_set(pacs: &Pacs, current_slices: usize) {
     assert_eq!(files, held.len(), "an instance arrived twice");
 }
 
+/// The node's /metrics, read by the Prometheus client's parser.
+fn scrape(node: &Node) -> BTreeMap<String, f64> {
+    let (status, text) = http_get(node.admin_port, "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    samples(&text)
+}
+
+fn patient_name(file: &Path) -> String {
+    let object = dicom_object::open_file(file).unwrap();
+    let name = object
+        .element(dicom_dictionary_std::tags::PATIENT_NAME)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        !name.is_empty(),
+        "the test series has a patient name to look for"
+    );
+    name
+}
+
+/// The status page as headless Chromium renders it: a screenshot kept in
+/// `target/test-screenshots/`, and the rendered DOM holding the job and the association just
+/// made, with no patient name anywhere.
+fn status_page_in_chromium(node: &Node, job_id: &str, patient_name: &str) {
+    let url = format!("http://127.0.0.1:{}/", node.admin_port);
+    let profile = tempfile::tempdir().unwrap();
+    let chromium = |args: &[&str]| {
+        run(Command::new(tool("chromium"))
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(&url))
+    };
+    let shots = repo_root().join("target/test-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let output = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,1600",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[1..4], b"PNG", "a PNG screenshot");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 1600));
+
+    let output = chromium(&["--dump-dom"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let dom = String::from_utf8_lossy(&output.stdout).to_string();
+    let jobs = section(&dom, "Jobs");
+    let row = jobs
+        .split("<tr>")
+        .find(|row| row.contains(&format!(">{job_id}<")))
+        .unwrap_or_else(|| panic!("job {job_id} not in the rendered page: {jobs}"));
+    assert!(row.contains("done"), "{row}");
+    assert!(row.contains(&format!("/jobs/{job_id}/previews/")), "{row}");
+    let associations = section(&dom, "Recent associations");
+    assert!(
+        associations.contains("STORESCU") && associations.contains("released"),
+        "{associations}"
+    );
+    let configuration = section(&dom, "Configuration");
+    assert!(
+        configuration.contains("Config {") && configuration.contains("ae_title: \"MSNODE\""),
+        "{configuration}"
+    );
+    for part in patient_name.split('^').filter(|p| p.len() > 2) {
+        assert!(
+            !dom.contains(part),
+            "the patient name {part:?} is on the status page"
+        );
+    }
+}
+
+/// The rendered page from heading `title` to the next heading.
+fn section<'a>(dom: &'a str, title: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<h2>{title}</h2>"))
+        .unwrap_or_else(|| panic!("no {title} section in {dom}"));
+    let rest = &dom[start + title.len() + 9..];
+    &rest[..rest.find("<h2>").unwrap_or(rest.len())]
+}
+
 #[test]
 fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     let work = tempfile::tempdir().unwrap();
@@ -163,11 +256,42 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
     let node = workflow_node(pacs_port, "", "");
     let (prior, current) = lesjak_visits(work.path());
     let epi = ge_series(4);
+    // Each store moves the counters by exactly what it sent.
+    let mut sent = 0;
     for files in [files_in(&prior), files_in(&current), epi.clone()] {
         let store = node.storescu("STORESCU", &files);
         assert!(store.status.success(), "{}", text(&store));
+        sent += files.len();
+        let scraped = scrape(&node);
+        assert_eq!(scraped["msnode_instances_received_total"], sent as f64);
+        assert_eq!(scraped["msnode_ingest_seconds_count"], sent as f64);
     }
     let (prior_uid, current_uid) = (series_uid(&prior), series_uid(&current));
+    // Scraped while the follow-up is analysed: one job running, nothing refused.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let during = loop {
+        let scraped = scrape(&node);
+        if scraped.get("msnode_jobs{state=\"running\"}") == Some(&1.0) {
+            break scraped;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job seen running:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let done = during.get("msnode_jobs{state=\"done\"}").copied();
+    assert!(matches!(done, None | Some(0.0)), "{during:#?}");
+    assert_eq!(during["msnode_instances_received_total"], sent as f64);
+    let refused: f64 = during
+        .iter()
+        .filter(|(name, _)| name.starts_with("msnode_instances_refused_total"))
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(refused, 0.0, "{during:#?}");
+    // The three storescu associations: the harness's start-up probe is a bare TCP connection.
+    assert_eq!(during["msnode_associations_total"], 3.0, "{during:#?}");
     wait_for(&node, 300, "the follow-up job", |jobs| {
         job_of(jobs, &current_uid).is_some_and(|j| j["state"] == "done")
     });
@@ -232,6 +356,7 @@ fn a_follow_up_is_analysed_and_its_results_reach_pacs_by_themselves() {
         !page.contains("LESJAK01"),
         "Patient ID only where the site allows it"
     );
+    status_page_in_chromium(&node, &id, &patient_name(&files_in(&current)[0]));
     let link = format!("/jobs/{id}/previews/slice");
     let start = page
         .find(&link)

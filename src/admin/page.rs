@@ -76,7 +76,7 @@ pub async fn gather(admin: &Admin) -> Result<Status, IndexError> {
         failures: index.outbox_failures(RECENT).await?,
         // Debug output names every key with its effective value; the configuration holds no
         // secret (the token lives in its own file, shown only by path).
-        config_text: format!("{:#?}", admin.config.borrow()),
+        config_text: format!("{:#?}", *admin.config.borrow()),
     })
 }
 

@@ -28,19 +28,75 @@ use crate::dicom::uid;
 use crate::index::{Index, InstanceRecord};
 use crate::store::Store;
 
-/// Why an instance was not stored: the DIMSE status to answer and a reason a person can act on.
+/// Why an instance was not stored: what kind of refusal (which gives the DIMSE status) and a
+/// reason a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub status: Status,
+    pub cause: RefusalCause,
     pub reason: String,
 }
 
+/// The kinds of refusal an admin tells apart (the refusal metric's `reason` label): A700 alone
+/// covers four of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// The SOP class is not the one negotiated on the presentation context, or not storage.
+    NotNegotiated,
+    /// Larger than `[network] max_instance_mb`, as sent or once inflated.
+    TooLarge,
+    /// The data directory's free space is below `[storage] min_free_mb`.
+    StorageReserve,
+    /// Writing, syncing or placing the file failed (disk full, I/O error).
+    WriteFailed,
+    /// The index did not take the instance's row (locked past its busy timeout, disk full).
+    IndexFailed,
+    /// Not a parsable data set.
+    Malformed,
+    /// The data set contradicts its request or lacks the identifying UIDs.
+    DoesNotMatch,
+    /// msnode itself failed.
+    Internal,
+}
+
+impl RefusalCause {
+    pub fn status(self) -> Status {
+        match self {
+            RefusalCause::NotNegotiated => Status::SopClassNotSupported,
+            RefusalCause::TooLarge
+            | RefusalCause::StorageReserve
+            | RefusalCause::WriteFailed
+            | RefusalCause::IndexFailed => Status::OutOfResources,
+            RefusalCause::Malformed => Status::CannotUnderstand,
+            RefusalCause::DoesNotMatch => Status::DataSetDoesNotMatchSopClass,
+            RefusalCause::Internal => Status::ProcessingFailure,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalCause::NotNegotiated => "sop_class_not_negotiated",
+            RefusalCause::TooLarge => "too_large",
+            RefusalCause::StorageReserve => "storage_reserve",
+            RefusalCause::WriteFailed => "write_failed",
+            RefusalCause::IndexFailed => "index_failed",
+            RefusalCause::Malformed => "malformed",
+            RefusalCause::DoesNotMatch => "does_not_match_sop_class",
+            RefusalCause::Internal => "internal",
+        }
+    }
+}
+
 impl Refusal {
-    fn new(status: Status, reason: impl Into<String>) -> Self {
+    fn new(cause: RefusalCause, reason: impl Into<String>) -> Self {
         Refusal {
-            status,
+            cause,
             reason: reason.into(),
         }
+    }
+
+    /// The DIMSE status the C-STORE is answered with.
+    pub fn status(&self) -> Status {
+        self.cause.status()
     }
 }
 
@@ -96,7 +152,7 @@ pub struct Stored {
 
 fn write_refusal(e: std::io::Error) -> Refusal {
     Refusal::new(
-        Status::OutOfResources,
+        RefusalCause::WriteFailed,
         format!(
             "cannot write to the data directory: {}",
             crate::logging::chain(&e)
@@ -161,7 +217,7 @@ impl Ingest {
             refusal: None,
         };
         if let Err(why) = self.free_space() {
-            incoming.refusal = Some(Refusal::new(Status::OutOfResources, why));
+            incoming.refusal = Some(Refusal::new(RefusalCause::StorageReserve, why));
             return incoming;
         }
         match file_header(&incoming.request) {
@@ -185,7 +241,7 @@ impl Ingest {
             let limit_mib = self.max_instance_bytes >> 20;
             self.reject(
                 incoming,
-                Status::OutOfResources,
+                RefusalCause::TooLarge,
                 format!("instance larger than the limit of {limit_mib} MiB"),
             )
             .await;
@@ -206,7 +262,7 @@ impl Ingest {
             Ok(sink) => incoming.sink = Some(sink),
             Err(e) => {
                 let refusal = write_refusal(e);
-                self.reject(incoming, refusal.status, refusal.reason).await;
+                self.reject(incoming, refusal.cause, refusal.reason).await;
             }
         }
     }
@@ -215,10 +271,10 @@ impl Ingest {
     pub async fn reject(
         &self,
         incoming: &mut IncomingInstance,
-        status: Status,
+        cause: RefusalCause,
         reason: impl Into<String>,
     ) {
-        incoming.refusal = Some(Refusal::new(status, reason));
+        incoming.refusal = Some(Refusal::new(cause, reason));
         discard(incoming).await;
     }
 
@@ -259,7 +315,7 @@ impl Ingest {
                     return Err(write_refusal(e));
                 }
             },
-            None => return Err(Refusal::new(Status::ProcessingFailure, "no data set")),
+            None => return Err(Refusal::new(RefusalCause::Malformed, "no data set")),
         };
         let store = self.store.clone();
         let size = incoming.received;
@@ -282,7 +338,7 @@ impl Ingest {
         .await
         .unwrap_or_else(|e| {
             Err(Refusal::new(
-                Status::ProcessingFailure,
+                RefusalCause::Internal,
                 format!("storage task failed: {}", crate::logging::chain(&e)),
             ))
         })?;
@@ -291,7 +347,7 @@ impl Ingest {
             Err(e) => {
                 self.remove_unindexed(&record.file_path).await;
                 return Err(Refusal::new(
-                    Status::OutOfResources,
+                    RefusalCause::IndexFailed,
                     format!("cannot index the instance: {}", crate::logging::chain(&e)),
                 ));
             }
@@ -317,7 +373,7 @@ pub fn examine(
 ) -> Result<InstanceRecord, Refusal> {
     if data_set.len() as u64 > max_bytes {
         return Err(Refusal::new(
-            Status::OutOfResources,
+            RefusalCause::TooLarge,
             "instance larger than the limit",
         ));
     }
@@ -351,7 +407,7 @@ fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
     .build()
     .map_err(|e| {
         Refusal::new(
-            Status::CannotUnderstand,
+            RefusalCause::Malformed,
             format!("cannot build file meta: {}", crate::logging::chain(&e)),
         )
     })?;
@@ -360,7 +416,7 @@ fn file_header(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
     header.extend_from_slice(b"DICM");
     meta.write(&mut header).map_err(|e| {
         Refusal::new(
-            Status::CannotUnderstand,
+            RefusalCause::Internal,
             format!("cannot write file meta: {}", crate::logging::chain(&e)),
         )
     })?;
@@ -425,7 +481,7 @@ fn place_durably(
         Complete::File(file) => file.sync_all().map_err(write_refusal).and_then(|()| {
             drop(file);
             let file = std::fs::File::open(part_path)
-                .map_err(|e| Refusal::new(Status::ProcessingFailure, e.to_string()))?;
+                .map_err(|e| Refusal::new(RefusalCause::WriteFailed, e.to_string()))?;
             read_record(
                 file,
                 request,
@@ -439,7 +495,7 @@ fn place_durably(
     .and_then(|record| {
         store
             .place(part_path, Path::new(&record.file_path))
-            .map_err(|e| Refusal::new(Status::OutOfResources, e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalCause::WriteFailed, e.to_string()))?;
         Ok(record)
     });
     if placed.is_err() {
@@ -457,13 +513,13 @@ fn inflate<R: Read + Seek, W: Write>(
 ) -> Result<u64, Refusal> {
     structure::inflate_into(source, data_offset, max_bytes, sink).map_err(|e| match e {
         structure::InflateError::TooLarge(_) => Refusal::new(
-            Status::OutOfResources,
+            RefusalCause::TooLarge,
             format!(
                 "the deflated data set inflates to more than the {} MiB limit",
                 max_bytes >> 20
             ),
         ),
-        malformed => Refusal::new(Status::CannotUnderstand, crate::logging::chain(&malformed)),
+        malformed => Refusal::new(RefusalCause::Malformed, crate::logging::chain(&malformed)),
     })
 }
 
@@ -500,7 +556,7 @@ const INDEXED: [dicom_core::Tag; 16] = [
 const MAX_INDEXED_ELEMENT: u64 = 64 * 1024;
 
 fn malformed(e: impl std::fmt::Display) -> Refusal {
-    Refusal::new(Status::CannotUnderstand, format!("malformed data set: {e}"))
+    Refusal::new(RefusalCause::Malformed, format!("malformed data set: {e}"))
 }
 
 /// Walk the data set that starts at `data_offset` and parse its indexed attributes alone.
@@ -567,7 +623,7 @@ fn read_record<R: Read + Seek>(
             request.transfer_syntax_uid != IMPLICIT_VR_LE,
         )?
     };
-    let mismatch = |what: &str| Refusal::new(Status::DataSetDoesNotMatchSopClass, what.to_string());
+    let mismatch = |what: &str| Refusal::new(RefusalCause::DoesNotMatch, what.to_string());
     let sop_instance =
         text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| mismatch("no SOP Instance UID"))?;
     if sop_instance != request.sop_instance_uid {
@@ -589,10 +645,10 @@ fn read_record<R: Read + Seek>(
         ("SOP Instance UID", &sop_instance),
     ] {
         uid::check(what, uid)
-            .map_err(|e| Refusal::new(Status::DataSetDoesNotMatchSopClass, e.to_string()))?;
+            .map_err(|e| Refusal::new(RefusalCause::DoesNotMatch, e.to_string()))?;
     }
     let relative = Store::instance_path(&study, &series, &sop_instance)
-        .map_err(|e| Refusal::new(Status::DataSetDoesNotMatchSopClass, e.to_string()))?;
+        .map_err(|e| Refusal::new(RefusalCause::DoesNotMatch, e.to_string()))?;
     Ok(InstanceRecord {
         patient_id: text(&obj, tags::PATIENT_ID).unwrap_or_default(),
         issuer_of_patient_id: text(&obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default(),
@@ -636,7 +692,7 @@ mod tests {
         assert!(bomb.len() < 1 << 20);
         let mut source = Cursor::new([vec![0u8; 10], bomb].concat());
         let refusal = inflate(&mut source, 10, 8 << 20, &mut std::io::sink()).unwrap_err();
-        assert_eq!(refusal.status, Status::OutOfResources);
+        assert_eq!(refusal.cause, RefusalCause::TooLarge);
         assert!(refusal.reason.contains("8 MiB"), "{}", refusal.reason);
 
         let small = b"within the limit".repeat(100);
@@ -646,6 +702,6 @@ mod tests {
         assert_eq!(inflated, small);
         let mut garbage = Cursor::new(vec![0xFFu8; 100]);
         let refusal = inflate(&mut garbage, 0, 8 << 20, &mut std::io::sink()).unwrap_err();
-        assert_eq!(refusal.status, Status::CannotUnderstand);
+        assert_eq!(refusal.cause, RefusalCause::Malformed);
     }
 }

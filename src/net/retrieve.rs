@@ -372,7 +372,7 @@ async fn store_sub_operation(
             tracing::warn!(peer = %remote.called_ae, reason = %refusal.reason, "C-GET instance refused");
             dimse::respond(
                 command,
-                dimse::Reply::new(dimse::C_STORE_RSP, refusal.status).comment(&refusal.reason),
+                dimse::Reply::new(dimse::C_STORE_RSP, refusal.status()).comment(&refusal.reason),
             )?
         }
     };

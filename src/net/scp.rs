@@ -33,7 +33,7 @@ use super::{UlFailure, pdu_kind};
 use super::{admission, qr, syntaxes};
 use crate::config::Config;
 use crate::dicom::{Status, status, trim_padding};
-use crate::ingest::{IncomingInstance, Ingest, StoreRequest};
+use crate::ingest::{IncomingInstance, Ingest, RefusalCause, StoreRequest};
 use crate::logging::chain;
 use crate::metrics::Metrics;
 
@@ -778,7 +778,7 @@ impl AssociationHandler<'_> {
             self.ingest
                 .reject(
                     &mut incoming,
-                    Status::SopClassNotSupported,
+                    RefusalCause::NotNegotiated,
                     "SOP class not negotiated on this presentation context",
                 )
                 .await;
@@ -984,13 +984,13 @@ impl AssociationHandler<'_> {
                 dimse::response(&store.command, dimse::C_STORE_RSP, Status::Success, None)?
             }
             Err(refusal) => {
-                metrics.refused(refusal.status.name());
+                metrics.refused(refusal.cause.label());
                 self.refused += 1;
-                warn!(%sop_instance_uid, status = format!("{:#06x}", refusal.status.code()), reason = %refusal.reason, "instance refused");
+                warn!(%sop_instance_uid, status = format!("{:#06x}", refusal.status().code()), reason = %refusal.reason, "instance refused");
                 dimse::response(
                     &store.command,
                     dimse::C_STORE_RSP,
-                    refusal.status,
+                    refusal.status(),
                     Some(&refusal.reason),
                 )?
             }

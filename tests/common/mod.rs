@@ -2,6 +2,7 @@
 //! the real peers (DCMTK, pynetdicom) the tests talk to it with.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -585,4 +586,36 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The samples of a /metrics answer, read by the Prometheus client's OpenMetrics parser (which
+/// fails on text that breaks the format): "name{labels}" -> value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    use std::io::Write;
+    let mut parser = Command::new(python())
+        .arg(repo_root().join("tests/tools/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = parser.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "not valid OpenMetrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+pub fn metric(text: &str, name: &str) -> f64 {
+    *samples(text)
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
 }
