@@ -47,6 +47,7 @@ pub struct Metrics {
     pub instances_refused: Family<ReasonLabel, Counter>,
     pub stored_bytes: Counter,
     pub ingest_seconds: Histogram,
+    pub commit_shared_by: Histogram,
     pub associations_open: Gauge,
     pub associations: Counter,
     pub associations_rejected: Family<ReasonLabel, Counter>,
@@ -85,6 +86,7 @@ impl Metrics {
             instances_refused: Family::default(),
             stored_bytes: Counter::default(),
             ingest_seconds: ingest_histogram(),
+            commit_shared_by: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             associations_open: Gauge::default(),
             associations: Counter::default(),
             associations_rejected: Family::default(),
@@ -116,9 +118,14 @@ impl Metrics {
         );
         r.register_with_unit(
             "ingest",
-            "From an instance's last byte to its Success (fsync, rename, index commit)",
+            "From an instance's last byte to its Success (file fsync, folder fsync, index commit)",
             Unit::Seconds,
             m.ingest_seconds.clone(),
+        );
+        r.register(
+            "ingest_commit_shared_by",
+            "For each acknowledged instance, how many instances shared its folder fsync and index commit (group commit across associations)",
+            m.commit_shared_by.clone(),
         );
         r.register(
             "associations_open",

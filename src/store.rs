@@ -6,8 +6,11 @@
 //!   acknowledged and is removed at start-up.
 //! - `dicom/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` holds stored instances.
 //!
-//! A file reaches its final name only after its bytes are fsynced; the rename is made durable by
-//! fsyncing the directory, and every directory created on the way is made durable the same way.
+//! A file reaches its final name only after its bytes are fsynced: an instance received whole is
+//! written as an unnamed file (O_TMPFILE) in its series folder and linked to its name after the
+//! fsync; a streamed one is renamed from `incoming/`. The name is durable once the folder is fsynced
+//! ([`Store::sync_folder`], which ingest runs once for all the instances committed together), and
+//! every directory created on the way is made durable when it is created.
 
 use std::fs::{self, File};
 use std::io;
@@ -36,6 +39,42 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Write `bytes` to a new file at `path` and fsync it.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
+}
+
+/// An unnamed file in `dir` holding `bytes`, fsynced (Linux O_TMPFILE).
+fn write_unnamed(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )?;
+    let mut file = File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Give an unnamed file the name `target` (linkat through /proc, which needs no privilege,
+/// unlike AT_EMPTY_PATH).
+fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        fd_path.as_str(),
+        rustix::fs::CWD,
+        target,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )?;
+    Ok(())
+}
+
 /// Create `dir` and any missing parents, fsyncing each parent that gained an entry.
 fn create_dir_durable(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
@@ -46,8 +85,9 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
     }
     match fs::create_dir(dir) {
         Ok(()) => {}
-        // Another association created it meanwhile.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        // Another association created it meanwhile; its entry may not be durable yet, so the
+        // parent is synced below all the same.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
     let parent = dir
@@ -114,19 +154,59 @@ impl Store {
         self.data_dir.join(relative)
     }
 
-    /// Move a fully written and fsynced file to its final place, durably. An existing file of the
-    /// same name (a re-sent instance) is replaced atomically.
-    pub fn place(&self, part: &Path, relative: &Path) -> Result<(), StoreError> {
+    /// Move a fully written and fsynced file to its final place. An existing file of the same
+    /// name (a re-sent instance) is replaced atomically. The new name is durable after
+    /// [`Store::sync_folder`] of its folder.
+    pub fn move_into_place(&self, part: &Path, relative: &Path) -> Result<(), StoreError> {
         let target = self.absolute(relative);
+        let dir = target.parent().unwrap_or(&self.data_dir);
+        create_dir_durable(dir)
+            .and_then(|()| fs::rename(part, &target))
+            .map_err(|source| StoreError::Write {
+                path: target.clone(),
+                source,
+            })
+    }
+
+    /// Write a complete instance under its final name, its bytes fsynced before it has the name,
+    /// so that a crash never leaves part of an instance there. The name is durable after
+    /// [`Store::sync_folder`] of its folder. `part` is a free name in `incoming/`, used when the
+    /// name is taken (a re-sent instance, replaced atomically) or the file system has no
+    /// O_TMPFILE.
+    pub fn write_instance(
+        &self,
+        relative: &Path,
+        bytes: &[u8],
+        part: &Path,
+    ) -> Result<(), StoreError> {
+        let target = self.absolute(relative);
+        let dir = target.parent().unwrap_or(&self.data_dir);
         let write_error = |source| StoreError::Write {
             path: target.clone(),
             source,
         };
-        let dir = target.parent().unwrap_or(&self.data_dir);
         create_dir_durable(dir).map_err(write_error)?;
-        fs::rename(part, &target).map_err(write_error)?;
-        sync_dir(dir).map_err(write_error)?;
-        Ok(())
+        let linked =
+            write_unnamed(dir, bytes).and_then(|file| match link_unnamed(&file, &target) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    link_unnamed(&file, part).map(|()| false)
+                }
+                done => done.map(|()| true),
+            });
+        match linked {
+            Ok(true) => Ok(()),
+            Ok(false) => fs::rename(part, &target).map_err(write_error),
+            // No O_TMPFILE or no /proc here; a real write error comes back the plain way too.
+            Err(_) => write_synced(part, bytes)
+                .and_then(|()| fs::rename(part, &target))
+                .map_err(write_error),
+        }
+    }
+
+    /// Make the names placed in a folder (relative to the data directory) durable.
+    pub fn sync_folder(&self, relative: &Path) -> Result<(), StoreError> {
+        let dir = self.absolute(relative);
+        sync_dir(&dir).map_err(|source| StoreError::Write { path: dir, source })
     }
 
     /// Bytes an unprivileged writer may still use on the data directory's file system.
@@ -203,7 +283,8 @@ mod tests {
         let part = store.incoming_path("a");
         fs::write(&part, b"complete").unwrap();
         let rel = Store::instance_path("1.2", "1.2.3", "1.2.3.4").unwrap();
-        store.place(&part, &rel).unwrap();
+        store.move_into_place(&part, &rel).unwrap();
+        store.sync_folder(rel.parent().unwrap()).unwrap();
         assert!(!part.exists());
         assert_eq!(fs::read(store.absolute(&rel)).unwrap(), b"complete");
 
@@ -212,5 +293,28 @@ mod tests {
         assert_eq!(removed, 1);
         assert!(!store.incoming_path("b").exists());
         assert!(store.absolute(&rel).exists());
+    }
+
+    #[test]
+    fn an_instance_written_whole_gets_its_name_and_a_resent_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let rel = Store::instance_path("1.2", "1.2.3", "1.2.3.4").unwrap();
+        let part = store.incoming_path("a");
+        store.write_instance(&rel, b"first", &part).unwrap();
+        store.sync_folder(rel.parent().unwrap()).unwrap();
+        assert_eq!(fs::read(store.absolute(&rel)).unwrap(), b"first");
+        store.write_instance(&rel, b"second", &part).unwrap();
+        assert_eq!(fs::read(store.absolute(&rel)).unwrap(), b"second");
+        assert!(
+            !part.exists(),
+            "the replacement went through incoming/ and left nothing"
+        );
+        let series = store.absolute(rel.parent().unwrap());
+        assert_eq!(
+            fs::read_dir(series).unwrap().count(),
+            1,
+            "one file in the series folder"
+        );
     }
 }

@@ -202,45 +202,23 @@ impl Index {
         &self,
         rec: &InstanceRecord,
     ) -> Result<Option<String>, IndexError> {
-        // Both statements go to SQLite's thread in one request; the first yields the old path.
-        let previous_paths: Vec<String> = sqlx::query_scalar(
-            "SELECT file_path FROM instances WHERE sop_instance_uid = ?13;
-             INSERT INTO instance_arrivals (
-                 patient_id, issuer, study_instance_uid, study_date, study_time, accession_number,
-                 study_description, series_instance_uid, modality, series_number, series_description,
-                 frame_of_reference_uid, sop_instance_uid, sop_class_uid, instance_number,
-                 transfer_syntax_uid, file_path, file_size, calling_ae, association, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20, ?21)",
-        )
-        .bind(&rec.patient_id)
-        .bind(&rec.issuer_of_patient_id)
-        .bind(&rec.study_instance_uid)
-        .bind(&rec.study_date)
-        .bind(&rec.study_time)
-        .bind(&rec.accession_number)
-        .bind(&rec.study_description)
-        .bind(&rec.series_instance_uid)
-        .bind(&rec.modality)
-        .bind(rec.series_number)
-        .bind(&rec.series_description)
-        .bind(&rec.frame_of_reference_uid)
-        .bind(&rec.sop_instance_uid)
-        .bind(&rec.sop_class_uid)
-        .bind(rec.instance_number)
-        .bind(&rec.transfer_syntax_uid)
-        .bind(&rec.file_path)
-        .bind(rec.file_size as i64)
-        .bind(&rec.calling_ae)
-        .bind(rec.association)
-        .bind(now_rfc3339())
-        // fetch_all, not fetch_optional: the stream must be run to its end for the INSERT to run.
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(previous_paths
-            .into_iter()
-            .next()
-            .filter(|p| *p != rec.file_path))
+        Ok(record_arrival(&self.pool, rec, now_rfc3339()).await?)
+    }
+
+    /// [`Index::record_instance`] for several instances in one transaction (one commit, one
+    /// sync): all are recorded, or none. The replaced paths, in the order of `recs`.
+    pub async fn record_instances(
+        &self,
+        recs: &[&InstanceRecord],
+    ) -> Result<Vec<Option<String>>, IndexError> {
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let received_at = now_rfc3339();
+        let mut previous = Vec::with_capacity(recs.len());
+        for rec in recs {
+            previous.push(record_arrival(&mut *transaction, rec, received_at.clone()).await?);
+        }
+        transaction.commit().await?;
+        Ok(previous)
     }
 
     /// The audit trail from `since` (RFC 3339, UTC) on, oldest first.
@@ -412,6 +390,56 @@ impl Index {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Record one arrival: the path of the copy it replaces, if any.
+async fn record_arrival<'c, E>(
+    executor: E,
+    rec: &InstanceRecord,
+    received_at: String,
+) -> Result<Option<String>, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    // Both statements go to SQLite's thread in one request; the first yields the old path.
+    let previous_paths: Vec<String> = sqlx::query_scalar(
+        "SELECT file_path FROM instances WHERE sop_instance_uid = ?13;
+         INSERT INTO instance_arrivals (
+             patient_id, issuer, study_instance_uid, study_date, study_time, accession_number,
+             study_description, series_instance_uid, modality, series_number, series_description,
+             frame_of_reference_uid, sop_instance_uid, sop_class_uid, instance_number,
+             transfer_syntax_uid, file_path, file_size, calling_ae, association, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20, ?21)",
+    )
+    .bind(&rec.patient_id)
+    .bind(&rec.issuer_of_patient_id)
+    .bind(&rec.study_instance_uid)
+    .bind(&rec.study_date)
+    .bind(&rec.study_time)
+    .bind(&rec.accession_number)
+    .bind(&rec.study_description)
+    .bind(&rec.series_instance_uid)
+    .bind(&rec.modality)
+    .bind(rec.series_number)
+    .bind(&rec.series_description)
+    .bind(&rec.frame_of_reference_uid)
+    .bind(&rec.sop_instance_uid)
+    .bind(&rec.sop_class_uid)
+    .bind(rec.instance_number)
+    .bind(&rec.transfer_syntax_uid)
+    .bind(&rec.file_path)
+    .bind(rec.file_size as i64)
+    .bind(&rec.calling_ae)
+    .bind(rec.association)
+    .bind(received_at)
+    // fetch_all, not fetch_optional: the stream must be run to its end for the INSERT to run.
+    .fetch_all(executor)
+    .await?;
+    Ok(previous_paths
+        .into_iter()
+        .next()
+        .filter(|p| *p != rec.file_path))
 }
 
 #[cfg(test)]

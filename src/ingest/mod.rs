@@ -1,8 +1,11 @@
 //! Receiving one instance: stream its data set to a part file behind a file meta group, check it,
 //! place it durably and index it. Independent of the network, so the SCP only feeds it bytes.
 //!
-//! Instances under a few MiB are held in memory until complete and then checked, written, fsynced
-//! and renamed into place in one blocking step; larger ones stream to a part file as they arrive.
+//! Instances under a few MiB are held in memory until complete and then checked, written and
+//! fsynced under their final name in one blocking step; larger ones stream to a part file as they
+//! arrive and are renamed into place. The folder entry and the index row are then committed
+//! together with whatever other associations have ready at that moment ([`commit`]: one folder
+//! fsync per series and one SQLite transaction for all of them).
 //!
 //! The data set is stored exactly as received (no re-encoding): the file is preamble + "DICM" +
 //! group 0002 naming the negotiated transfer syntax + the received bytes.
@@ -27,6 +30,9 @@ use crate::dicom::transfer_syntax::{DEFLATED_EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use crate::dicom::uid;
 use crate::index::{Index, InstanceRecord};
 use crate::store::Store;
+
+mod commit;
+use commit::GroupCommit;
 
 /// Why an instance was not stored: what kind of refusal (which gives the DIMSE status) and a
 /// reason a person can act on.
@@ -141,6 +147,7 @@ pub struct Ingest {
     /// The free-space reserve of the data directory's file system.
     min_free_bytes: u64,
     next_part: AtomicU64,
+    commits: GroupCommit,
 }
 
 /// A stored instance, as reported to the caller.
@@ -148,9 +155,11 @@ pub struct Ingest {
 pub struct Stored {
     pub relative_path: PathBuf,
     pub size: u64,
+    /// How many instances (this one included) were made durable by the same commit.
+    pub committed_with: usize,
 }
 
-fn write_refusal(e: std::io::Error) -> Refusal {
+fn write_refusal(e: impl std::error::Error + 'static) -> Refusal {
     Refusal::new(
         RefusalCause::WriteFailed,
         format!(
@@ -173,6 +182,7 @@ impl Ingest {
             max_instance_bytes,
             min_free_bytes,
             next_part: AtomicU64::new(0),
+            commits: GroupCommit::default(),
         })
     }
 
@@ -342,24 +352,24 @@ impl Ingest {
                 format!("storage task failed: {}", crate::logging::chain(&e)),
             ))
         })?;
-        let previous = match self.index.record_instance(&record).await {
-            Ok(previous) => previous,
-            Err(e) => {
-                self.remove_unindexed(&record.file_path).await;
-                return Err(Refusal::new(
-                    RefusalCause::IndexFailed,
-                    format!("cannot index the instance: {}", crate::logging::chain(&e)),
-                ));
-            }
-        };
+        let (file_path, file_size) = (record.file_path.clone(), record.file_size);
+        let (previous, committed_with) =
+            match self.commits.commit(&self.store, &self.index, record).await {
+                Ok(indexed) => (indexed.previous, indexed.committed_with),
+                Err(refusal) => {
+                    self.remove_unindexed(&file_path).await;
+                    return Err(refusal);
+                }
+            };
         if let Some(old) = previous
             && let Err(e) = self.store.remove(Path::new(&old))
         {
             tracing::warn!(path = %old, error = %e, "cannot remove the replaced copy of a re-sent instance");
         }
         Ok(Stored {
-            relative_path: PathBuf::from(record.file_path),
-            size: record.file_size,
+            relative_path: PathBuf::from(file_path),
+            size: file_size,
+            committed_with,
         })
     }
 }
@@ -474,30 +484,34 @@ fn place_durably(
                 &part_path.with_extension("inflated"),
             )
             .and_then(|record| {
-                write_synced(part_path, &bytes).map_err(write_refusal)?;
+                store
+                    .write_instance(Path::new(&record.file_path), &bytes, part_path)
+                    .map_err(write_refusal)?;
                 Ok(record)
             })
         }
-        Complete::File(file) => file.sync_all().map_err(write_refusal).and_then(|()| {
-            drop(file);
-            let file = std::fs::File::open(part_path)
-                .map_err(|e| Refusal::new(RefusalCause::WriteFailed, e.to_string()))?;
-            read_record(
-                file,
-                request,
-                data_offset,
-                data_set_size,
-                max_bytes,
-                &part_path.with_extension("inflated"),
-            )
-        }),
-    }
-    .and_then(|record| {
-        store
-            .place(part_path, Path::new(&record.file_path))
-            .map_err(|e| Refusal::new(RefusalCause::WriteFailed, e.to_string()))?;
-        Ok(record)
-    });
+        Complete::File(file) => file
+            .sync_all()
+            .map_err(write_refusal)
+            .and_then(|()| {
+                drop(file);
+                let file = std::fs::File::open(part_path).map_err(write_refusal)?;
+                read_record(
+                    file,
+                    request,
+                    data_offset,
+                    data_set_size,
+                    max_bytes,
+                    &part_path.with_extension("inflated"),
+                )
+            })
+            .and_then(|record| {
+                store
+                    .move_into_place(part_path, Path::new(&record.file_path))
+                    .map_err(write_refusal)?;
+                Ok(record)
+            }),
+    };
     if placed.is_err() {
         let _ = std::fs::remove_file(part_path);
     }
@@ -521,12 +535,6 @@ fn inflate<R: Read + Seek, W: Write>(
         ),
         malformed => Refusal::new(RefusalCause::Malformed, crate::logging::chain(&malformed)),
     })
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// The attributes the index keeps, and the character set their text is in: the only ones read

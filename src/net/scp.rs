@@ -979,6 +979,9 @@ impl AssociationHandler<'_> {
                     .observe(started.elapsed().as_secs_f64());
                 metrics.instances_received.inc();
                 metrics.stored_bytes.inc_by(stored.size);
+                metrics
+                    .commit_shared_by
+                    .observe(stored.committed_with as f64);
                 self.stored += 1;
                 debug!(%sop_instance_uid, bytes = stored.size, "stored");
                 dimse::response(&store.command, dimse::C_STORE_RSP, Status::Success, None)?
