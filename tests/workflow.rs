@@ -447,11 +447,19 @@ fn a_killed_node_and_a_pacs_that_is_down_still_deliver_one_set_of_results() {
             .any(|e| e["reason"] == "interrupted: run again"),
         "{detail:#}"
     );
-    let (_, metrics) = http_get(node.admin_port, "/metrics", None);
-    assert!(
-        metrics.contains("msnode_delivery_failures_total{destination=\"PACS\"}"),
-        "{metrics}"
-    );
+    // The attempt seen above may be the killed process's; the restarted one counts its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (_, metrics) = http_get(node.admin_port, "/metrics", None);
+        if metrics.contains("msnode_delivery_failures_total{destination=\"PACS\"}") {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery failure counted: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         metrics.contains("msnode_outbox_pending{destination=\"PACS\"}"),
         "{metrics}"

@@ -458,6 +458,14 @@ fn refusal_reason(e: &UlError) -> &'static str {
 
 /// Answer an association request with A-ASSOCIATE-RJ and close the connection.
 async fn reject(socket: &mut TcpStream, result: AssociationRJResult, source: AssociationRJSource) {
+    // The request was only peeked. Closing a socket with unread bytes sends a reset, which can
+    // destroy the rejection before the peer reads it: read what is there first.
+    let mut unread = [0u8; 4096];
+    while let Ok(n) = socket.try_read(&mut unread) {
+        if n == 0 {
+            break;
+        }
+    }
     let rejection = Pdu::AssociationRJ(AssociationRJ { result, source });
     let mut bytes = Vec::new();
     if dicom_ul::pdu::write_pdu(&mut bytes, &rejection).is_ok() {
