@@ -249,10 +249,25 @@ fn squared_distance(target: &Array3<bool>, spacing: [f64; 3]) -> Array3<f32> {
 
 /// One pass of the 1D distance transform: `f[p] <- min_q f[q] + s2 (p - q)^2`.
 fn lower_envelope(f: &mut [f64], s2: f64) {
+    // Millions of lines per mask: each thread reuses its buffers.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<usize>, Vec<f64>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    }
+    SCRATCH.with_borrow_mut(|(source, v, z)| {
+        source.clear();
+        source.extend_from_slice(f);
+        v.clear();
+        v.resize(f.len(), 0);
+        z.clear();
+        z.resize(f.len() + 1, 0.0);
+        envelope(f, s2, source, v, z);
+    });
+}
+
+/// [`lower_envelope`] on its buffers: `source` a copy of the line, `v` and `z` its length (+1).
+fn envelope(f: &mut [f64], s2: f64, source: &[f64], v: &mut [usize], z: &mut [f64]) {
     let n = f.len();
-    let source = f.to_vec();
-    let mut v = vec![0usize; n];
-    let mut z = vec![0f64; n + 1];
     let mut k = 0usize;
     z[0] = f64::NEG_INFINITY;
     z[1] = f64::INFINITY;

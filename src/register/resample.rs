@@ -272,8 +272,11 @@ pub(crate) fn filter_lines(
     let n = [n0, n1, n2];
     let strides = [1, n0, n0 * n1];
     let (len, stride) = (n[axis], strides[axis]);
-    let starts: Vec<usize> = (0..n0 * n1 * n2)
-        .filter(|&flat| (flat / strides[axis]) % n[axis] == 0)
+    // The first voxel of every line along `axis`, in ascending order: each block of
+    // `len * stride` voxels starts `stride` lines.
+    let block = len * stride;
+    let starts: Vec<usize> = (0..n0 * n1 * n2 / block.max(1))
+        .flat_map(|outer| (0..stride).map(move |inner| outer * block + inner))
         .collect();
     if !data.is_standard_layout() {
         *data = data.as_standard_layout().into_owned();
@@ -412,6 +415,19 @@ pub(crate) fn shrink(volume: &Volume, factor: [usize; 3]) -> Result<Volume, Regi
 mod tests {
     use super::*;
     use crate::volume::from_columns;
+
+    #[test]
+    fn filter_lines_visits_every_line_of_each_axis_once() {
+        let data = Array3::from_shape_fn((3, 4, 5), |(k, j, i)| (100 * k + 10 * j + i) as f32);
+        // axis 0 = columns (the last array axis), 1 = rows, 2 = slices.
+        for (axis, array_axis) in [(0, 2), (1, 1), (2, 0)] {
+            let mut reversed = data.clone();
+            filter_lines(&mut reversed, axis, |line| line.reverse());
+            let mut expected = data.clone();
+            expected.invert_axis(ndarray::Axis(array_axis));
+            assert_eq!(reversed, expected, "axis {axis}");
+        }
+    }
 
     fn volume(data: Array3<f32>, spacing: [f64; 3]) -> Volume {
         Volume {
