@@ -2,7 +2,7 @@
 # Serve with an installed layout's configuration (its ports moved to free ones and a 1 MiB storage
 # reserve) until /readyz says the model and the storage are fine; print the answer.
 #   check-ready.sh MSNODE CONFIG [COMMAND PREFIX...]   (e.g. runuser -u msnode --)
-# PROBE, when set, is the command that asks /readyz (MSNODE_CONFIG names the moved configuration).
+# PROBE, when set, is the program that asks /readyz (MSNODE_CONFIG names the moved configuration).
 set -euo pipefail
 msnode=$1 installed_config=$2
 shift 2
@@ -15,11 +15,17 @@ sed -e "s|^bind = \"127.0.0.1:8080\"|bind = \"127.0.0.1:$admin_port\"|" -e "s|^p
     -e 's|^min_free_mb = .*|min_free_mb = 1|' "$installed_config" > "$config"
 chmod 644 "$config"
 export MSNODE_CONFIG=$config
-probe=${PROBE:-python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$admin_port/readyz').read().decode())"}
+ask_ready() {
+    if [ -n "${PROBE:-}" ]; then
+        "$PROBE"
+    else
+        python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$admin_port/readyz').read().decode())"
+    fi
+}
 "$@" "$msnode" --config "$config" serve 2> "$log" & node=$!
 ready=""
 for _ in $(seq 100); do
-    ready=$(eval "$probe" 2>/dev/null) && break
+    ready=$(ask_ready 2>/dev/null) && break
     sleep 0.2
 done
 kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true
