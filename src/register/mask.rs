@@ -298,19 +298,91 @@ fn envelope(f: &mut [f64], s2: f64, source: &[f64], v: &mut [usize], z: &mut [f6
 
 /// Voxels farther than `radius` mm from the background.
 pub(crate) fn erode(mask: &Array3<bool>, spacing: [f64; 3], radius: f64) -> Array3<bool> {
-    let d = squared_distance(&mask.mapv(|m| !m), spacing);
-    d.mapv(|v| f64::from(v) > radius * radius)
+    // Only the mask can survive, and the nearest background of each of its voxels lies in the
+    // mask's bounding box grown by one voxel: the transform runs on that box alone.
+    within_box(mask, [1; 3], |part| {
+        let d = squared_distance(&part.mapv(|m| !m), spacing);
+        d.mapv(|v| f64::from(v) > radius * radius)
+    })
 }
 
 /// Voxels within `radius` mm of the mask.
 pub(crate) fn dilate(mask: &Array3<bool>, spacing: [f64; 3], radius: f64) -> Array3<bool> {
-    let d = squared_distance(mask, spacing);
-    d.mapv(|v| f64::from(v) <= radius * radius)
+    // Nothing farther than `radius` from the mask's bounding box can be reached.
+    let margin = [2, 1, 0].map(|axis| (radius / spacing[axis]).ceil() as usize + 1);
+    within_box(mask, margin, |part| {
+        let d = squared_distance(&part.to_owned(), spacing);
+        d.mapv(|v| f64::from(v) <= radius * radius)
+    })
+}
+
+/// `morphology` applied to the mask's bounding box grown by `margin` voxels per array axis
+/// (clipped to the volume); false outside it, and everywhere for an empty mask.
+fn within_box(
+    mask: &Array3<bool>,
+    margin: [usize; 3],
+    morphology: impl Fn(ndarray::ArrayView3<bool>) -> Array3<bool>,
+) -> Array3<bool> {
+    let mut out = Array3::from_elem(mask.dim(), false);
+    let dims = [mask.dim().0, mask.dim().1, mask.dim().2];
+    let mut low = dims;
+    let mut high = [0usize; 3];
+    for ((k, j, i), _) in mask.indexed_iter().filter(|(_, m)| **m) {
+        for (axis, index) in [k, j, i].into_iter().enumerate() {
+            low[axis] = low[axis].min(index);
+            high[axis] = high[axis].max(index + 1);
+        }
+    }
+    if high[0] == 0 {
+        return out;
+    }
+    let range = |axis: usize| {
+        let start = low[axis].saturating_sub(margin[axis]);
+        let end = (high[axis] + margin[axis]).min(dims[axis]);
+        ndarray::Slice::from(start..end)
+    };
+    let region = ndarray::s![range(0), range(1), range(2)];
+    out.slice_mut(region)
+        .assign(&morphology(mask.slice(region)));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn morphology_on_the_bounding_box_equals_the_whole_volume() {
+        let spacing = [0.72, 0.72, 3.0];
+        // A blob with specks away from the border, one touching it, and an empty mask.
+        for (centre, radius) in [
+            ([5.0, 14.0, 17.0], 6.0),
+            ([1.0, 3.0, 28.0], 9.0),
+            ([-99.0; 3], 1.0),
+        ] {
+            let mask = Array3::from_shape_fn((12, 30, 32), |(k, j, i)| {
+                let d = [
+                    (k as f64 - centre[0]) * spacing[2],
+                    (j as f64 - centre[1]) * spacing[1],
+                    (i as f64 - centre[2]) * spacing[0],
+                ];
+                d.iter().map(|x| x * x).sum::<f64>() < radius * radius
+                    || (k + 2 * j + 3 * i) % 37 == 0
+                        && centre[0] > 0.0
+                        && k < 9
+                        && (4..25).contains(&j)
+                        && (3..24).contains(&i)
+            });
+            for r in [1.5, 3.0, 4.0] {
+                assert!(mask.iter().any(|m| *m) == (centre[0] > -99.0));
+                let whole_erode =
+                    squared_distance(&mask.mapv(|m| !m), spacing).mapv(|v| f64::from(v) > r * r);
+                let whole_dilate = squared_distance(&mask, spacing).mapv(|v| f64::from(v) <= r * r);
+                assert_eq!(erode(&mask, spacing, r), whole_erode, "erode {r} mm");
+                assert_eq!(dilate(&mask, spacing, r), whole_dilate, "dilate {r} mm");
+            }
+        }
+    }
 
     #[test]
     fn distance_transform_is_euclidean_in_millimetres() {
