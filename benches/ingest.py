@@ -9,10 +9,11 @@ Prints instances/s for every receiver, msnode's ratio to Orthanc and to storescp
 the durable floor: the same files written by this script with nothing else going on, each one
 fsynced before it has its name (written unnamed with O_TMPFILE in its folder, then linked, as msnode
 does), the folder fsynced, and one SQLite row committed (WAL, synchronous=FULL), one after the other.
-The same with the file written elsewhere and renamed into place (the usual way, one journal commit
-more on ext4) is printed as `rename floor`. One association waits for each answer, so a receiver that
-makes every instance durable on its own cannot beat the floor there; with several associations, work
-shared between instances (one commit, one directory fsync for many) can.
+The same with the file written elsewhere and renamed into place (the usual way; the rename is meant to
+cost ext4 one more journal commit, which this disk shows only at times) is printed as `rename floor`.
+One association waits for each answer, so a receiver that makes every instance durable on its own
+cannot beat the floor there; with several associations, work shared between instances (one commit,
+one directory fsync for many) can.
 
 Usage: .venv/bin/python benches/ingest.py [--msnode target/release/msnode] [--repeat 2] [--quick]
 """
@@ -85,8 +86,8 @@ def durable_floor(files: list[Path], work: Path, by_rename: bool) -> float:
     """Seconds for the sync work alone, one file after the other: each file's bytes written and
     fsynced before it has its name, the name made durable by a directory fsync, one SQLite row
     committed (WAL, synchronous=FULL). `by_rename`: written in a scratch folder and renamed into
-    place; else written unnamed (O_TMPFILE) in its folder and linked, as msnode does (one journal
-    commit fewer on ext4)."""
+    place; else written unnamed (O_TMPFILE) in its folder and linked, as msnode does (meant to
+    save ext4 a journal commit)."""
     floor = work / "floor"
     shutil.rmtree(floor, ignore_errors=True)
     incoming, placed = floor / "incoming", floor / "placed"

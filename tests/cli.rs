@@ -61,18 +61,7 @@ fn logs_carry_no_patient_names() {
     let files = ge_series(4);
     let store = node.storescu("STORESCU", &files[..3]);
     assert!(store.status.success());
-    let obj = dicom_object::open_file(&files[0]).unwrap();
-    let name = obj
-        .element(dicom_dictionary_std::tags::PATIENT_NAME)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(
-        !name.is_empty(),
-        "the test file should carry a patient name"
-    );
+    let name = patient_name(&files[0]);
     let log = node.log();
     assert!(log.contains("association ended"), "{log}");
     assert!(!log.contains(&name), "the patient name reached the log");

@@ -162,22 +162,6 @@ fn scrape(node: &Node) -> BTreeMap<String, f64> {
     samples(&text)
 }
 
-fn patient_name(file: &Path) -> String {
-    let object = dicom_object::open_file(file).unwrap();
-    let name = object
-        .element(dicom_dictionary_std::tags::PATIENT_NAME)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim()
-        .to_string();
-    assert!(
-        !name.is_empty(),
-        "the test series has a patient name to look for"
-    );
-    name
-}
-
 /// The status page as headless Chromium renders it: a screenshot kept in
 /// `target/test-screenshots/`, and the rendered DOM holding the job and the association just
 /// made, with no patient name anywhere.

@@ -233,7 +233,6 @@ mod tests {
         // A re-sent instance replaces its copy; the old path comes back when it moved.
         let mut again = placed(&store, 3, None);
         again.file_path = "dicom/1.2/1.2.3/elsewhere.dcm".into();
-        std::fs::create_dir_all(dir.path().join("dicom/1.2/1.2.3")).unwrap();
         let answer = group.commit(&store, &index, again).await.unwrap();
         assert_eq!(
             answer.previous.as_deref(),

@@ -414,6 +414,22 @@ pub fn data_set_bytes(path: &Path) -> Vec<u8> {
     bytes[144 + group_length..].to_vec()
 }
 
+/// The Patient Name a test file carries (asserted present: tests look for it where it must not be).
+pub fn patient_name(path: &Path) -> String {
+    let header = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = msnode::dicom::read::text(&header, dicom_dictionary_std::tags::PATIENT_NAME)
+        .unwrap_or_default();
+    assert!(
+        !name.is_empty(),
+        "{} carries no patient name",
+        path.display()
+    );
+    name
+}
+
 /// SOP Instance UID from a file's meta group.
 pub fn sop_instance_uid(path: &Path) -> String {
     let obj = dicom_object::OpenFileOptions::new()
