@@ -3,12 +3,15 @@
 
 use std::process::Command;
 
-/// The default model directory of `Config::default()`, relative to the source tree.
+/// The default model directories of `Config::default()` (follow-up and single-visit), relative
+/// to the source tree.
 const DEFAULT_MODEL_CARD: &str = "models/compact/model_card.json";
+const SINGLE_VISIT_MODEL_CARD: &str = "models/single-visit/model_card.json";
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed={DEFAULT_MODEL_CARD}");
+    println!("cargo:rerun-if-changed={SINGLE_VISIT_MODEL_CARD}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
     // A build without the checkout (the Docker images) is told its commit.
@@ -28,7 +31,19 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown (not built from a git checkout)".into());
     println!("cargo:rustc-env=MSNODE_GIT_COMMIT={commit}");
-    let card = std::fs::read_to_string(DEFAULT_MODEL_CARD).unwrap_or_default();
+    println!(
+        "cargo:rustc-env=MSNODE_DEFAULT_MODEL={}",
+        model_identity(DEFAULT_MODEL_CARD)
+    );
+    println!(
+        "cargo:rustc-env=MSNODE_SINGLE_VISIT_MODEL={}",
+        model_identity(SINGLE_VISIT_MODEL_CARD)
+    );
+}
+
+/// "name version" from a model card, "unknown unknown" when it cannot be read.
+fn model_identity(card_path: &str) -> String {
+    let card = std::fs::read_to_string(card_path).unwrap_or_default();
     let field = |key: &str| -> String {
         // The card is JSON written by training/; a top-level string field is enough here.
         card.split(&format!("\"{key}\":"))
@@ -37,9 +52,5 @@ fn main() {
             .unwrap_or("unknown")
             .to_string()
     };
-    println!(
-        "cargo:rustc-env=MSNODE_DEFAULT_MODEL={} {}",
-        field("name"),
-        field("version")
-    );
+    format!("{} {}", field("name"), field("version"))
 }

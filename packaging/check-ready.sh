@@ -31,4 +31,5 @@ done
 kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true
 echo "$ready"
 grep -q "ok model: msnode-compact" <<<"$ready" || { cat "$log" >&2; fail "not ready"; }
+grep -q "ok single_visit_model: msnode-single-visit" <<<"$ready" || { cat "$log" >&2; fail "single-visit model not ready"; }
 grep -q "ok storage" <<<"$ready" || fail "storage not ready"

@@ -18,6 +18,7 @@ getent passwd msnode >/dev/null || fail "no msnode user"
 [ "$(stat -c %U /var/lib/msnode)" = msnode ] || fail "/var/lib/msnode is not owned by msnode"
 [ "$(stat -c %G:%a /etc/msnode/msnode.toml)" = msnode:640 ] || fail "configuration permissions"
 test -f /usr/share/msnode/models/compact/model.onnx || fail "no model"
+test -f /usr/share/msnode/models/single-visit/model.onnx || fail "no single-visit model"
 test -f /usr/lib/msnode/libonnxruntime.so.1.31.1 || fail "no ONNX Runtime"
 test -f /usr/share/doc/msnode/onnxruntime/LICENSE || fail "no ONNX Runtime licence"
 unit=/lib/systemd/system/msnode.service

@@ -175,6 +175,9 @@ pub enum ExecutionProvider {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub dir: PathBuf,
+    /// The single-visit model, run when a job has no prior (its lesion load); None: such a job
+    /// ends `no_prior`.
+    pub single_visit_dir: Option<PathBuf>,
     pub execution_provider: ExecutionProvider,
     /// Path of libonnxruntime; `ORT_DYLIB_PATH` when not set.
     pub onnxruntime_library: Option<PathBuf>,
@@ -239,6 +242,7 @@ impl Default for Config {
             jobs: JobsConfig { workers: 1 },
             model: ModelConfig {
                 dir: PathBuf::from("models/compact"),
+                single_visit_dir: Some(PathBuf::from("models/single-visit")),
                 execution_provider: ExecutionProvider::Auto,
                 onnxruntime_library: None,
                 intra_threads: 0,
@@ -887,6 +891,12 @@ fn read_model(root: &Table, d: ModelConfig, problems: &mut Vec<Problem>) -> Mode
     let mut s = Section::new("model".into(), section_table(root, "model", problems));
     let model = ModelConfig {
         dir: s.get::<PathBuf>("dir", problems).unwrap_or(d.dir),
+        // An empty path switches the single-visit analysis off.
+        single_visit_dir: match s.get::<PathBuf>("single_visit_dir", problems) {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir),
+            None => d.single_visit_dir,
+        },
         execution_provider: s
             .get_checked("execution_provider", problems, |v: &String| {
                 parse_execution_provider(v).map(|_| ())

@@ -1,5 +1,5 @@
 //! The lesions stage: from a lesion-probability map on the current FLAIR grid to a list of lesions
-//! with their volumes and positions, each classed as new or enlarging.
+//! with their volumes and positions, each classed as new or enlarging when there is a prior visit.
 //!
 //! Rules:
 //! - a voxel is lesion when its probability is at or above the threshold;
@@ -8,7 +8,8 @@
 //! - new or enlarging: when the model has one class for both, the aligned prior decides. A lesion is
 //!   *enlarging* when at least [`ENLARGING_PRIOR_FRACTION`] of its voxels were already hyperintense at the
 //!   prior visit (z-score of the prior inside the brain at least [`PRIOR_HYPERINTENSE_Z`]): a lesion was
-//!   there and grew. Otherwise it is *new*.
+//!   there and grew. Otherwise it is *new*;
+//! - without a prior (a single-visit analysis: the lesion load of a first visit) a lesion has no change.
 
 use ndarray::{Array3, ArrayView3};
 use serde::Serialize;
@@ -20,6 +21,26 @@ pub const PRIOR_HYPERINTENSE_Z: f32 = 2.0;
 /// Fraction of a lesion's voxels that must be hyperintense at the prior visit for it to be enlarging.
 pub const ENLARGING_PRIOR_FRACTION: f64 = 0.3;
 
+/// What an analysis reports: change between two visits, or the lesion load of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisKind {
+    /// New and enlarging lesions of the current visit against its prior.
+    FollowUp,
+    /// Every lesion of one visit (no prior): their count and total volume.
+    LesionLoad,
+}
+
+impl AnalysisKind {
+    /// The kind a model with these input channels makes.
+    pub fn of_channels(channels: &[crate::prepare::Channel]) -> AnalysisKind {
+        if channels.iter().any(|c| c.needs_prior()) {
+            AnalysisKind::FollowUp
+        } else {
+            AnalysisKind::LesionLoad
+        }
+    }
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
@@ -43,9 +64,10 @@ pub struct Lesion {
     pub extent_mm: [f64; 3],
     pub max_probability: f32,
     pub mean_probability: f32,
-    pub change: Change,
-    /// Fraction of the lesion's voxels already hyperintense at the prior visit.
-    pub prior_hyperintense_fraction: f64,
+    /// New or enlarging; None when there was no prior to compare with.
+    pub change: Option<Change>,
+    /// Fraction of the lesion's voxels already hyperintense at the prior visit (None without one).
+    pub prior_hyperintense_fraction: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,16 +92,21 @@ impl LesionMap {
             new: self
                 .lesions
                 .iter()
-                .filter(|l| l.change == Change::New)
+                .filter(|l| l.change == Some(Change::New))
                 .count(),
             enlarging: self
                 .lesions
                 .iter()
-                .filter(|l| l.change == Change::Enlarging)
+                .filter(|l| l.change == Some(Change::Enlarging))
                 .count(),
-            total_volume_mm3: self.lesions.iter().map(|l| l.volume_mm3).sum(),
+            total_volume_mm3: total_volume_mm3(&self.lesions),
         }
     }
+}
+
+/// The lesions' volumes added up: 0 (not the -0 that `f64::sum` starts from) when there is none.
+pub fn total_volume_mm3(lesions: &[Lesion]) -> f64 {
+    lesions.iter().fold(0.0, |total, l| total + l.volume_mm3)
 }
 
 /// Volume of one voxel, mm3, from a voxel -> LPS affine.
@@ -144,8 +171,8 @@ pub fn connected_components(mask: ArrayView3<bool>) -> (Array3<u32>, Vec<Vec<[us
 }
 
 /// Find lesions in `probability` ([slice, row, column] on the grid of `affine`).
-/// `prior_z` is the aligned prior, z-scored inside the brain, on the same grid; without it every
-/// lesion is reported as new.
+/// `prior_z` is the aligned prior, z-scored inside the brain, on the same grid; without it no lesion
+/// has a change (the lesion load of a single visit).
 pub fn find_lesions(
     probability: ArrayView3<f32>,
     affine: &Affine,
@@ -185,7 +212,7 @@ pub fn find_lesions(
             }
         }
         let n = voxels.len() as f64;
-        let prior_hyperintense_fraction = hyperintense as f64 / n;
+        let prior_hyperintense_fraction = prior_z.map(|_| hyperintense as f64 / n);
         lesions.push(Lesion {
             id,
             voxels: voxels.len(),
@@ -196,11 +223,13 @@ pub fn find_lesions(
             extent_mm: [0, 1, 2].map(|a| (bbox_max[a] - bbox_min[a] + 1) as f64 * voxel_size[a]),
             max_probability: max_p,
             mean_probability: (sum_p / n) as f32,
-            change: if prior_hyperintense_fraction >= ENLARGING_PRIOR_FRACTION {
-                Change::Enlarging
-            } else {
-                Change::New
-            },
+            change: prior_hyperintense_fraction.map(|fraction| {
+                if fraction >= ENLARGING_PRIOR_FRACTION {
+                    Change::Enlarging
+                } else {
+                    Change::New
+                }
+            }),
             prior_hyperintense_fraction,
         });
     }
@@ -262,11 +291,12 @@ mod tests {
             "the dropped lesion is not in the label map"
         );
         assert_eq!(map.labels[[2, 3, 3]], 1);
+        // No prior: a lesion load, neither new nor enlarging.
         assert_eq!(
             map.summary(),
             LesionSummary {
                 count: 1,
-                new: 1,
+                new: 0,
                 enlarging: 0,
                 total_volume_mm3: 27.0
             }
@@ -301,8 +331,33 @@ mod tests {
         prior[[0, 1, 1]] = 3.0;
         prior[[0, 4, 7]] = 2.5;
         let map = find_lesions(p.view(), &affine(), Some(prior.view()), 0.5, 0.0);
-        let changes: Vec<Change> = map.lesions.iter().map(|l| l.change).collect();
-        assert_eq!(changes, vec![Change::Enlarging, Change::New]);
+        let changes: Vec<Option<Change>> = map.lesions.iter().map(|l| l.change).collect();
+        assert_eq!(changes, vec![Some(Change::Enlarging), Some(Change::New)]);
+        assert_eq!(map.lesions[0].prior_hyperintense_fraction, Some(0.5));
         assert_eq!(map.summary().enlarging, 1);
+
+        // The same map without a prior: the lesion load of one visit, no change for any lesion.
+        let load = find_lesions(p.view(), &affine(), None, 0.5, 0.0);
+        assert!(load.lesions.iter().all(|l| l.change.is_none()));
+        assert!(
+            load.lesions
+                .iter()
+                .all(|l| l.prior_hyperintense_fraction.is_none())
+        );
+        let summary = load.summary();
+        assert_eq!((summary.count, summary.new, summary.enlarging), (2, 0, 0));
+    }
+
+    #[test]
+    fn no_lesion_is_a_total_of_plus_zero() {
+        let map = find_lesions(
+            Array3::<f32>::zeros((2, 3, 3)).view(),
+            &affine(),
+            None,
+            0.5,
+            0.0,
+        );
+        let total = map.summary().total_volume_mm3;
+        assert!(total == 0.0 && total.is_sign_positive(), "{total}");
     }
 }

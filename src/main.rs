@@ -19,6 +19,9 @@ const LONG_VERSION: &str = concat!(
     "\ndefault model: ",
     env!("MSNODE_DEFAULT_MODEL"),
     " (models/compact)",
+    "\nsingle-visit model: ",
+    env!("MSNODE_SINGLE_VISIT_MODEL"),
+    " (models/single-visit)",
 );
 
 #[derive(Parser)]

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, Admin, AdminError, ModelCheck, ModelIdentity};
+use crate::admin::{self, Admin, AdminError, ModelCheck, ModelChecks, ModelIdentity};
 use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::ingest::Ingest;
@@ -211,7 +211,13 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), N
         receivers.config,
         metrics.clone(),
         ingest.clone(),
-        verify_model(&settings),
+        ModelChecks {
+            follow_up: verify_model(&settings.analysis.model_dir),
+            single_visit: settings
+                .single_visit
+                .as_ref()
+                .map(|s| verify_model(&s.model_dir)),
+        },
     )?);
     let (stop, stopped) = watch::channel(false);
     let signal = async move {
@@ -241,10 +247,10 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), N
     Ok(())
 }
 
-/// Check the model's card and the sha256 of its ONNX file now, so that readiness and the metrics
+/// Check a model's card and the sha256 of its ONNX file now, so that readiness and the metrics
 /// name the model before the first job loads it.
-fn verify_model(settings: &Settings) -> ModelCheck {
-    match crate::infer::Model::open(&settings.analysis.model_dir) {
+fn verify_model(dir: &std::path::Path) -> ModelCheck {
+    match crate::infer::Model::open(dir) {
         Ok(model) => Ok(ModelIdentity {
             name: model.card.name,
             version: model.card.version,
@@ -252,7 +258,7 @@ fn verify_model(settings: &Settings) -> ModelCheck {
         }),
         Err(e) => {
             let why = crate::logging::chain(&e);
-            warn!(reason = %why, "the model cannot be used; analyses will fail until it is fixed");
+            warn!(dir = %dir.display(), reason = %why, "the model cannot be used; analyses will fail until it is fixed");
             Err(why)
         }
     }

@@ -28,6 +28,8 @@ pub struct Settings {
     /// The SQLite index.
     pub database: PathBuf,
     pub analysis: AnalysisSettings,
+    /// The single-visit model's analysis (a visit without a prior), when configured.
+    pub single_visit: Option<AnalysisSettings>,
     pub workflow: WorkflowSettings,
     /// Our AE title, the calling AE title of every association we open.
     pub ae_title: String,
@@ -57,6 +59,18 @@ impl Settings {
                 ..RegisterOptions::default()
             },
         };
+        // The single-visit model keeps its own card's threshold and minimum volume: `[analysis]`
+        // overrides were chosen for the follow-up model.
+        let single_visit = config
+            .model
+            .single_visit_dir
+            .as_ref()
+            .map(|dir| AnalysisSettings {
+                model_dir: dir.clone(),
+                threshold: None,
+                min_lesion_volume_mm3: None,
+                ..analysis.clone()
+            });
         let mut settings = Settings {
             data_dir: config.node.data_dir.clone(),
             database: config.database_path(),
@@ -71,6 +85,7 @@ impl Settings {
                 prior_sources: Vec::new(),
                 workers: config.jobs.workers,
                 analysis: analysis.clone(),
+                single_visit: single_visit.clone(),
                 destinations: Vec::new(),
                 max_attempts: config.results.max_attempts,
                 retry_delay: config.results.retry_delay,
@@ -80,6 +95,7 @@ impl Settings {
                     .map(|days| Duration::from_secs_f64(days * 86_400.0)),
             },
             analysis,
+            single_visit,
             ae_title: config.node.ae_title.clone(),
             admin: AdminSettings {
                 bind: config.admin.bind,
@@ -180,8 +196,20 @@ mod tests {
         assert_eq!(settings.analysis.threshold, Some(0.4));
         assert_eq!(settings.analysis.min_lesion_volume_mm3, Some(12.0));
         assert_eq!(settings.analysis.registration.model, Model::Affine);
+        // The single-visit model runs with its own card's post-processing, not the overrides.
+        let single = settings.single_visit.as_ref().unwrap();
+        assert_eq!(single.model_dir, PathBuf::from("models/single-visit"));
+        assert_eq!(
+            (single.threshold, single.min_lesion_volume_mm3),
+            (None, None)
+        );
+        assert_eq!(single.runtime, settings.analysis.runtime);
+        assert_eq!(settings.workflow.single_visit.as_ref(), Some(single));
         let default = Settings::from_config(&Config::parse("").unwrap());
         assert_eq!(default.analysis.registration.model, Model::Rigid);
+        let off =
+            Settings::from_config(&Config::parse("[model]\nsingle_visit_dir = \"\"\n").unwrap());
+        assert!(off.single_visit.is_none() && off.workflow.single_visit.is_none());
         let problems = Config::parse("[analysis]\nregistration = \"elastic\"\n").unwrap_err();
         assert!(
             problems

@@ -20,7 +20,8 @@ fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
     for line in [
         "ok index: takes writes",
         "ok storage: takes writes",
-        "ok model: ",
+        "ok model: msnode-compact ",
+        "ok single_visit_model: msnode-single-visit ",
     ] {
         assert!(ready.contains(line), "{line:?} in {ready}");
     }
@@ -55,15 +56,20 @@ fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
         1.0
     );
     assert!(metric(&text, "msnode_data_free_bytes") > 0.0);
-    let model = samples(&text)
+    // One sample per model the node runs: the follow-up and the single-visit model.
+    let models: Vec<(String, f64)> = samples(&text)
         .into_iter()
-        .find(|(name, _)| name.starts_with("msnode_model_info{"))
-        .unwrap_or_else(|| panic!("no model info in\n{text}"));
-    assert!(
-        model.0.contains("name=\"") && model.0.contains("sha256=\""),
-        "{model:?}"
-    );
-    assert_eq!(model.1, 1.0);
+        .filter(|(name, _)| name.starts_with("msnode_model_info{"))
+        .collect();
+    for name in ["msnode-compact", "msnode-single-visit"] {
+        let model = models
+            .iter()
+            .find(|(labels, _)| labels.contains(&format!("name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no model info for {name} in\n{text}"));
+        assert!(model.0.contains("sha256=\""), "{model:?}");
+        assert_eq!(model.1, 1.0);
+    }
+    assert_eq!(models.len(), 2, "{models:?}");
 
     let (status, page) = http_get(node.admin_port, "/", None);
     assert_eq!(status, 200, "{page}");

@@ -149,3 +149,133 @@ fn analyze_lesjak_patient01() {
 fn analyze_lesjak_patient03() {
     analyze_patient("patient03");
 }
+
+/// The single-visit model's held-out case: the cross-sectional patient with a consensus mask that
+/// no training or tuning of that model saw.
+const SINGLE_VISIT_TEST_PATIENT: &str = "patient26";
+
+#[test]
+fn a_first_visit_without_a_prior_gets_its_lesion_load() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = shared_data()
+        .join("lesjak-cross-sectional")
+        .join(SINGLE_VISIT_TEST_PATIENT);
+    let current = work.path().join("current");
+    import(&dir.join("FLAIR_mni.nii.gz"), &current, "20120101");
+    let config = work.path().join("msnode.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\ndir = {:?}\nsingle_visit_dir = {:?}\nexecution_provider = \"cpu\"\n",
+            shipped_model_dir(),
+            single_visit_model_dir()
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let analyze = |current: &Path, out: &Path| {
+        run(msnode()
+            .arg("--config")
+            .arg(&config)
+            .args(["analyze", "--current"])
+            .arg(current)
+            .arg("--out")
+            .arg(out))
+    };
+    let output = analyze(&current, &out);
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    println!("{SINGLE_VISIT_TEST_PATIENT}:\n{report}");
+    assert!(report.contains("no prior: lesion load"), "{report}");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["kind"], "lesion_load");
+    assert_eq!(summary["model"], "msnode-single-visit");
+    assert_eq!(summary["registration"], serde_json::Value::Null);
+    assert!(
+        summary["timings"]["register"].as_f64().unwrap() < 1e-3,
+        "no registration"
+    );
+    let lesions = summary["lesions"].as_array().unwrap();
+    assert!(
+        !lesions.is_empty(),
+        "a patient with MS lesions: {summary:#}"
+    );
+    assert!(lesions.iter().all(|l| l["change"].is_null()));
+    assert_eq!(
+        summary["totals"]["count"].as_u64().unwrap(),
+        lesions.len() as u64
+    );
+    assert_eq!(summary["totals"]["new"], 0);
+    let total: f64 = lesions
+        .iter()
+        .map(|l| l["volume_mm3"].as_f64().unwrap())
+        .sum();
+    let reported = summary["totals"]["total_volume_mm3"].as_f64().unwrap();
+    assert!((total - reported).abs() < 1e-6 * reported.max(1.0));
+
+    let overlay = std::fs::read_dir(out.join("overlay")).unwrap().count();
+    assert_eq!(overlay, std::fs::read_dir(&current).unwrap().count());
+    let first_overlay = std::fs::read_dir(out.join("overlay"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for object in [out.join("seg.dcm"), out.join("sr.dcm"), first_overlay] {
+        let findings = dciodvfy_findings(&object);
+        assert!(findings.is_empty(), "{}: {findings:#?}", object.display());
+    }
+    // One segment, "Lesion"; the report gives the lesion load, not change.
+    let script = format!(
+        "import pydicom\nseg = pydicom.dcmread({seg:?})\nsr = pydicom.dcmread({sr:?})\n\
+         print([s.SegmentLabel for s in seg.SegmentSequence], seg.SeriesDescription)\n\
+         print(sr)",
+        seg = out.join("seg.dcm").display().to_string(),
+        sr = out.join("sr.dcm").display().to_string()
+    );
+    let dumped = run(Command::new(python()).args(["-c", &script]));
+    let dumped = text(&dumped);
+    assert!(
+        dumped.starts_with("['Lesion'] msnode MS lesion load (automated)"),
+        "{dumped}"
+    );
+    assert!(
+        dumped.contains(&format!(
+            "Lesion load (no prior study to compare with): {} lesion(s)",
+            lesions.len()
+        )),
+        "{dumped}"
+    );
+
+    // Without a single-visit model, no --prior is an error that says what to configure.
+    let off = work.path().join("off.toml");
+    std::fs::write(&off, "[model]\nsingle_visit_dir = \"\"\n").unwrap();
+    let refused = run(msnode()
+        .arg("--config")
+        .arg(&off)
+        .args(["analyze", "--current"])
+        .arg(&current)
+        .arg("--out")
+        .arg(work.path().join("refused")));
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("no --prior, and no single-visit model is configured"),
+        "{}",
+        text(&refused)
+    );
+
+    let score = run(Command::new(python())
+        .arg(repo_root().join("tests/tools/lesion_load_score.py"))
+        .arg(dir.join("lesions_mni.nii.gz"))
+        .arg(out.join("lesions.nii.gz")));
+    assert!(score.status.success(), "{}", text(&score));
+    let scores: serde_json::Value = serde_json::from_slice(&score.stdout).unwrap();
+    println!("{SINGLE_VISIT_TEST_PATIENT} (held out): {scores}");
+    assert!(scores["n_true_lesions"].as_u64().unwrap() > 0);
+    assert!(
+        scores["true_lesions_detected"].as_u64().unwrap() > 0,
+        "the single-visit model finds none of the real lesions: {scores}"
+    );
+}

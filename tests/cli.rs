@@ -111,10 +111,11 @@ fn version_names_the_commit_the_runtime_and_the_default_model() {
     let output = run(Command::new(env!("CARGO_BIN_EXE_msnode")).arg("--version"));
     assert!(output.status.success());
     let version = text(&output);
-    let card: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("models/compact/model_card.json")).unwrap(),
-    )
-    .unwrap();
+    let card_of = |dir: &str| -> serde_json::Value {
+        let path = repo_root().join(dir).join("model_card.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (card, single_visit) = (card_of("models/compact"), card_of("models/single-visit"));
     let commit = run(Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(repo_root()));
@@ -126,6 +127,11 @@ fn version_names_the_commit_the_runtime_and_the_default_model() {
             "default model: {} {}",
             card["name"].as_str().unwrap(),
             card["version"].as_str().unwrap()
+        ),
+        format!(
+            "single-visit model: {} {}",
+            single_visit["name"].as_str().unwrap(),
+            single_visit["version"].as_str().unwrap()
         ),
     ] {
         assert!(version.contains(&part), "{part:?} in {version}");

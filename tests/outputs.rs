@@ -10,8 +10,9 @@ use std::process::Command;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use msnode::dicom::uid::Uids;
-use msnode::outputs::seg::{CIELAB_RED, CIELAB_YELLOW, Segment, write_seg};
-use msnode::outputs::{Algorithm, SourceSeries};
+use msnode::lesions::AnalysisKind;
+use msnode::outputs::seg::{SegSeries, Segment, write_seg};
+use msnode::outputs::{Algorithm, SourceSeries, lesion_classes};
 use msnode::volume::{
     self, ImportOptions, LoadOptions, Volume, import_nifti, load_series, read_nifti, write_nifti,
 };
@@ -131,20 +132,12 @@ fn check_seg(volume: &Volume, files: &[PathBuf], work: &Path) {
         &seg_path,
         &source,
         volume,
-        &[
-            Segment {
-                label: "New lesion".into(),
-                mask: new_mask.view(),
-                cielab: CIELAB_RED,
-            },
-            Segment {
-                label: "Enlarging lesion".into(),
-                mask: empty.view(),
-                cielab: CIELAB_YELLOW,
-            },
-        ],
+        &segments(AnalysisKind::FollowUp, &[&new_mask, &empty]),
         &algorithm(),
-        900,
+        SegSeries {
+            number: 900,
+            kind: AnalysisKind::FollowUp,
+        },
         &mut Uids::Random,
     )
     .unwrap();
@@ -343,15 +336,54 @@ fn seg_on_a_series_whose_columns_run_anterior_is_not_mirrored() {
     check_seg_on(&nifti, work.path());
 }
 
+/// The segments of an analysis of `kind`, one mask per lesion class.
+fn segments<'a>(kind: AnalysisKind, masks: &[&'a Array3<bool>]) -> Vec<Segment<'a>> {
+    lesion_classes(kind)
+        .iter()
+        .zip(masks)
+        .map(|(class, mask)| Segment {
+            label: class.label.into(),
+            mask: mask.view(),
+            cielab: class.cielab,
+        })
+        .collect()
+}
+
 #[test]
 fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators() {
+    let tree = check_report(AnalysisKind::FollowUp);
+    assert!(
+        tree.contains("enlarging lesion") && tree.contains("new lesion"),
+        "{tree}"
+    );
+    assert!(
+        tree.contains("2 new or enlarging lesion(s): 1 new, 1 enlarging"),
+        "{tree}"
+    );
+}
+
+#[test]
+fn a_lesion_load_report_without_a_prior_passes_the_validators() {
+    let tree = check_report(AnalysisKind::LesionLoad);
+    assert!(
+        tree.contains("Lesion load (no prior study to compare with): 2 lesion(s)"),
+        "{tree}"
+    );
+    assert!(
+        !tree.contains("new lesion") && !tree.contains("enlarging"),
+        "{tree}"
+    );
+}
+
+/// Two lesions (the second hyperintense at the prior visit when there is one) as a SEG and a
+/// report of `kind`, checked by dciodvfy, highdicom and dsrdump; returns dsrdump's tree.
+fn check_report(kind: AnalysisKind) -> String {
     use msnode::lesions::find_lesions;
     use msnode::outputs::sr::{Evidence, ReportContent, write_report};
 
     let work = tempfile::tempdir().unwrap();
     let (volume, files) = imported_series(&lesjak_flair(), &work.path().join("series"));
     let source = SourceSeries::read(&files[0]).unwrap();
-    // Two lesions; the second was already hyperintense at the prior visit, so it is enlarging.
     let mut probability = Array3::<f32>::zeros(volume.data.dim());
     let mut prior_z = Array3::<f32>::zeros(volume.data.dim());
     for (at, z) in [([150, 100, 10], 0.0), ([60, 200, 20], 3.0)] {
@@ -362,38 +394,30 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
             }
         }
     }
-    let map = find_lesions(
-        probability.view(),
-        &volume.affine,
-        Some(prior_z.view()),
-        0.5,
-        3.0,
-    );
+    let prior_z = (kind == AnalysisKind::FollowUp).then_some(prior_z.view());
+    let map = find_lesions(probability.view(), &volume.affine, prior_z, 0.5, 3.0);
     assert_eq!(map.lesions.len(), 2);
-    let labels = map.labels.clone();
-    let new_mask = labels.mapv(|l| l == 1);
-    let enlarging_mask = labels.mapv(|l| l == 2);
+    let masks: Vec<Array3<bool>> = lesion_classes(kind)
+        .iter()
+        .map(|class| {
+            map.labels
+                .mapv(|l| l > 0 && map.lesions[l as usize - 1].change == class.change)
+        })
+        .collect();
+    let mask_refs: Vec<&Array3<bool>> = masks.iter().collect();
+    let seg_path = work.path().join("seg.dcm");
     let seg = write_seg(
-        &work.path().join("seg.dcm"),
+        &seg_path,
         &source,
         &volume,
-        &[
-            Segment {
-                label: "New lesion".into(),
-                mask: new_mask.view(),
-                cielab: CIELAB_RED,
-            },
-            Segment {
-                label: "Enlarging lesion".into(),
-                mask: enlarging_mask.view(),
-                cielab: CIELAB_YELLOW,
-            },
-        ],
+        &segments(kind, &mask_refs),
         &algorithm(),
-        900,
+        SegSeries { number: 900, kind },
         &mut Uids::Random,
     )
     .unwrap();
+    let errors = dciodvfy_errors(&seg_path);
+    assert!(errors.is_empty(), "dciodvfy: {errors:#?}");
     let current = Evidence {
         study_instance_uid: source.study_instance_uid.clone(),
         series_instance_uid: source.series_instance_uid.clone(),
@@ -406,10 +430,9 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
     };
     let sr_path = work.path().join("sr.dcm");
     let content = ReportContent {
+        kind,
         lesions: &map.lesions,
         seg: &seg,
-        new_segment: 1,
-        enlarging_segment: 2,
         notes: vec!["Registration: correlation 0.93 inside the brain".into()],
     };
     write_report(
@@ -458,11 +481,8 @@ fn the_measurement_report_carries_every_lesion_volume_and_passes_the_validators(
             "{expected} missing:\n{tree}"
         );
     }
-    assert!(
-        tree.contains("enlarging lesion") && tree.contains("new lesion"),
-        "{tree}"
-    );
     assert!(tree.contains("for review by a radiologist"), "{tree}");
+    tree
 }
 
 #[test]
@@ -473,13 +493,8 @@ fn the_overlay_series_is_valid_and_its_png_shows_the_outline() {
     let (volume, files) = imported_series(&lesjak_flair(), &work.path().join("series"));
     let source = SourceSeries::read(&files[0]).unwrap();
     let new_mask = block_mask(&volume, [150, 100, 10]);
-    let none = Array3::from_elem(volume.data.dim(), false);
-    let images = render(
-        &volume,
-        new_mask.view(),
-        none.view(),
-        "1 NEW LESION, 49.6 MM3",
-    );
+    let red = lesion_classes(AnalysisKind::FollowUp)[0].rgb;
+    let images = render(&volume, &[(new_mask.view(), red)], "1 NEW LESION, 49.6 MM3");
     assert_eq!(images.len(), volume.data.dim().0);
     let (written, _) = write_overlay_series(
         &work.path().join("overlay"),

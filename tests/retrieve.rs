@@ -97,7 +97,10 @@ impl Drop for Orthanc {
 }
 
 /// A node that asks ORTHANC for priors and sends its results there.
-fn node_with_pacs(orthanc_port: u16, extra: &str) -> Node {
+/// A node that asks Orthanc for priors. Without `single_visit` a job without a prior ends
+/// `no_prior`; with it, that model reports the visit's lesion load.
+fn node_with_pacs(orthanc_port: u16, extra: &str, single_visit: Option<&Path>) -> Node {
+    let single_visit = single_visit.unwrap_or(Path::new(""));
     Node::start(&format!(
         r#"
 [analysis]
@@ -113,6 +116,7 @@ retrieve_timeout_s = 120
 
 [model]
 dir = {model:?}
+single_visit_dir = {single_visit:?}
 execution_provider = "cpu"
 intra_threads = 2
 onnxruntime_library = {ort:?}
@@ -172,7 +176,7 @@ fn a_pacs_that_cannot_reach_the_node_gives_the_prior_by_c_get() {
 fn prior_from_orthanc(peer_extra: &str, verb: &str) {
     let work = tempfile::tempdir().unwrap();
     let orthanc_port = free_port();
-    let node = node_with_pacs(orthanc_port, peer_extra);
+    let node = node_with_pacs(orthanc_port, peer_extra, None);
     let node_port_for_orthanc = if verb == "got" { 1 } else { node.port };
     let orthanc = Orthanc::start(
         &work.path().join("orthanc"),
@@ -275,7 +279,7 @@ fn prior_from_orthanc(peer_extra: &str, verb: &str) {
 fn a_patient_pacs_knows_nothing_about_ends_no_prior_with_the_reason() {
     let work = tempfile::tempdir().unwrap();
     let orthanc_port = free_port();
-    let node = node_with_pacs(orthanc_port, "");
+    let node = node_with_pacs(orthanc_port, "", None);
     let orthanc = Orthanc::start(&work.path().join("orthanc"), orthanc_port, node.port);
     let (_, current) = lesjak_visits(work.path());
     storescu_to(node.port, NODE_AE, &files_in(&current));
@@ -285,11 +289,48 @@ fn a_patient_pacs_knows_nothing_about_ends_no_prior_with_the_reason() {
     });
     let job = &jobs(&node)[0];
     let reason = job["reason"].as_str().unwrap();
-    assert_eq!(
-        reason,
-        "no prior in the index; ORTHANC: no MR study of the patient dated 20100623 or earlier"
-    );
+    assert_eq!(reason, NOTHING_AT_PACS);
     assert_eq!(job["prior_query"].as_str(), Some(reason));
+}
+
+const NOTHING_AT_PACS: &str =
+    "no prior in the index; ORTHANC: no MR study of the patient dated 20100623 or earlier";
+
+#[test]
+fn with_a_single_visit_model_a_patient_pacs_knows_nothing_about_gets_a_lesion_load() {
+    let work = tempfile::tempdir().unwrap();
+    let orthanc_port = free_port();
+    let node = node_with_pacs(orthanc_port, "", Some(&single_visit_model_dir()));
+    let orthanc = Orthanc::start(&work.path().join("orthanc"), orthanc_port, node.port);
+    let (_, current) = lesjak_visits(work.path());
+    storescu_to(node.port, NODE_AE, &files_in(&current));
+    let log = || format!("node:\n{}\northanc:\n{}", node.log(), orthanc.log());
+    wait_until(300, "the lesion-load job to finish", log, || {
+        jobs(&node).iter().any(|j| j["state"] == "done")
+    });
+    let job = &jobs(&node)[0];
+    assert_eq!(job["prior_series"], serde_json::Value::Null);
+    assert_eq!(job["prior_query"].as_str(), Some(NOTHING_AT_PACS));
+    let why = job["prior_why"].as_str().unwrap();
+    assert!(
+        why.starts_with("no prior: ") && why.contains(NOTHING_AT_PACS),
+        "{why}"
+    );
+    assert!(
+        why.ends_with("the lesion load of this visit is reported"),
+        "{why}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(job["summary"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["kind"], "lesion_load");
+    assert_eq!(summary["model"], "msnode-single-visit");
+    assert_eq!(summary["registration"], serde_json::Value::Null);
+    assert_eq!(summary["totals"]["new"], 0);
+    // The SEG, the report and one overlay image per slice reached PACS (Orthanc).
+    assert_eq!(
+        summary["for_pacs"].as_array().unwrap().len(),
+        files_in(&current).len() + 2
+    );
 }
 
 /// A response file findscu extracted, as its identifier.
@@ -489,7 +530,7 @@ store_to_us = true
 fn results_wait_for_an_orthanc_that_is_down_and_arrive_once_when_it_is_back() {
     let work = tempfile::tempdir().unwrap();
     let orthanc_port = free_port();
-    let node = node_with_pacs(orthanc_port, "");
+    let node = node_with_pacs(orthanc_port, "", None);
     let (prior, current) = lesjak_visits(work.path());
     for folder in [&prior, &current] {
         storescu_to(node.port, NODE_AE, &files_in(folder));
@@ -555,6 +596,9 @@ stable_series_timeout_s = 1
 
 [prior]
 retrieve_timeout_s = 2
+
+[model]
+single_visit_dir = ""
 
 [[peers]]
 ae_title = "SILENT"

@@ -93,6 +93,8 @@ retry_delay_s = 1
 
 [model]
 dir = {model:?}
+# The first visit of a patient ends `no_prior` here; tests/retrieve.rs runs the single-visit model.
+single_visit_dir = ""
 execution_provider = "cpu"
 intra_threads = 2
 onnxruntime_library = {ort:?}

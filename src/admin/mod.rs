@@ -58,8 +58,17 @@ pub enum AdminError {
     },
 }
 
-/// The model as verified at start-up: its identity, or why it cannot be used.
+/// A model as verified at start-up: its identity, or why it cannot be used.
 pub type ModelCheck = Result<ModelIdentity, String>;
+
+/// Every model the node runs, as verified at start-up.
+#[derive(Debug, Clone)]
+pub struct ModelChecks {
+    /// The follow-up (two-visit) model.
+    pub follow_up: ModelCheck,
+    /// The single-visit model, when one is configured.
+    pub single_visit: Option<ModelCheck>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ModelIdentity {
@@ -73,7 +82,7 @@ pub struct Admin {
     pub ae_title: String,
     pub metrics: Arc<Metrics>,
     pub ingest: Arc<Ingest>,
-    pub model: ModelCheck,
+    pub models: ModelChecks,
     pub show_patient_id: bool,
     /// The effective configuration, as the last reload left it.
     pub config: watch::Receiver<Arc<Config>>,
@@ -89,7 +98,7 @@ impl Admin {
         live_config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
         ingest: Arc<Ingest>,
-        model: ModelCheck,
+        models: ModelChecks,
     ) -> Result<Admin, AdminError> {
         let token = match &settings.token_file {
             None => None,
@@ -105,7 +114,8 @@ impl Admin {
                 Some(token)
             }
         };
-        if let Ok(model) = &model {
+        let verified = std::iter::once(&models.follow_up).chain(models.single_visit.as_ref());
+        for model in verified.filter_map(|check| check.as_ref().ok()) {
             metrics
                 .model
                 .get_or_create(&crate::metrics::ModelLabel {
@@ -119,7 +129,7 @@ impl Admin {
             ae_title: config.node.ae_title.clone(),
             metrics,
             ingest,
-            model,
+            models,
             show_patient_id: settings.show_patient_id,
             config: live_config,
             data_dir: config.node.data_dir.clone(),

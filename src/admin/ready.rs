@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::Admin;
+use super::{Admin, ModelCheck};
 use crate::logging::chain;
 
 /// A lock held longer than this by another writer makes the index "not ready".
@@ -25,9 +25,17 @@ impl fmt::Display for Check {
     }
 }
 
-/// The index, the store and the model, in that order.
+/// The index, the store and the models (the single-visit one when configured), in that order.
 pub async fn run(admin: &Admin) -> Vec<Check> {
-    vec![index(admin).await, storage(admin).await, model(admin)]
+    let mut checks = vec![
+        index(admin).await,
+        storage(admin).await,
+        model("model", &admin.models.follow_up),
+    ];
+    if let Some(single_visit) = &admin.models.single_visit {
+        checks.push(model("single_visit_model", single_visit));
+    }
+    checks
 }
 
 async fn index(admin: &Admin) -> Check {
@@ -68,10 +76,10 @@ async fn storage(admin: &Admin) -> Check {
     }
 }
 
-fn model(admin: &Admin) -> Check {
+fn model(name: &'static str, check: &ModelCheck) -> Check {
     Check {
-        name: "model",
-        result: match &admin.model {
+        name,
+        result: match check {
             Ok(m) => Ok(format!(
                 "{} {} verified (sha256 {})",
                 m.name, m.version, m.sha256

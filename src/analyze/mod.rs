@@ -5,6 +5,10 @@
 //! [`results`] (DICOM-SEG, TID 1500 report and overlay series for PACS; NIfTI, PNG previews and
 //! `summary.json` kept locally).
 //!
+//! A single-visit model (its card's channels need no prior) makes the same stages a
+//! [`AnalysisKind::LesionLoad`] analysis of the current visit alone: no registration, every lesion
+//! without a change, the total lesion count and volume in the report.
+//!
 //! An [`Analyzer`] holds the opened, verified model and its ONNX Runtime session, and runs many
 //! analyses (as nnU-Net's `nnUNetPredictor` is built once and predicts many cases); it re-verifies
 //! the model only when its files change. `msnode analyze` and `msnode infer` run one.
@@ -21,8 +25,11 @@ use tracing::info;
 
 use crate::dicom::uid::Uids;
 use crate::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
+pub use crate::lesions::AnalysisKind;
 use crate::lesions::{Lesion, LesionSummary, find_lesions};
-use crate::prepare::{Channel, PrepareError, model_input, prior_z_on_current, to_current_grid};
+use crate::prepare::{
+    AlignedPrior, Channel, PrepareError, model_input, prior_z_on_current, to_current_grid,
+};
 use crate::register::{Quality, RegisterError, RegisterOptions, Registration, register};
 use crate::volume::{Volume, VolumeError};
 
@@ -46,6 +53,10 @@ pub enum AnalyzeError {
     Infer(#[source] InferError),
     #[error("cannot write the results")]
     Results(#[source] results::ResultsError),
+    #[error("model {model} compares two visits: it needs a prior")]
+    PriorRequired { model: String },
+    #[error("model {model} segments one visit: it takes no prior")]
+    PriorNotUsed { model: String },
 }
 
 /// How every analysis of an [`Analyzer`] runs (built from the configuration by
@@ -123,13 +134,15 @@ pub const WEAK_PAIRING_CORRELATION: f64 = 0.5;
 /// What one analysis found and wrote; also written as `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnalysisSummary {
+    pub kind: AnalysisKind,
     pub model: String,
     pub model_version: String,
     pub execution_provider: String,
     pub threshold: f32,
     pub min_lesion_volume_mm3: f64,
     pub mirroring: bool,
-    pub registration: RegistrationSummary,
+    /// None for a lesion-load analysis (no prior).
+    pub registration: Option<RegistrationSummary>,
     pub totals: LesionSummary,
     pub lesions: Vec<Lesion>,
     /// DICOM objects meant for PACS: the SEG, the report and the overlay series (none when the
@@ -140,10 +153,10 @@ pub struct AnalysisSummary {
     pub timings: Timings,
 }
 
-/// The inference half of an analysis: the prior aligned to the current scan, the model run on
-/// both, and the lesion probability.
+/// The inference half of an analysis: the prior aligned to the current scan (when there is one),
+/// the model run, and the lesion probability.
 pub struct Prediction {
-    pub registration: Registration,
+    pub registration: Option<Registration>,
     /// Lesion probability on the current scan's grid.
     pub probability: Volume,
     /// Lesion probability on the model grid, where the network ran.
@@ -172,7 +185,8 @@ pub struct InferSummary {
     pub execution_provider: String,
     pub threshold: f32,
     pub mirroring: bool,
-    pub registration_brain_correlation: f64,
+    /// None without a prior.
+    pub registration_brain_correlation: Option<f64>,
     /// Voxels at or above the threshold on the current grid, and their volume.
     pub lesion_voxels: usize,
     pub lesion_volume_mm3: f64,
@@ -233,6 +247,21 @@ impl Analyzer {
         self.predictor.provider
     }
 
+    /// Follow-up or lesion load: what this analyzer's model makes.
+    pub fn kind(&self) -> AnalysisKind {
+        AnalysisKind::of_channels(&self.model().card.input_channels)
+    }
+
+    /// The model's kind must fit the visits given: a prior for a two-visit model, none otherwise.
+    fn check_visits(&self, has_prior: bool) -> Result<(), AnalyzeError> {
+        let model = || self.model().card.name.clone();
+        match (self.kind(), has_prior) {
+            (AnalysisKind::FollowUp, false) => Err(AnalyzeError::PriorRequired { model: model() }),
+            (AnalysisKind::LesionLoad, true) => Err(AnalyzeError::PriorNotUsed { model: model() }),
+            _ => Ok(()),
+        }
+    }
+
     /// Verify and load the model again when its files changed since it was opened. Returns
     /// whether it was reloaded.
     pub fn refresh(&mut self) -> Result<bool, AnalyzeError> {
@@ -256,28 +285,40 @@ impl Analyzer {
             .unwrap_or(f64::from(self.model().card.min_lesion_volume_mm3))
     }
 
-    /// Align `prior` to `current`, build the model's input and run it. Fills the register,
-    /// preprocess and infer timings.
+    /// Align `prior` (when given) to `current`, build the model's input and run it. Fills the
+    /// register, preprocess and infer timings.
     pub fn predict(
         &mut self,
         current: &Volume,
-        prior: &Volume,
+        prior: Option<&Volume>,
         timings: &mut Timings,
     ) -> Result<Prediction, AnalyzeError> {
         self.refresh()?;
+        self.check_visits(prior.is_some())?;
         let mut watch = Stopwatch::start();
-        let registration = register(current, prior, &self.settings.registration)
-            .map_err(AnalyzeError::Register)?;
-        info!(
-            correlation = registration.quality.brain_correlation,
-            metric = registration.quality.metric,
-            "prior aligned to the current scan"
-        );
+        let registration = match prior {
+            Some(prior) => {
+                let registration = register(current, prior, &self.settings.registration)
+                    .map_err(AnalyzeError::Register)?;
+                info!(
+                    correlation = registration.quality.brain_correlation,
+                    metric = registration.quality.metric,
+                    "prior aligned to the current scan"
+                );
+                Some(registration)
+            }
+            None => None,
+        };
         timings.register = watch.lap();
 
         let preprocessing = self.model().card.preprocessing();
-        let input = model_input(current, prior, &registration.transform, &preprocessing)
-            .map_err(AnalyzeError::Prepare)?;
+        let aligned = prior
+            .zip(registration.as_ref())
+            .map(|(volume, r)| AlignedPrior {
+                volume,
+                to_prior: &r.transform,
+            });
+        let input = model_input(current, aligned, &preprocessing).map_err(AnalyzeError::Prepare)?;
         timings.preprocess = watch.lap();
 
         let probabilities = self
@@ -297,12 +338,12 @@ impl Analyzer {
         })
     }
 
-    /// The whole analysis of `current` against `prior`: every result is written into `out_dir`,
-    /// the new objects' UIDs taken from `uids`.
+    /// The whole analysis of `current` against `prior` (or of `current` alone with a single-visit
+    /// model): every result is written into `out_dir`, the new objects' UIDs taken from `uids`.
     pub fn analyze(
         &mut self,
         current: &ScanSource,
-        prior: &ScanSource,
+        prior: Option<&ScanSource>,
         out_dir: &Path,
         uids: &mut Uids,
     ) -> Result<AnalysisSummary, AnalyzeError> {
@@ -311,37 +352,44 @@ impl Analyzer {
         let (current, prior, prediction) = self.load_and_predict(current, prior, &mut timings)?;
 
         let mut watch = Stopwatch::start();
-        let prior_z = prior_z_on_current(
-            &current.volume,
-            &prior.volume,
-            &prediction.registration.transform,
-        )
-        .map_err(AnalyzeError::Prepare)?;
+        let prior_z = match (&prior, &prediction.registration) {
+            (Some(prior), Some(registration)) => Some(
+                prior_z_on_current(&current.volume, &prior.volume, &registration.transform)
+                    .map_err(AnalyzeError::Prepare)?,
+            ),
+            _ => None,
+        };
         let (threshold, min_volume) = (self.threshold(), self.min_lesion_volume());
         let lesions = find_lesions(
             prediction.probability.data.view(),
             &current.volume.affine,
-            Some(prior_z.view()),
+            prior_z.as_ref().map(|z| z.view()),
             threshold,
             min_volume,
         );
         timings.lesions = watch.lap();
 
         let card = &self.model().card;
-        let registration = &prediction.registration;
-        let weak = registration.quality.brain_correlation < WEAK_PAIRING_CORRELATION;
+        let registration = prediction
+            .registration
+            .as_ref()
+            .map(|r| RegistrationSummary {
+                model: self.settings.registration.model,
+                quality: r.quality,
+                transform: r.transform.affine,
+                weak: r.quality.brain_correlation < WEAK_PAIRING_CORRELATION,
+            });
         let run = results::Run {
             model_name: &card.name,
             model_version: &card.version,
             provider: self.provider(),
             threshold,
             min_lesion_volume_mm3: min_volume,
-            quality: &registration.quality,
-            weak,
+            registration: registration.as_ref(),
         };
         let visits = results::Visits {
             current: &current,
-            prior: &prior,
+            prior: prior.as_ref(),
         };
         let written = results::write_all(
             out_dir,
@@ -356,18 +404,14 @@ impl Analyzer {
         timings.total = started.elapsed().as_secs_f64();
 
         let mut summary = AnalysisSummary {
+            kind: self.kind(),
             model: card.name.clone(),
             model_version: card.version.clone(),
             execution_provider: self.provider().to_string(),
             threshold,
             min_lesion_volume_mm3: min_volume,
             mirroring: self.settings.mirror,
-            registration: RegistrationSummary {
-                model: self.settings.registration.model,
-                quality: registration.quality,
-                transform: registration.transform.affine,
-                weak,
-            },
+            registration,
             totals: lesions.summary(),
             lesions: lesions.lesions,
             for_pacs: written.for_pacs,
@@ -384,7 +428,7 @@ impl Analyzer {
     pub fn infer(
         &mut self,
         current: &ScanSource,
-        prior: &ScanSource,
+        prior: Option<&ScanSource>,
         outputs: &InferOutputs,
     ) -> Result<InferSummary, AnalyzeError> {
         let started = Instant::now();
@@ -403,7 +447,10 @@ impl Analyzer {
             execution_provider: self.provider().to_string(),
             threshold,
             mirroring: self.settings.mirror,
-            registration_brain_correlation: prediction.registration.quality.brain_correlation,
+            registration_brain_correlation: prediction
+                .registration
+                .as_ref()
+                .map(|r| r.quality.brain_correlation),
             lesion_voxels: written.lesion_voxels,
             lesion_volume_mm3: written.lesion_voxels as f64
                 * crate::lesions::voxel_volume(&prediction.probability.affine),
@@ -412,29 +459,28 @@ impl Analyzer {
         })
     }
 
-    /// Load both visits and [`Analyzer::predict`]; fills the load timing too.
+    /// Load the visits and [`Analyzer::predict`]; fills the load timing too.
     fn load_and_predict(
         &mut self,
         current: &ScanSource,
-        prior: &ScanSource,
+        prior: Option<&ScanSource>,
         timings: &mut Timings,
-    ) -> Result<(Scan, Scan, Prediction), AnalyzeError> {
+    ) -> Result<(Scan, Option<Scan>, Prediction), AnalyzeError> {
+        // A prior given to a single-visit model (or missing for a two-visit one) is refused
+        // before anything is loaded.
+        self.check_visits(prior.is_some())?;
         let mut watch = Stopwatch::start();
-        let (current, prior) = load_pair(current, prior)?;
+        let current = load(current, "current scan")?;
+        let prior = prior.map(|p| load(p, "prior scan")).transpose()?;
         timings.load = watch.lap();
-        let prediction = self.predict(&current.volume, &prior.volume, timings)?;
+        let prediction =
+            self.predict(&current.volume, prior.as_ref().map(|p| &p.volume), timings)?;
         Ok((current, prior, prediction))
     }
 }
 
-fn load_pair(current: &ScanSource, prior: &ScanSource) -> Result<(Scan, Scan), AnalyzeError> {
-    let current = current.load().map_err(|source| AnalyzeError::Load {
-        what: "current scan",
-        source,
-    })?;
-    let prior = prior.load().map_err(|source| AnalyzeError::Load {
-        what: "prior scan",
-        source,
-    })?;
-    Ok((current, prior))
+fn load(source: &ScanSource, what: &'static str) -> Result<Scan, AnalyzeError> {
+    source
+        .load()
+        .map_err(|source| AnalyzeError::Load { what, source })
 }

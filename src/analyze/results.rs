@@ -3,17 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, Axis};
+use ndarray::{Array3, ArrayView3, Axis};
 
-use super::{AnalysisSummary, InferOutputs, Prediction, Scan};
+use super::{AnalysisSummary, InferOutputs, Prediction, RegistrationSummary, Scan};
 use crate::dicom::uid::Uids;
 use crate::infer::Provider;
-use crate::lesions::{Change, LesionMap};
+use crate::lesions::{AnalysisKind, LesionMap, LesionSummary};
 use crate::outputs::overlay::{RgbImage, render, write_overlay_series, write_png};
-use crate::outputs::seg::{CIELAB_RED, CIELAB_YELLOW, Segment, write_seg};
+use crate::outputs::seg::{SegSeries, Segment, write_seg};
 use crate::outputs::sr::{Evidence, ReportContent, write_report};
-use crate::outputs::{Algorithm, OutputError, SourceSeries};
-use crate::register::Quality;
+use crate::outputs::{Algorithm, LesionClass, OutputError, SourceSeries, lesion_classes};
 use crate::volume::{Volume, VolumeError, write_nifti};
 
 /// Series numbers of the result series: far above a scanner's own.
@@ -48,10 +47,10 @@ pub enum ResultsError {
     Output(#[from] OutputError),
 }
 
-/// The two visits an analysis compared.
+/// The visits an analysis looked at: the current one, and the prior it was compared with.
 pub struct Visits<'a> {
     pub current: &'a Scan,
-    pub prior: &'a Scan,
+    pub prior: Option<&'a Scan>,
 }
 
 /// How the analysis ran: what every report and caption says about it.
@@ -61,9 +60,17 @@ pub struct Run<'a> {
     pub provider: Provider,
     pub threshold: f32,
     pub min_lesion_volume_mm3: f64,
-    pub quality: &'a Quality,
-    /// The registration's brain correlation is below the weak-pairing bound.
-    pub weak: bool,
+    /// How the prior was aligned; None for a lesion-load analysis.
+    pub registration: Option<&'a RegistrationSummary>,
+}
+
+impl Run<'_> {
+    fn kind(&self) -> AnalysisKind {
+        match self.registration {
+            Some(_) => AnalysisKind::FollowUp,
+            None => AnalysisKind::LesionLoad,
+        }
+    }
 }
 
 /// The files written, by where they go.
@@ -90,42 +97,83 @@ fn save_nifti(volume: &Volume, path: &Path) -> Result<(), ResultsError> {
     })
 }
 
-/// The masks of new and of enlarging lesions on the current grid.
-struct ChangeMasks {
-    new: Array3<bool>,
-    enlarging: Array3<bool>,
+/// The mask of each lesion class of the analysis (on the current grid), in SEG segment order.
+struct ClassMasks {
+    classes: &'static [LesionClass],
+    masks: Vec<Array3<bool>>,
 }
 
-/// The change masks and the overlay images burned from them, one per current slice.
+/// The class masks and the overlay images burned from them, one per current slice.
 struct Rendered {
-    masks: ChangeMasks,
+    masks: ClassMasks,
     images: Vec<RgbImage>,
 }
 
-impl ChangeMasks {
-    fn of(lesions: &LesionMap) -> ChangeMasks {
-        let of_kind = |change| {
-            lesions
-                .labels
-                .mapv(|l| l > 0 && lesions.lesions[l as usize - 1].change == change)
-        };
-        ChangeMasks {
-            new: of_kind(Change::New),
-            enlarging: of_kind(Change::Enlarging),
-        }
+impl ClassMasks {
+    fn of(kind: AnalysisKind, lesions: &LesionMap) -> ClassMasks {
+        let classes = lesion_classes(kind);
+        let masks = classes
+            .iter()
+            .map(|class| {
+                lesions
+                    .labels
+                    .mapv(|l| l > 0 && lesions.lesions[l as usize - 1].change == class.change)
+            })
+            .collect();
+        ClassMasks { classes, masks }
     }
 
-    /// Slices that hold a lesion of either kind.
+    /// Slices that hold a lesion of any class.
     fn slices_with_lesions(&self) -> Vec<usize> {
-        (0..self.new.dim().0)
+        let slices = self.masks.first().map_or(0, |m| m.dim().0);
+        (0..slices)
             .filter(|&k| {
-                self.new
-                    .index_axis(Axis(0), k)
+                self.masks
                     .iter()
-                    .chain(self.enlarging.index_axis(Axis(0), k).iter())
-                    .any(|v| *v)
+                    .any(|m| m.index_axis(Axis(0), k).iter().any(|v| *v))
             })
             .collect()
+    }
+
+    fn outlines(&self) -> Vec<(ArrayView3<'_, bool>, [u8; 3])> {
+        self.classes
+            .iter()
+            .zip(&self.masks)
+            .map(|(class, mask)| (mask.view(), class.rgb))
+            .collect()
+    }
+
+    fn segments(&self) -> Vec<Segment<'_>> {
+        self.classes
+            .iter()
+            .zip(&self.masks)
+            .map(|(class, mask)| Segment {
+                label: class.label.into(),
+                mask: mask.view(),
+                cielab: class.cielab,
+            })
+            .collect()
+    }
+}
+
+/// The caption under every overlay image.
+fn caption(run: &Run<'_>, summary: &LesionSummary) -> String {
+    match run.registration {
+        Some(registration) => format!(
+            "{} NEW, {} ENLARGING, {:.0} MM3{}",
+            summary.new,
+            summary.enlarging,
+            summary.total_volume_mm3,
+            if registration.weak {
+                " - WEAK PAIRING"
+            } else {
+                ""
+            }
+        ),
+        None => format!(
+            "{} LESIONS, {:.0} MM3 - NO PRIOR",
+            summary.count, summary.total_volume_mm3
+        ),
     }
 }
 
@@ -153,20 +201,11 @@ pub fn write_all(
     save_nifti(&labels, &labels_path)?;
     written.local.push(labels_path);
 
-    let masks = ChangeMasks::of(lesions);
-    let summary = lesions.summary();
-    let caption = format!(
-        "{} NEW, {} ENLARGING, {:.0} MM3{}",
-        summary.new,
-        summary.enlarging,
-        summary.total_volume_mm3,
-        if run.weak { " - WEAK PAIRING" } else { "" }
-    );
+    let masks = ClassMasks::of(run.kind(), lesions);
     let images = render(
         &current.volume,
-        masks.new.view(),
-        masks.enlarging.view(),
-        &caption,
+        &masks.outlines(),
+        &caption(run, &lesions.summary()),
     );
     let rendered = Rendered { masks, images };
     written
@@ -207,40 +246,29 @@ fn write_for_pacs(
     uids: &mut Uids,
 ) -> Result<Vec<PathBuf>, ResultsError> {
     let (current, prior) = (visits.current, visits.prior);
-    let masks = &rendered.masks;
     let algorithm = Algorithm {
         name: run.model_name.to_string(),
         version: run.model_version.to_string(),
     };
     let seg_path = out_dir.join("seg.dcm");
-    let segments = [
-        Segment {
-            label: "New lesion".into(),
-            mask: masks.new.view(),
-            cielab: CIELAB_RED,
-        },
-        Segment {
-            label: "Enlarging lesion".into(),
-            mask: masks.enlarging.view(),
-            cielab: CIELAB_YELLOW,
-        },
-    ];
     let seg = write_seg(
         &seg_path,
         source,
         &current.volume,
-        &segments,
+        &rendered.masks.segments(),
         &algorithm,
-        SEG_SERIES_NUMBER,
+        SegSeries {
+            number: SEG_SERIES_NUMBER,
+            kind: run.kind(),
+        },
         uids,
     )?;
     let sr_path = out_dir.join("sr.dcm");
     let evidence = evidence(source, current, prior)?;
     let content = ReportContent {
+        kind: run.kind(),
         lesions: &lesions.lesions,
         seg: &seg,
-        new_segment: 1,
-        enlarging_segment: 2,
         notes: report_notes(run),
     };
     write_report(
@@ -269,7 +297,7 @@ fn write_for_pacs(
 fn evidence(
     source: &SourceSeries,
     current: &Scan,
-    prior: &Scan,
+    prior: Option<&Scan>,
 ) -> Result<Vec<Evidence>, ResultsError> {
     let of = |source: &SourceSeries, scan: &Scan| Evidence {
         study_instance_uid: source.study_instance_uid.clone(),
@@ -283,7 +311,7 @@ fn evidence(
             .collect(),
     };
     let mut evidence = vec![of(source, current)];
-    if let Some(prior_first) = prior.files.first() {
+    if let Some((prior, prior_first)) = prior.and_then(|p| Some((p, p.files.first()?))) {
         evidence.push(of(&SourceSeries::read(prior_first)?, prior));
     }
     Ok(evidence)
@@ -291,17 +319,22 @@ fn evidence(
 
 /// What the report says about how it was made.
 fn report_notes(run: &Run<'_>) -> Vec<String> {
-    vec![
-        format!(
+    let comparison = match run.registration {
+        Some(registration) => format!(
             "Registration of the prior: brain correlation {:.3}, NCC {:.3}{}",
-            run.quality.brain_correlation,
-            run.quality.metric,
-            if run.weak {
+            registration.quality.brain_correlation,
+            registration.quality.metric,
+            if registration.weak {
                 " (weak pairing: review the alignment)"
             } else {
                 ""
             }
         ),
+        None => "No prior FLAIR was available: every lesion of this visit is reported, not change"
+            .to_string(),
+    };
+    vec![
+        comparison,
         format!(
             "Model {} {} on {}",
             run.model_name, run.model_version, run.provider

@@ -1,5 +1,6 @@
-//! `msnode analyze`: the whole analysis of a follow-up, and the two visits' arguments that
-//! `analyze` and `infer` share.
+//! `msnode analyze`: the whole analysis of a follow-up (or, without `--prior`, the lesion load of
+//! one visit by the single-visit model), and the visits' arguments that `analyze` and `infer`
+//! share.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +15,10 @@ pub struct PairArgs {
     /// Current scan: series folder or file, stored Series Instance UID, or NIfTI.
     #[arg(long)]
     current: String,
-    /// Prior scan, as --current.
+    /// Prior scan, as --current. Without it the single-visit model (`[model] single_visit_dir`)
+    /// reports every lesion of the current scan.
     #[arg(long)]
-    prior: String,
+    prior: Option<String>,
     /// Lesion probability threshold (default: the configuration, else the model card).
     #[arg(long)]
     threshold: Option<f32>,
@@ -25,10 +27,10 @@ pub struct PairArgs {
     mirror: bool,
 }
 
-/// The two visits found, and the analysis settings with the command line's overrides.
+/// The visits found, and the analysis settings with the command line's overrides.
 pub struct Pair {
     pub current: ScanSource,
-    pub prior: ScanSource,
+    pub prior: Option<ScanSource>,
     pub analysis: AnalysisSettings,
 }
 
@@ -36,13 +38,13 @@ impl Pair {
     /// Open the analyzer and run `job` on the two visits with it, off the async threads.
     pub async fn run<T: Send + 'static>(
         self,
-        job: impl FnOnce(&mut Analyzer, &ScanSource, &ScanSource) -> Result<T, AnalyzeError>
+        job: impl FnOnce(&mut Analyzer, &ScanSource, Option<&ScanSource>) -> Result<T, AnalyzeError>
         + Send
         + 'static,
     ) -> anyhow::Result<T> {
         let result = tokio::task::spawn_blocking(move || {
             let mut analyzer = Analyzer::open(self.analysis)?;
-            job(&mut analyzer, &self.current, &self.prior)
+            job(&mut analyzer, &self.current, self.prior.as_ref())
         })
         .await?;
         Ok(result?)
@@ -52,12 +54,22 @@ impl Pair {
 impl PairArgs {
     pub async fn resolve(self, settings: &Settings) -> anyhow::Result<Pair> {
         let (data_dir, database) = (&settings.data_dir, &settings.database);
-        let mut analysis = settings.analysis.clone();
+        let mut analysis = match (&self.prior, &settings.single_visit) {
+            (Some(_), _) => settings.analysis.clone(),
+            (None, Some(single_visit)) => single_visit.clone(),
+            (None, None) => anyhow::bail!(
+                "no --prior, and no single-visit model is configured ([model] single_visit_dir)"
+            ),
+        };
         analysis.mirror = self.mirror;
         analysis.threshold = self.threshold.or(analysis.threshold);
+        let prior = match &self.prior {
+            Some(prior) => Some(ScanSource::resolve(prior, data_dir, database).await?),
+            None => None,
+        };
         Ok(Pair {
             current: ScanSource::resolve(&self.current, data_dir, database).await?,
-            prior: ScanSource::resolve(&self.prior, data_dir, database).await?,
+            prior,
             analysis,
         })
     }
@@ -87,19 +99,17 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<ExitCode> {
 
 /// The analysis as a short table.
 fn print_analysis(summary: &AnalysisSummary) {
-    let q = &summary.registration.quality;
+    let comparison = match &summary.registration {
+        Some(r) => format!(
+            "registration brain correlation {:.3}{}",
+            r.quality.brain_correlation,
+            if r.weak { " (WEAK PAIRING)" } else { "" }
+        ),
+        None => "no prior: lesion load of this visit".to_string(),
+    };
     println!(
-        "model {} {} on {}; threshold {}; registration brain correlation {:.3}{}",
-        summary.model,
-        summary.model_version,
-        summary.execution_provider,
-        summary.threshold,
-        q.brain_correlation,
-        if summary.registration.weak {
-            " (WEAK PAIRING)"
-        } else {
-            ""
-        }
+        "model {} {} on {}; threshold {}; {comparison}",
+        summary.model, summary.model_version, summary.execution_provider, summary.threshold,
     );
     println!(
         "{:>4}  {:<9}  {:>10}  {:>26}  {:>6}",
@@ -109,7 +119,8 @@ fn print_analysis(summary: &AnalysisSummary) {
         println!(
             "{:>4}  {:<9}  {:>10.1}  {:>8.1} {:>8.1} {:>8.1}  {:>6.2}",
             l.id,
-            format!("{:?}", l.change).to_lowercase(),
+            l.change
+                .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase()),
             l.volume_mm3,
             l.centroid_lps[0],
             l.centroid_lps[1],
@@ -118,14 +129,13 @@ fn print_analysis(summary: &AnalysisSummary) {
         );
     }
     let t = &summary.totals;
+    let counts = match summary.registration {
+        Some(_) => format!("{} new, {} enlarging", t.new, t.enlarging),
+        None => "lesion load, no prior".to_string(),
+    };
     println!(
-        "{} lesion(s): {} new, {} enlarging, {:.1} mm3 in all; {:.1} s ({:.1} s inference)",
-        t.count,
-        t.new,
-        t.enlarging,
-        t.total_volume_mm3,
-        summary.timings.total,
-        summary.timings.infer
+        "{} lesion(s): {counts}, {:.1} mm3 in all; {:.1} s ({:.1} s inference)",
+        t.count, t.total_volume_mm3, summary.timings.total, summary.timings.infer
     );
     println!(
         "{} object(s) for PACS, {} local file(s)",

@@ -110,9 +110,14 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
         println!("reason     {reason}");
     }
     println!("current    {}", job.current_series);
+    let lesion_load = summary.is_some_and(|s| s["kind"] == "lesion_load");
     println!(
         "prior      {}",
-        job.prior_series.as_deref().unwrap_or("(none yet)")
+        job.prior_series.as_deref().unwrap_or(if lesion_load {
+            "(none: lesion load of this visit)"
+        } else {
+            "(none yet)"
+        })
     );
     if let Some(why) = &job.prior_why {
         println!("           {why}");
@@ -121,24 +126,29 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
         println!("from PACS  {query}");
     }
     if let Some(s) = summary {
-        println!(
-            "lesions    {} ({} new, {} enlarging), {:.1} mm3",
-            s["totals"]["count"],
-            s["totals"]["new"],
-            s["totals"]["enlarging"],
-            s["totals"]["total_volume_mm3"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "registration brain correlation {:.3}{}",
-            s["registration"]["quality"]["brain_correlation"]
-                .as_f64()
-                .unwrap_or(0.0),
-            if s["registration"]["weak"] == true {
-                " (WEAK PAIRING)"
-            } else {
-                ""
-            }
-        );
+        let volume = s["totals"]["total_volume_mm3"].as_f64().unwrap_or(0.0);
+        if lesion_load {
+            println!(
+                "lesions    {} (lesion load, no prior), {volume:.1} mm3",
+                s["totals"]["count"]
+            );
+        } else {
+            println!(
+                "lesions    {} ({} new, {} enlarging), {volume:.1} mm3",
+                s["totals"]["count"], s["totals"]["new"], s["totals"]["enlarging"],
+            );
+            println!(
+                "registration brain correlation {:.3}{}",
+                s["registration"]["quality"]["brain_correlation"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+                if s["registration"]["weak"] == true {
+                    " (WEAK PAIRING)"
+                } else {
+                    ""
+                }
+            );
+        }
         let t = |k: &str| s["timings"][k].as_f64().unwrap_or(0.0);
         println!(
             "timings    load {:.1} s, register {:.1} s, preprocess {:.1} s, infer {:.1} s, lesions {:.1} s, outputs {:.1} s: {:.1} s",
@@ -160,7 +170,7 @@ fn print_job(job: &JobRow, summary: Option<&serde_json::Value>) {
                 println!(
                     "{:>4}  {:<9}  {:>10.1}  {:>8.1} {:>8.1} {:>8.1}",
                     l["id"].as_u64().unwrap_or(0),
-                    l["change"].as_str().unwrap_or(""),
+                    l["change"].as_str().unwrap_or("-"),
                     l["volume_mm3"].as_f64().unwrap_or(0.0),
                     c(0),
                     c(1),

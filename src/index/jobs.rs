@@ -374,7 +374,13 @@ impl Index {
         Ok(())
     }
 
-    pub async fn set_job_prior(&self, id: i64, prior: &str, why: &str) -> Result<(), IndexError> {
+    /// The prior a job compares with and why it was chosen, or (None) why it runs without one.
+    pub async fn set_job_prior(
+        &self,
+        id: i64,
+        prior: Option<&str>,
+        why: &str,
+    ) -> Result<(), IndexError> {
         sqlx::query(
             "UPDATE jobs SET prior_series = ?2, prior_why = ?3, updated_at = ?4 WHERE id = ?1",
         )

@@ -67,15 +67,15 @@ impl Index {
         Ok(())
     }
 
-    /// Asking PACS ended: keep what it found, and queue the job again (a prior arrived) or end
-    /// it `no_prior` with `outcome` as the reason.
+    /// Asking PACS ended: keep what it found, and queue the job again (a prior arrived, or the
+    /// job runs without one) or end it `no_prior` with `outcome` as the reason.
     pub async fn finish_prior_query(
         &self,
         job: i64,
         outcome: &str,
-        prior_arrived: bool,
+        requeue: bool,
     ) -> Result<JobState, IndexError> {
-        let (state, reason) = if prior_arrived {
+        let (state, reason) = if requeue {
             (JobState::Queued, None)
         } else {
             (JobState::NoPrior, Some(outcome))

@@ -16,7 +16,63 @@ use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use crate::dicom::object::put;
 use crate::dicom::read::{float, text};
+use crate::lesions::{AnalysisKind, Change};
 use crate::volume::Volume;
+
+/// One class of lesion the outputs draw: its SEG segment, its colours in the SEG and the overlay,
+/// and the lesions it holds (by their change; None in a lesion-load analysis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LesionClass {
+    pub label: &'static str,
+    pub change: Option<Change>,
+    /// Recommended display colour, CIELab scaled to 0..65535 as DICOM wants it.
+    pub cielab: [u16; 3],
+    pub rgb: [u8; 3],
+}
+
+const RED: ([u16; 3], [u8; 3]) = ([34885, 53485, 50171], [255, 40, 40]);
+const YELLOW: ([u16; 3], [u8; 3]) = ([63321, 31353, 55831], [255, 220, 0]);
+
+/// A follow-up's classes: new lesions red, enlarging ones yellow.
+const FOLLOW_UP: [LesionClass; 2] = [
+    LesionClass {
+        label: "New lesion",
+        change: Some(Change::New),
+        cielab: RED.0,
+        rgb: RED.1,
+    },
+    LesionClass {
+        label: "Enlarging lesion",
+        change: Some(Change::Enlarging),
+        cielab: YELLOW.0,
+        rgb: YELLOW.1,
+    },
+];
+
+/// A lesion load's one class: every lesion, red.
+const LESION_LOAD: [LesionClass; 1] = [LesionClass {
+    label: "Lesion",
+    change: None,
+    cielab: RED.0,
+    rgb: RED.1,
+}];
+
+/// The classes of an analysis of `kind`, in SEG segment order (segment 1 first).
+pub fn lesion_classes(kind: AnalysisKind) -> &'static [LesionClass] {
+    match kind {
+        AnalysisKind::FollowUp => &FOLLOW_UP,
+        AnalysisKind::LesionLoad => &LESION_LOAD,
+    }
+}
+
+/// The SEG segment number that holds lesions with `change` in an analysis of `kind`.
+pub fn segment_number(kind: AnalysisKind, change: Option<Change>) -> u16 {
+    let position = lesion_classes(kind)
+        .iter()
+        .position(|c| c.change == change)
+        .unwrap_or(0);
+    position as u16 + 1
+}
 
 /// Why a result was not written. A message says what failed; the cause, where there is one, is
 /// its `source()`.

@@ -1,6 +1,7 @@
 //! An overlay series for viewers that cannot show DICOM-SEG: every current FLAIR slice as an RGB
-//! Secondary Capture image with the lesion outlines burned in (red: new, yellow: enlarging) and a
-//! banner saying it is an automated result; and the same images as PNG for the command line.
+//! Secondary Capture image with the lesion outlines burned in (in their classes' colours: red new,
+//! yellow enlarging; red every lesion of a lesion load) and a banner saying it is an automated
+//! result; and the same images as PNG for the command line.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,6 @@ use crate::dicom::uid::Uids;
 use crate::volume::Volume;
 
 pub const BANNER: &str = "MSNODE AUTOMATED RESULT - FOR REVIEW BY A RADIOLOGIST";
-const RED: [u8; 3] = [255, 40, 40];
 const YELLOW: [u8; 3] = [255, 220, 0];
 
 /// One rendered slice, RGB, rows first.
@@ -119,12 +119,11 @@ fn window(volume: &Volume) -> (f32, f32) {
     (low, if high > low { high } else { low + 1.0 })
 }
 
-/// Render every slice of `volume` ([slice, row, column]) with the outlines of `new` and
-/// `enlarging` and the banner.
+/// Render every slice of `volume` ([slice, row, column]) with the outline of each mask in its
+/// colour, and the banner.
 pub fn render(
     volume: &Volume,
-    new: ArrayView3<bool>,
-    enlarging: ArrayView3<bool>,
+    outlines: &[(ArrayView3<bool>, [u8; 3])],
     caption: &str,
 ) -> Vec<RgbImage> {
     let (slices, rows, columns) = volume.data.dim();
@@ -145,7 +144,7 @@ pub fn render(
                     image.set(i, j, [v, v, v]);
                 }
             }
-            for (mask, colour) in [(&new, RED), (&enlarging, YELLOW)] {
+            for &(ref mask, colour) in outlines {
                 for j in 0..rows {
                     for i in 0..columns {
                         // An outline voxel is in the mask and has an in-plane neighbour outside it.
@@ -319,8 +318,8 @@ mod tests {
                 new[[0, j, i]] = true;
             }
         }
-        let none = Array3::from_elem((1, 40, 40), false);
-        let images = render(&volume, new.view(), none.view(), "");
+        const RED: [u8; 3] = [255, 40, 40];
+        let images = render(&volume, &[(new.view(), RED)], "");
         let image = &images[0];
         assert_eq!(image.get(20, 22), RED);
         assert_eq!(image.get(24, 24), RED);

@@ -16,6 +16,7 @@ use super::{
 use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
 use crate::dicom::sop_class::SEGMENTATION_STORAGE;
 use crate::dicom::uid::Uids;
+use crate::lesions::AnalysisKind;
 use crate::volume::{SliceSource, Volume};
 
 /// One segment: a label and a binary mask on the source grid ([slice, row, column]).
@@ -26,9 +27,28 @@ pub struct Segment<'a> {
     pub cielab: [u16; 3],
 }
 
-/// Red and yellow in DICOM's scaled CIELab, for new and enlarging lesions.
-pub const CIELAB_RED: [u16; 3] = [34885, 53485, 50171];
-pub const CIELAB_YELLOW: [u16; 3] = [63321, 31353, 55831];
+/// The series a SEG starts: its number, and what kind of analysis it shows (its descriptions).
+#[derive(Debug, Clone, Copy)]
+pub struct SegSeries {
+    pub number: i32,
+    pub kind: AnalysisKind,
+}
+
+impl SegSeries {
+    fn description(&self) -> &'static str {
+        match self.kind {
+            AnalysisKind::FollowUp => "msnode new/enlarging MS lesions (automated)",
+            AnalysisKind::LesionLoad => "msnode MS lesion load (automated)",
+        }
+    }
+
+    fn content_description(&self) -> &'static str {
+        match self.kind {
+            AnalysisKind::FollowUp => "New and enlarging lesions, for review by a radiologist",
+            AnalysisKind::LesionLoad => "All lesions of one visit, for review by a radiologist",
+        }
+    }
+}
 
 /// What was written.
 #[derive(Debug, Clone)]
@@ -161,7 +181,7 @@ pub fn write_seg(
     source_volume: &Volume,
     segments: &[Segment<'_>],
     algorithm: &Algorithm,
-    series_number: i32,
+    seg_series: SegSeries,
     uids: &mut Uids,
 ) -> Result<WrittenSeg, OutputError> {
     check_grid(source_volume, segments)?;
@@ -173,8 +193,8 @@ pub fn write_seg(
         patient_study: &source.copied,
         modality: "SEG",
         series_instance_uid: &series_uid,
-        series_number,
-        series_description: "msnode new/enlarging MS lesions (automated)",
+        series_number: seg_series.number,
+        series_description: seg_series.description(),
         frame_of_reference_uid: Some(&source.frame_of_reference_uid),
         equipment: Equipment::Enhanced {
             model_name: &algorithm.name,
@@ -183,7 +203,12 @@ pub fn write_seg(
     };
     let mut obj = series.instance(SEGMENTATION_STORAGE, &instance_uid, 1);
     let frames = segments.len() * source_volume.slices.len();
-    put_segmentation_image(&mut obj, source_volume, frames);
+    put_segmentation_image(
+        &mut obj,
+        source_volume,
+        frames,
+        seg_series.content_description(),
+    );
     put_sequence(
         &mut obj,
         tags::SEGMENT_SEQUENCE,
@@ -223,7 +248,12 @@ pub fn write_seg(
 }
 
 /// Segmentation Image and Image Pixel attributes: a BINARY, one-bit, multi-frame image.
-fn put_segmentation_image(obj: &mut InMemDicomObject, source_volume: &Volume, frames: usize) {
+fn put_segmentation_image(
+    obj: &mut InMemDicomObject,
+    source_volume: &Volume,
+    frames: usize,
+    content_description: &str,
+) {
     let (_, rows, columns) = source_volume.data.dim();
     put(
         obj,
@@ -232,12 +262,7 @@ fn put_segmentation_image(obj: &mut InMemDicomObject, source_volume: &Volume, fr
         PrimitiveValue::Strs(["DERIVED".to_string(), "PRIMARY".to_string()].into()),
     );
     put(obj, tags::CONTENT_LABEL, VR::CS, "MS_LESIONS");
-    put(
-        obj,
-        tags::CONTENT_DESCRIPTION,
-        VR::LO,
-        "New and enlarging lesions, for review by a radiologist",
-    );
+    put(obj, tags::CONTENT_DESCRIPTION, VR::LO, content_description);
     // A device, as a family name: "msnode^" (without the separator dciodvfy reads a retired form).
     put(obj, tags::CONTENT_CREATOR_NAME, VR::PN, "msnode^");
     put(obj, tags::SEGMENTATION_TYPE, VR::CS, "BINARY");
@@ -514,7 +539,7 @@ mod tests {
         let segment = Segment {
             label: "x".into(),
             mask: mask.view(),
-            cielab: CIELAB_RED,
+            cielab: [0; 3],
         };
         assert_eq!(pack_bits(&[segment]), vec![0b0010_1001, 0]);
     }

@@ -1,7 +1,8 @@
 //! TID 1500 Measurement Report in a Comprehensive 3D SR: one volumetric measurement group per
 //! lesion (tracking identifier and UID, the SEG segment it is drawn in, finding, finding site,
 //! volume in mm3, new or enlarging), a summary, the prior and current studies as evidence, and the
-//! caveat that an automated result is for review by a radiologist.
+//! caveat that an automated result is for review by a radiologist. Without a prior (a lesion-load
+//! analysis) the summary is the lesion load of the one visit and no lesion has a change.
 
 use std::path::Path;
 
@@ -10,12 +11,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::seg::WrittenSeg;
-use super::{Algorithm, OutputError, SourceSeries, code, ds, write_file};
+use super::{Algorithm, OutputError, SourceSeries, code, ds, segment_number, write_file};
 use crate::dicom::meta::IMPLEMENTATION_CLASS_UID;
 use crate::dicom::object::{DateTime, Equipment, NewSeries, put, put_sequence};
 use crate::dicom::sop_class::{COMPREHENSIVE_3D_SR_STORAGE, SEGMENTATION_STORAGE};
 use crate::dicom::uid::Uids;
-use crate::lesions::{Change, Lesion};
+use crate::lesions::{AnalysisKind, Change, Lesion, total_volume_mm3};
 
 /// The caveat every report carries.
 pub const REVIEW_CAVEAT: &str = "Automated result for review by a radiologist. Research and evaluation software, \
@@ -32,11 +33,11 @@ pub struct Evidence {
 
 /// What the report is about.
 pub struct ReportContent<'a> {
+    /// Change since a prior, or the lesion load of one visit: the summary and the SEG's segments.
+    pub kind: AnalysisKind,
     pub lesions: &'a [Lesion],
-    /// The SEG the lesions are drawn in, and the segment number for new and for enlarging lesions.
+    /// The SEG the lesions are drawn in (segments as [`super::lesion_classes`] numbers them).
     pub seg: &'a WrittenSeg,
-    pub new_segment: u16,
-    pub enlarging_segment: u16,
     /// Free-text lines added to the summary (registration quality, execution provider, model).
     pub notes: Vec<String>,
 }
@@ -163,13 +164,11 @@ fn lesion_group(
     source: &SourceSeries,
     tracking_uid: &str,
 ) -> InMemDicomObject {
-    let segment = match lesion.change {
-        Change::New => content.new_segment,
-        Change::Enlarging => content.enlarging_segment,
-    };
+    let segment = segment_number(content.kind, lesion.change);
     let change = match lesion.change {
-        Change::New => "new lesion",
-        Change::Enlarging => "enlarging lesion",
+        Some(Change::New) => "new lesion",
+        Some(Change::Enlarging) => "enlarging lesion",
+        None => "lesion",
     };
     let mut children = group_opening(&format!("Lesion {}", lesion.id), tracking_uid);
     children.extend([
@@ -346,13 +345,25 @@ fn put_document_status(
 
 /// The summary measurement group: lesion count and total volume, the notes, the review caveat.
 fn summary_group(content: &ReportContent<'_>, tracking_uid: &str) -> InMemDicomObject {
-    let total: f64 = content.lesions.iter().map(|l| l.volume_mm3).sum();
-    let new = content
-        .lesions
-        .iter()
-        .filter(|l| l.change == Change::New)
-        .count();
-    let enlarging = content.lesions.len() - new;
+    let total = total_volume_mm3(content.lesions);
+    let count = content.lesions.len();
+    let of = |change| {
+        content
+            .lesions
+            .iter()
+            .filter(|l| l.change == Some(change))
+            .count()
+    };
+    let summary = match content.kind {
+        AnalysisKind::FollowUp => format!(
+            "{count} new or enlarging lesion(s): {} new, {} enlarging; total volume {total:.1} mm3",
+            of(Change::New),
+            of(Change::Enlarging)
+        ),
+        AnalysisKind::LesionLoad => format!(
+            "Lesion load (no prior study to compare with): {count} lesion(s), total volume {total:.1} mm3"
+        ),
+    };
     let mut children = group_opening("Summary", tracking_uid);
     children.extend([
         num_item(
@@ -361,14 +372,7 @@ fn summary_group(content: &ReportContent<'_>, tracking_uid: &str) -> InMemDicomO
             code("{lesions}", "UCUM", "lesions"),
         ),
         num_item(code("118565006", "SCT", "Volume"), total, mm3()),
-        text_item(
-            "CONTAINS",
-            code("121106", "DCM", "Comment"),
-            &format!(
-                "{} new or enlarging lesion(s): {new} new, {enlarging} enlarging; total volume {total:.1} mm3",
-                content.lesions.len()
-            ),
-        ),
+        text_item("CONTAINS", code("121106", "DCM", "Comment"), &summary),
     ]);
     let comment = |text: &str| text_item("CONTAINS", code("121106", "DCM", "Comment"), text);
     children.extend(content.notes.iter().map(|note| comment(note)));

@@ -40,6 +40,8 @@ pub enum PrepareError {
     },
     #[error("no channel to build a mask from")]
     NoChannel,
+    #[error("the model's {0} channel needs a prior visit")]
+    NeedsPrior(Channel),
     #[error("{what} differ in size: {a:?} and {b:?}")]
     SizeMismatch {
         what: &'static str,
@@ -50,7 +52,8 @@ pub enum PrepareError {
     Percentiles { lower: f32, upper: f32 },
 }
 
-/// One input channel of a two-visit model, as the model card names it.
+/// One input channel of a model, as the model card names it: a two-visit model takes the prior
+/// too, a single-visit model the current scan only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -62,6 +65,11 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Whether the channel is made from the prior visit.
+    pub fn needs_prior(self) -> bool {
+        !matches!(self, Channel::Current)
+    }
+
     /// The name the model card and the training pipeline use.
     pub fn name(self) -> &'static str {
         match self {
@@ -133,19 +141,31 @@ pub struct ModelInput {
     pub channels: Array4<f32>,
     pub crop: Crop,
     pub grid: Grid,
+    /// nnU-Net's nonzero mask on the whole model grid: nothing outside it is a lesion.
+    pub mask: Array3<bool>,
     /// The same channels on the whole model grid before normalisation, in the card's order: what
     /// nnU-Net's own preprocessing (crop, z-score) starts from.
     pub raw: Vec<(Channel, Volume)>,
 }
 
-/// Build the network's input from the current scan and the prior, `to_prior` mapping current
-/// points to prior points (the registration's transform).
+/// The prior visit and the registration's transform, which maps current points to prior points.
+#[derive(Clone, Copy)]
+pub struct AlignedPrior<'a> {
+    pub volume: &'a Volume,
+    pub to_prior: &'a Transform,
+}
+
+/// Build the network's input from the current scan and, for a two-visit model, the aligned prior.
 pub fn model_input(
     current: &Volume,
-    prior: &Volume,
-    to_prior: &Transform,
+    prior: Option<AlignedPrior<'_>>,
     spec: &Preprocessing,
 ) -> Result<ModelInput, PrepareError> {
+    if prior.is_none()
+        && let Some(&channel) = spec.channels.iter().find(|c| c.needs_prior())
+    {
+        return Err(PrepareError::NeedsPrior(channel));
+    }
     let grid = Grid::of(current)
         .for_model(spec.spacing_mm)
         .map_err(PrepareError::ModelGrid)?;
@@ -154,17 +174,27 @@ pub fn model_input(
             .map_err(|source| PrepareError::Resample { what, source })
     };
     let current_model = on_model_grid(current, &Transform::identity(), "current scan")?;
-    let prior_model = on_model_grid(prior, to_prior, "prior scan")?;
     // The model was trained on skull-stripped visits: keep the current scan's brain only.
     let brain = brain_of(&current_model, "current scan on the model grid")?;
-    let (prior_data, current_data) = (
-        skull_strip(prior_model.data, &brain),
-        skull_strip(current_model.data, &brain),
-    );
-    let mask = nonzero_mask(&[&prior_data, &current_data])?;
+    let current_data = skull_strip(current_model.data, &brain);
+    let prior_data = match prior {
+        Some(p) => Some(skull_strip(
+            on_model_grid(p.volume, p.to_prior, "prior scan")?.data,
+            &brain,
+        )),
+        None => None,
+    };
+    let mask = match &prior_data {
+        Some(prior_data) => nonzero_mask(&[prior_data, &current_data])?,
+        None => nonzero_mask(&[&current_data])?,
+    };
     let plain = Normalization::ZSCORE_IN_MASK;
-    let difference =
-        normalize(&current_data, &mask, &plain)? - normalize(&prior_data, &mask, &plain)?;
+    let difference = match &prior_data {
+        Some(prior_data) if spec.channels.contains(&Channel::CurrentMinusPrior) => {
+            Some(normalize(&current_data, &mask, &plain)? - normalize(prior_data, &mask, &plain)?)
+        }
+        _ => None,
+    };
     let crop = Crop::around(&mask);
     let (c0, c1, c2) = crop.shape();
     let window = s![
@@ -176,10 +206,11 @@ pub fn model_input(
     let mut raw = Vec::with_capacity(spec.channels.len());
     for (c, &channel) in spec.channels.iter().enumerate() {
         let data = match channel {
-            Channel::Prior => &prior_data,
-            Channel::Current => &current_data,
-            Channel::CurrentMinusPrior => &difference,
-        };
+            Channel::Current => Some(&current_data),
+            Channel::Prior => prior_data.as_ref(),
+            Channel::CurrentMinusPrior => difference.as_ref(),
+        }
+        .ok_or(PrepareError::NeedsPrior(channel))?;
         let normalised = normalize(data, &mask, &spec.normalization)?;
         channels
             .index_axis_mut(Axis(0), c)
@@ -190,13 +221,14 @@ pub fn model_input(
         channels,
         crop,
         grid,
+        mask,
         raw,
     })
 }
 
 impl ModelInput {
     /// One output channel of the network (cropped, [z, y, x]) on the whole model grid, 0 outside
-    /// the crop.
+    /// the nonzero mask (as the model card's post-processing says: the network saw nothing there).
     pub fn uncrop(&self, output: ArrayView3<f32>) -> Volume {
         let [nx, ny, nz] = self.grid.dims;
         let mut whole = Array3::<f32>::zeros((nz, ny, nx));
@@ -204,6 +236,13 @@ impl ModelInput {
         whole
             .slice_mut(s![o[0]..o[0] + c0, o[1]..o[1] + c1, o[2]..o[2] + c2])
             .assign(&output);
+        ndarray::Zip::from(&mut whole)
+            .and(&self.mask)
+            .for_each(|p, &inside| {
+                if !inside {
+                    *p = 0.0;
+                }
+            });
         self.grid.volume(whole)
     }
 }
@@ -300,15 +339,18 @@ mod tests {
             channels: Array4::zeros((1, 2, 2, 3)),
             crop,
             grid: identity_grid([6, 5, 4]),
+            mask: mask.clone(),
             raw: Vec::new(),
         };
         let output = Array3::from_elem((2, 2, 3), 0.75f32);
         let whole = input.uncrop(output.view());
         assert_eq!(whole.data.dim(), (4, 5, 6));
-        assert_eq!(whole.data[[1, 2, 1]], 0.75);
-        assert_eq!(whole.data[[2, 3, 3]], 0.75);
+        // Only the mask's voxels keep the network's output; the rest of the crop is 0.
+        assert_eq!(whole.data[[1, 2, 3]], 0.75);
+        assert_eq!(whole.data[[2, 3, 1]], 0.75);
+        assert_eq!(whole.data[[1, 2, 1]], 0.0);
         assert_eq!(whole.data[[0, 0, 0]], 0.0);
-        assert_eq!(whole.data.iter().filter(|v| **v > 0.0).count(), 12);
+        assert_eq!(whole.data.iter().filter(|v| **v > 0.0).count(), 2);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct WorkflowSettings {
     pub prior_sources: Vec<PriorSource>,
     pub workers: usize,
     pub analysis: AnalysisSettings,
+    /// The single-visit analysis a job without a prior gets (its lesion load); None: it ends
+    /// `no_prior`.
+    pub single_visit: Option<AnalysisSettings>,
     pub destinations: Vec<Destination>,
     /// Delivery attempts per result and destination, in all.
     pub max_attempts: u32,

@@ -41,12 +41,17 @@ pub async fn step(
 ) -> Result<(), WorkflowError> {
     for job in index.jobs_waiting_for_prior().await? {
         let (outcome, arrived) = ask_for_prior(&settings, &index, &ingest, &job).await?;
-        let state = index.finish_prior_query(job.id, &outcome, arrived).await?;
-        if state == JobState::Queued {
+        // Without a prior the job runs again all the same when a single-visit model reports
+        // the visit's lesion load.
+        let requeue = arrived || settings.single_visit.is_some();
+        let state = index.finish_prior_query(job.id, &outcome, requeue).await?;
+        if arrived {
             info!(job = job.id, %outcome, "prior retrieved from PACS");
-            queued.notify_waiters();
         } else {
             warn!(job = job.id, %outcome, "no prior from PACS");
+        }
+        if state == JobState::Queued {
+            queued.notify_waiters();
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Job workers: each claims a queued job, finds its prior, runs the analysis with the model
-//! session it holds for its whole life, and queues the results for every destination.
+//! session it holds for its whole life (the follow-up model; the single-visit model for a job
+//! without a prior), and queues the results for every destination.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use super::{WorkflowError, WorkflowSettings, prior};
-use crate::analyze::{Analyzer, ScanSource};
+use crate::analyze::{AnalysisSettings, Analyzer, ScanSource};
 use crate::dicom::uid::Uids;
 use crate::index::{Delivery, Index, JobRow, JobState};
 use crate::logging::chain;
@@ -29,24 +30,18 @@ pub async fn work(
     queued: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Opened at the first job, kept for every next one.
-    let mut analyzer: Option<Analyzer> = None;
+    let mut analyzers = Analyzers::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let settings = live.borrow().clone();
-        // A reload changed how analyses run (model, threshold, registration): open it afresh.
-        if analyzer
-            .as_ref()
-            .is_some_and(|a| *a.settings() != settings.analysis)
-        {
-            analyzer = None;
-        }
+        // A reload changed how analyses run (model, threshold, registration).
+        analyzers.keep_if_current(&settings);
         let ran = match index.claim_job().await {
             Ok(Some(job)) => {
                 info!(worker, job = job.id, series = %job.current_series, "job started");
-                let outcome = run_job(&settings, &index, &metrics, &job, &mut analyzer).await;
+                let outcome = run_job(&settings, &index, &metrics, &job, &mut analyzers).await;
                 if let Err(e) = outcome {
                     let reason = chain(&e);
                     error!(job = job.id, %reason, "job failed");
@@ -90,18 +85,27 @@ async fn series_source(
     ))
 }
 
-/// The job's prior from the index (recorded with why), or None when the job now waits for PACS
-/// to be asked or ended `no_prior`.
+/// What a job compares its current series with.
+enum PriorOutcome {
+    /// The prior series chosen from the index.
+    Found(String),
+    /// There is none (why is recorded): the job reports the visit's lesion load.
+    Missing,
+    /// The job now waits for PACS to be asked, or ended `no_prior`: nothing to run now.
+    NotNow,
+}
+
+/// The job's prior from the index (recorded with why), or why there is none.
 async fn find_prior(
     settings: &WorkflowSettings,
     index: &Index,
     job: &JobRow,
-) -> Result<Option<String>, WorkflowError> {
+) -> Result<PriorOutcome, WorkflowError> {
     let candidates = index.prior_candidates(&job.current_series).await?;
     match prior::choose(&candidates, &settings.prior) {
         Ok((series, why)) => {
-            index.set_job_prior(job.id, &series, &why).await?;
-            Ok(Some(series))
+            index.set_job_prior(job.id, Some(&series), &why).await?;
+            Ok(PriorOutcome::Found(series))
         }
         Err(why) if job.prior_query.is_none() && !settings.prior_sources.is_empty() => {
             let asking: Vec<&str> = settings
@@ -114,18 +118,46 @@ async fn find_prior(
             index
                 .set_job_state(job.id, JobState::WaitingForPrior, Some(&reason))
                 .await?;
-            Ok(None)
+            Ok(PriorOutcome::NotNow)
         }
         Err(why) => {
             let why = match &job.prior_query {
                 Some(query) => format!("{why}; {query}"),
                 None => why,
             };
+            if settings.single_visit.is_some() {
+                let why = format!("no prior: {why}; the lesion load of this visit is reported");
+                info!(job = job.id, %why, "no prior");
+                index.set_job_prior(job.id, None, &why).await?;
+                return Ok(PriorOutcome::Missing);
+            }
             warn!(job = job.id, %why, "no prior");
             index
                 .set_job_state(job.id, JobState::NoPrior, Some(&why))
                 .await?;
-            Ok(None)
+            Ok(PriorOutcome::NotNow)
+        }
+    }
+}
+
+/// The models a worker holds for its whole life, each opened at its first job.
+#[derive(Default)]
+pub struct Analyzers {
+    follow_up: Option<Analyzer>,
+    single_visit: Option<Analyzer>,
+}
+
+impl Analyzers {
+    /// Drop the sessions a reload changed the settings of: the next job opens them afresh.
+    fn keep_if_current(&mut self, settings: &WorkflowSettings) {
+        let stale = |held: &Option<Analyzer>, wanted: Option<&AnalysisSettings>| {
+            held.as_ref().is_some_and(|a| Some(a.settings()) != wanted)
+        };
+        if stale(&self.follow_up, Some(&settings.analysis)) {
+            self.follow_up = None;
+        }
+        if stale(&self.single_visit, settings.single_visit.as_ref()) {
+            self.single_visit = None;
         }
     }
 }
@@ -135,31 +167,42 @@ async fn run_job(
     index: &Index,
     metrics: &Metrics,
     job: &JobRow,
-    analyzer: &mut Option<Analyzer>,
+    analyzers: &mut Analyzers,
 ) -> Result<(), WorkflowError> {
-    let Some(prior_series) = find_prior(settings, index, job).await? else {
-        return Ok(());
+    let (prior_series, analysis, held) = match find_prior(settings, index, job).await? {
+        PriorOutcome::NotNow => return Ok(()),
+        PriorOutcome::Found(series) => (
+            Some(series),
+            settings.analysis.clone(),
+            &mut analyzers.follow_up,
+        ),
+        PriorOutcome::Missing => match &settings.single_visit {
+            Some(single_visit) => (None, single_visit.clone(), &mut analyzers.single_visit),
+            None => return Ok(()),
+        },
     };
     let current = series_source(settings, index, &job.current_series).await?;
-    let prior = series_source(settings, index, &prior_series).await?;
+    let prior = match &prior_series {
+        Some(series) => Some(series_source(settings, index, series).await?),
+        None => None,
+    };
     let out_dir = results_dir(&settings.data_dir, job.id);
-    let analysis = settings.analysis.clone();
     // The same job writes the same UIDs when it runs again (after a crash): PACS replaces them.
     let mut uids = Uids::derived(format!("msnode job {} {}", job.id, job.current_series));
-    let held = analyzer.take();
+    let taken = held.take();
     let (returned, result) = tokio::task::spawn_blocking(move || {
-        let mut analyzer = match held {
+        let mut analyzer = match taken {
             Some(a) => a,
             None => match Analyzer::open(analysis) {
                 Ok(a) => a,
                 Err(e) => return (None, Err(e)),
             },
         };
-        let result = analyzer.analyze(&current, &prior, &out_dir, &mut uids);
+        let result = analyzer.analyze(&current, prior.as_ref(), &out_dir, &mut uids);
         (Some(analyzer), result)
     })
     .await?;
-    *analyzer = returned;
+    *held = returned;
     let summary = match result {
         Ok(summary) => summary,
         Err(e) => {
@@ -189,6 +232,7 @@ async fn run_job(
     let state = index.finish_analysis(job.id, &json, &deliveries).await?;
     info!(
         job = job.id,
+        kind = ?summary.kind,
         lesions = summary.totals.count,
         seconds = summary.timings.total,
         %state,

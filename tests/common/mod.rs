@@ -21,6 +21,12 @@ pub fn shipped_model_dir() -> PathBuf {
     repo_root().join(msnode::config::Config::default().model.dir)
 }
 
+/// The shipped single-visit model (`[model] single_visit_dir`'s default).
+pub fn single_visit_model_dir() -> PathBuf {
+    let default = msnode::config::Config::default().model.single_visit_dir;
+    repo_root().join(default.expect("a single-visit model by default"))
+}
+
 /// `../shared/data` beside the repository (CI clones main next to shared/).
 pub fn shared_data() -> PathBuf {
     let dir = repo_root().join("../shared/data");

@@ -5,7 +5,9 @@ inference benchmark.
 nnU-Net does its own preprocessing (crop to the nonzero region, z-score per channel inside it,
 resampling to the plans' spacing, which is the identity on the model grid), its sliding window
 (half-tile steps, Gaussian weights) and, with --mirror, test-time mirroring over the checkpoint's
-axes. The foreground probability is written on the input grid. Prints a JSON line with timings.
+axes. The foreground probability is written on the input grid, 0 outside the channels' nonzero
+mask (holes filled, as nnU-Net makes it) as the model card's post-processing says (nnU-Net's own export leaves the network's output
+there). Prints a JSON line with timings.
 
 Usage: nnunet_predict.py --model-dir models/compact --inputs DIR --out PROB.nii.gz [--mirror] [--threads 2]
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy.ndimage import binary_fill_holes
 from msnode_training.export import load_trained_model
 from msnode_training.nnunet_data import CONFIGURATION
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -58,7 +61,9 @@ def main() -> int:
     _, probabilities = predictor.predict_single_npy_array(data, {"spacing": spacing_zyx}, None, None, True)
     predicted = time.perf_counter()
 
-    out = sitk.GetImageFromArray(np.asarray(probabilities[1], dtype=np.float32))
+    foreground = np.asarray(probabilities[1], dtype=np.float32)
+    foreground[~binary_fill_holes(np.any(data != 0, axis=0))] = 0.0
+    out = sitk.GetImageFromArray(foreground)
     out.CopyInformation(images[0])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(out, str(args.out))
