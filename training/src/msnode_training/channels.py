@@ -1,9 +1,11 @@
 """The network's input channels and their normalisation, shared by dataset conversion and inference.
 
-Channel order: 0 = prior FLAIR, 1 = current FLAIR, 2 = current_minus_prior, where current_minus_prior is
+Two-visit models, channel order: 0 = prior FLAIR, 1 = current FLAIR, 2 = current_minus_prior, where current_minus_prior is
 zscore(current) - zscore(prior), each z-score taken inside the nonzero mask, and 0 outside it. The nonzero mask
 is nnU-Net's: voxels where any channel is nonzero, holes filled. After that every channel is z-scored inside the
 mask (0 outside), which is nnU-Net's ZScoreNormalization with use_mask_for_norm.
+
+Single-visit models (no prior, issue 19 part 6) have one channel, `current`: the FLAIR itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ CHANNEL_DESCRIPTIONS = {
     "prior": "FLAIR of the earlier visit, on the current visit's grid (rigidly aligned), raw intensities",
     "current": "FLAIR of the later visit, raw intensities",
     "current_minus_prior": "zscore(current) - zscore(prior), z-scores inside the nonzero mask, 0 outside",
+}
+SINGLE_VISIT_CHANNELS = ("current",)
+SINGLE_VISIT_CHANNEL_DESCRIPTIONS = {
+    "current": "FLAIR of the visit (no prior), skull-stripped, raw intensities",
 }
 
 
@@ -38,6 +44,13 @@ def raw_input_channels(prior: np.ndarray, current: np.ndarray) -> np.ndarray:
     mask = nonzero_mask(two)
     difference = zscore_in_mask(current, mask) - zscore_in_mask(prior, mask)
     return np.concatenate([two, difference[None]], axis=0)
+
+
+def model_input_channels(prior: np.ndarray | None, current: np.ndarray) -> np.ndarray:
+    """The raw channels of a two-visit case, or of a single-visit case (`prior` None: the current FLAIR alone)."""
+    if prior is None:
+        return current[None].astype(np.float32)
+    return raw_input_channels(prior, current)
 
 
 def normalise_channels(channels: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from msnode_training.channels import CHANNEL_DESCRIPTIONS, INPUT_CHANNELS
+from msnode_training.channels import CHANNEL_DESCRIPTIONS
 from msnode_training.inference import (
     ModelGeometry,
     foreground_probability,
@@ -44,6 +44,20 @@ class TrainedModel:
     @property
     def configuration(self) -> dict:
         return self.plans["configurations"][CONFIGURATION]
+
+    @property
+    def input_channels(self) -> list[str]:
+        names = self.dataset_json["channel_names"]
+        return [names[str(i)] for i in range(len(names))]
+
+    @property
+    def single_visit(self) -> bool:
+        """One input channel, the current FLAIR: no prior."""
+        return self.input_channels == ["current"]
+
+    def inputs(self, case: LongitudinalCase) -> tuple[np.ndarray | None, np.ndarray]:
+        """(prior, current) as `foreground_probability` takes them for this model (prior None: single visit)."""
+        return (None if self.single_visit else case.prior), case.current
 
     def geometry(self, mirror_axes: tuple[int, ...] = ()) -> ModelGeometry:
         return ModelGeometry(tuple(float(v) for v in self.configuration["spacing"]),
@@ -72,7 +86,7 @@ def export_onnx(model: TrainedModel, onnx_path: Path) -> None:
     """Opset 17, float32, dynamic batch and spatial axes (each edge a multiple of the network's total stride)."""
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     patch = model.configuration["patch_size"]
-    example = torch.zeros((1, len(INPUT_CHANNELS), *patch), dtype=torch.float32)
+    example = torch.zeros((1, len(model.input_channels), *patch), dtype=torch.float32)
     axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
     torch.onnx.export(model.network, (example,), str(onnx_path), input_names=[INPUT_NAME],
                       output_names=[OUTPUT_NAME], opset_version=OPSET, dynamic_axes={INPUT_NAME: axes,
@@ -122,15 +136,14 @@ def parity_check(model: TrainedModel, onnx_path: Path, case: LongitudinalCase, t
     difference at the card's threshold, and at the 99.5th percentile of the PyTorch probability inside the
     brain so that the comparison never rests on two empty masks."""
     geometry = model.geometry()
-    probability_torch = foreground_probability(case.prior, case.current, case.geometry, geometry,
-                                               torch_runner(model.network))
+    prior, current = model.inputs(case)
+    probability_torch = foreground_probability(prior, current, case.geometry, geometry, torch_runner(model.network))
     session = onnx_session(onnx_path)
     started = time.monotonic()
-    probability_onnx = foreground_probability(case.prior, case.current, case.geometry, geometry,
-                                              onnx_runner(session))
+    probability_onnx = foreground_probability(prior, current, case.geometry, geometry, onnx_runner(session))
     onnx_seconds = time.monotonic() - started
     spacing = case.geometry.spacing_zyx
-    inside = (case.prior > 0) | (case.current > 0)
+    inside = current > 0 if prior is None else (prior > 0) | (current > 0)
     percentile_threshold = float(np.percentile(probability_torch[inside], 99.5))
     largest_difference = float(np.abs(probability_torch - probability_onnx).max())
     report: dict[str, Any] = {"case": case.case_id, "max_abs_probability_difference": largest_difference,
@@ -156,8 +169,12 @@ def parity_check(model: TrainedModel, onnx_path: Path, case: LongitudinalCase, t
 
 def build_model_card(name: str, version: str, onnx_path: Path, model: TrainedModel, threshold: float,
                      min_lesion_volume_mm3: float, provenance: dict, evaluation: dict,
-                     mirror_axes: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+                     mirror_axes: tuple[int, ...] = (0, 1, 2), channel_descriptions: dict[str, str] | None = None,
+                     preprocessing: list[str] | None = None) -> dict[str, Any]:
+    """The card the node reads. Input channels and output labels come from the model's dataset.json;
+    `channel_descriptions` and `preprocessing` default to the two-visit model's."""
     configuration = model.configuration
+    descriptions = CHANNEL_DESCRIPTIONS if channel_descriptions is None else channel_descriptions
     return {
         "schema_version": CARD_SCHEMA_VERSION,
         "name": name,
@@ -167,8 +184,8 @@ def build_model_card(name: str, version: str, onnx_path: Path, model: TrainedMod
         "opset": OPSET,
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
-        "input_channels": list(INPUT_CHANNELS),
-        "input_channel_descriptions": dict(CHANNEL_DESCRIPTIONS),
+        "input_channels": model.input_channels,
+        "input_channel_descriptions": {c: descriptions[c] for c in model.input_channels},
         "axis_order": "arrays are (z, y, x) as SimpleITK reads them (x fastest); tensors are (batch, channel, z, y, x)",
         "spacing_mm": [float(v) for v in configuration["spacing"]],
         "patch_size": [int(v) for v in configuration["patch_size"]],
@@ -176,7 +193,7 @@ def build_model_card(name: str, version: str, onnx_path: Path, model: TrainedMod
         "spatial_divisor": total_stride(configuration),
         "normalization": {"scheme": "zscore", "use_mask": True, "clip_percentiles": None,
                           "mask": "nonzero: any input channel nonzero, holes filled; 0 outside after normalisation"},
-        "preprocessing": [
+        "preprocessing": list(preprocessing) if preprocessing is not None else [
             "align the prior to the current visit (rigid) on one grid; skull-strip both "
             "(training data were brain-only)",
             "resample both visits to spacing_mm (third-order B-spline)",
@@ -190,7 +207,7 @@ def build_model_card(name: str, version: str, onnx_path: Path, model: TrainedMod
             "threshold at default_threshold, drop connected components (6-neighbour) of min_lesion_volume_mm3 or less",
         ],
         "output_activation": "softmax",
-        "output_labels": {str(v): k for k, v in LABELS.items()},
+        "output_labels": {str(v): k for k, v in model.dataset_json.get("labels", LABELS).items()},
         "default_threshold": float(threshold),
         "min_lesion_volume_mm3": float(min_lesion_volume_mm3),
         "mirror_axes": list(mirror_axes),
@@ -254,7 +271,9 @@ def format_figure(value: Any) -> str:
 
 
 def method_summary(provenance: dict[str, Any]) -> str:
-    """A few sentences on how the model was made, from the card's provenance."""
+    """A few sentences on how the model was made, from the card's provenance (its `method` when it has one)."""
+    if isinstance(provenance.get("method"), str):
+        return provenance["method"]
     data = provenance.get("training_data", {})
     finetune, pretrain = data.get("finetune", {}), data.get("pretraining", {})
     iterations = provenance.get("iterations", {})
@@ -289,10 +308,25 @@ def write_model_card_markdown(card: dict[str, Any], path: Path) -> None:
         f"{json.dumps(held_out['onnx_cpu_seconds_per_case'])}.\n")
     channels = "\n".join(f"{i}. `{c}`: {card['input_channel_descriptions'].get(c, '')}"
                          for i, c in enumerate(card["input_channels"]))
+    single_visit = "prior" not in card["input_channels"]
+    task = ("all FLAIR-hyperintense multiple-sclerosis lesions on a single FLAIR (no prior visit)" if single_visit
+            else "candidate new or\nenlarging multiple-sclerosis lesions between a prior and a current FLAIR")
+    inputs_note = "The FLAIR must be skull-stripped." if single_visit else \
+        "Both visits must be rigidly aligned and skull-stripped."
+    data_limits = ("- Real evaluation data: one Lesjak cross-sectional patient (patient26, CC-BY, Lesjak et al., "
+                   "Neuroinformatics 2017),\n  never used for training or tuning. One patient says little about "
+                   "performance elsewhere.\n- Training cases are built on one real scan (patient07) with real lesion "
+                   "shapes inserted;\n  expect a domain gap on other scanners and protocols." if single_visit else
+                   "- Real evaluation data here are the Lesjak longitudinal patients (CC-BY; Lesjak et al., "
+                   "Neuroinformatics 2016):\n  two patients, thick-slice 2D FLAIR. Figures on so few cases say little "
+                   "about performance elsewhere.\n- Synthetic training data (MNI152 anatomy from nilearn, Lesjak "
+                   "cross-sectional FLAIRs, CC-BY, Lesjak et al. 2017)\n  differ from clinical scans; expect a domain gap.")
+    label_limit = ("Every FLAIR hyperintensity that looks like an MS lesion is labelled; other hyperintense "
+                   "pathology may be marked too." if single_visit else
+                   "Only change that is brighter at the current visit is labelled; shrinking lesions are not reported.")
     text = f"""# Model card: {card['name']} {card['version']}
 
-**Intended use: research and evaluation only. Not cleared for clinical use.** The model marks candidate new or
-enlarging multiple-sclerosis lesions between a prior and a current FLAIR; every output needs review by a
+**Intended use: research and evaluation only. Not cleared for clinical use.** The model marks {task}; every output needs review by a
 qualified reader.
 
 ## Files
@@ -306,7 +340,7 @@ qualified reader.
 
 Spacing {card['spacing_mm']} mm (z, y, x); patch {card['patch_size']}; dynamic spatial size: {card['dynamic_spatial']}
 (edges multiples of {card.get('spatial_divisor')}). Normalisation: z-score per channel inside the nonzero mask.
-Both visits must be rigidly aligned and skull-stripped. Defaults: threshold {card['default_threshold']},
+{inputs_note} Defaults: threshold {card['default_threshold']},
 minimum lesion volume {card['min_lesion_volume_mm3']} mm3, test-time mirroring axes {card['mirror_axes']}.
 
 ## Data and method
@@ -326,10 +360,7 @@ The full training log (case lists, learning-rate search, validation F1 per epoch
 Parity ONNX Runtime vs PyTorch: {json.dumps(evaluation.get('onnx_parity', {}))}
 
 ## Limits
-- Real evaluation data here are the Lesjak longitudinal patients (CC-BY; Lesjak et al., Neuroinformatics 2016):
-  two patients, thick-slice 2D FLAIR. Figures on so few cases say little about performance elsewhere.
-- Synthetic training data (MNI152 anatomy from nilearn, Lesjak cross-sectional FLAIRs, CC-BY, Lesjak et al. 2017)
-  differ from clinical scans; expect a domain gap.
-- Only change that is brighter at the current visit is labelled; shrinking lesions are not reported.
+{data_limits}
+- {label_limit}
 """
     path.write_text(text)

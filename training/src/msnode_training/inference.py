@@ -19,8 +19,8 @@ from scipy import ndimage
 from msnode_training.channels import (
     bounding_box,
     nonzero_mask,
+    model_input_channels,
     normalise_channels,
-    raw_input_channels,
 )
 from msnode_training.metrics import remove_small_components
 from msnode_training.volumes import Geometry, resample_array
@@ -116,18 +116,19 @@ class ModelGeometry:
     mirror_axes: tuple[int, ...] = ()
 
 
-def foreground_probability(prior: np.ndarray, current: np.ndarray, geometry: Geometry, model: ModelGeometry,
-                           run_patch: PatchRunner) -> np.ndarray:
+def foreground_probability(prior: np.ndarray | None, current: np.ndarray, geometry: Geometry,
+                           model: ModelGeometry, run_patch: PatchRunner) -> np.ndarray:
     """Lesion probability on the input grid: resample to the model spacing, build and normalise the channels
     inside the nonzero mask's bounding box, slide the window, resample the probability back (linear) and zero it
-    outside the input's nonzero mask."""
+    outside the input's nonzero mask. `prior` None: a single-visit model (one channel, the current FLAIR)."""
     original_prior, original_current = prior, current
     target = geometry.with_spacing(model.spacing_zyx)
     same_grid = target.shape_zyx == geometry.shape_zyx and np.allclose(target.spacing_zyx, geometry.spacing_zyx)
     if not same_grid:
-        prior = resample_array(prior.astype(np.float32), geometry, target, sitk.sitkBSpline)
+        if prior is not None:
+            prior = resample_array(prior.astype(np.float32), geometry, target, sitk.sitkBSpline)
         current = resample_array(current.astype(np.float32), geometry, target, sitk.sitkBSpline)
-    channels = raw_input_channels(prior, current)
+    channels = model_input_channels(prior, current)
     mask = nonzero_mask(channels)
     box = bounding_box(mask)
     cropped = normalise_channels(channels[(slice(None), *box)], mask[box])
@@ -137,7 +138,7 @@ def foreground_probability(prior: np.ndarray, current: np.ndarray, geometry: Geo
     if not same_grid:
         probability = resample_array(probability, target, geometry, sitk.sitkLinear)
         # Linear resampling smears probability past the edge of the input; nothing outside it is a lesion.
-        probability[~nonzero_mask(np.stack([original_prior, original_current]))] = 0
+        probability[~nonzero_mask(model_input_channels(original_prior, original_current))] = 0
     return probability
 
 

@@ -12,12 +12,12 @@ import shutil
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from msnode_training.channels import INPUT_CHANNELS, raw_input_channels
+from msnode_training.channels import INPUT_CHANNELS, model_input_channels
 from msnode_training.paths import data_workers, worker_pool
 from msnode_training.readers import LongitudinalCase
 from msnode_training.volumes import resample_array, write_volume
@@ -35,9 +35,9 @@ def resample_case(case: LongitudinalCase, spacing_zyx: tuple[float, float, float
     target = case.geometry.with_spacing(spacing_zyx)
     if target.shape_zyx == case.geometry.shape_zyx and np.allclose(target.spacing_zyx, case.geometry.spacing_zyx):
         return case
-    images = [resample_array(v.astype(np.float32), case.geometry, target, sitk.sitkBSpline)
+    images = [None if v is None else np.clip(resample_array(v.astype(np.float32), case.geometry, target,
+                                                             sitk.sitkBSpline), 0, None)
               for v in (case.prior, case.current)]
-    images = [np.clip(v, 0, None) for v in images]
     label = None
     if case.label is not None:
         label = (resample_array(case.label.astype(np.float32), case.geometry, target) > 0.5).astype(np.uint8)
@@ -46,21 +46,25 @@ def resample_case(case: LongitudinalCase, spacing_zyx: tuple[float, float, float
 
 def write_raw_case(case: LongitudinalCase, dataset_dir: Path,
                    spacing_zyx: tuple[float, float, float] | None = None) -> str:
-    """One case's three channels and label, resampled to `spacing_zyx` first when given; returns its id."""
+    """One case's channels (three, or one for a single-visit case) and label, resampled to `spacing_zyx` first
+    when given; returns its id."""
     if spacing_zyx is not None:
         case = resample_case(case, spacing_zyx)
-    channels = raw_input_channels(case.prior, case.current)
+    channels = model_input_channels(case.prior, case.current)
     for index, channel in enumerate(channels):
         write_volume(dataset_dir / "imagesTr" / f"{case.case_id}_{index:04d}.nii.gz", channel, case.geometry)
-    label = case.label if case.label is not None else np.zeros(case.prior.shape, dtype=np.uint8)
+    label = case.label if case.label is not None else np.zeros(case.current.shape, dtype=np.uint8)
     write_volume(dataset_dir / "labelsTr" / f"{case.case_id}.nii.gz", label.astype(np.uint8), case.geometry)
     return case.case_id
 
 
 def write_raw_dataset(cases: Iterable[LongitudinalCase], dataset_id: int, name: str,
                       spacing_zyx: tuple[float, float, float] | None = None,
-                      description: str = "") -> Path:
-    """Write cases as nnU-Net v2 raw dataset `dataset_id` (imagesTr, labelsTr, dataset.json); returns its folder."""
+                      description: str = "", channels: Sequence[str] = INPUT_CHANNELS,
+                      labels: dict[str, int] | None = None) -> Path:
+    """Write cases as nnU-Net v2 raw dataset `dataset_id` (imagesTr, labelsTr, dataset.json); returns its folder.
+    `channels` names the channels the cases make (`SINGLE_VISIT_CHANNELS` for single-visit cases); `labels`
+    defaults to LABELS."""
     dataset_dir = Path(os.environ["nnUNet_raw"]) / dataset_name(dataset_id, name)
     # A dataset id is rewritten whole: leftovers of an earlier run would otherwise join the planning.
     for stale in (dataset_dir, Path(os.environ["nnUNet_preprocessed"]) / dataset_dir.name):
@@ -70,8 +74,8 @@ def write_raw_dataset(cases: Iterable[LongitudinalCase], dataset_id: int, name: 
     if len(set(case_ids)) != len(case_ids):
         raise ValueError("case ids must be unique within a dataset")
     dataset_json = {
-        "channel_names": {str(i): c for i, c in enumerate(INPUT_CHANNELS)},
-        "labels": LABELS,
+        "channel_names": {str(i): c for i, c in enumerate(channels)},
+        "labels": dict(LABELS if labels is None else labels),
         "numTraining": len(case_ids),
         "file_ending": ".nii.gz",
         "overwrite_image_reader_writer": "SimpleITKIO",

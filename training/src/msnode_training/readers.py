@@ -21,10 +21,11 @@ MSSEG2_TRUTH = "ground_truth.nii.gz"
 
 @dataclass
 class LongitudinalCase:
-    """Two aligned FLAIR visits and, when known, the new-or-enlarging lesion mask (1) on the same grid."""
+    """Two aligned FLAIR visits and, when known, the new-or-enlarging lesion mask (1) on the same grid. A
+    single-visit case (`single_visit.py`) has `prior` None and its label marks every lesion of `current`."""
 
     case_id: str
-    prior: np.ndarray
+    prior: np.ndarray | None
     current: np.ndarray
     label: np.ndarray | None
     geometry: Geometry

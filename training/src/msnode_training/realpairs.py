@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -49,6 +49,7 @@ from scipy.special import erf
 from msnode_training.paths import WorkerPool, lesjak_cross_sectional_dir, lesjak_longitudinal_dir, shared_data_dir
 from msnode_training.readers import (
     LongitudinalCase,
+    SingleVisitCase,
     read_lesjak_cross_sectional_case,
     read_lesjak_longitudinal_case,
     read_msseg2_case,
@@ -173,6 +174,29 @@ def thick_slice_resample(image: sitk.Image, target: Geometry, thickness_mm: floa
     return resample_to(smoothed, target, sitk.sitkLinear)
 
 
+@lru_cache(maxsize=4)
+def cross_sectional_source(patient: str) -> SingleVisitCase:
+    """A Lesjak cross-sectional patient at its own 1 mm MNI resolution (cached per process)."""
+    return read_lesjak_cross_sectional_case(lesjak_cross_sectional_dir() / patient)
+
+
+def image_brain_mask(image: np.ndarray) -> np.ndarray:
+    """The brain of a skull-stripped scan: above 5 % of its 99th percentile, opened in-plane, holes filled, the
+    large components."""
+    brain = image > 0.05 * np.percentile(image[image > 0], 99)
+    brain = ndimage.binary_fill_holes(ndimage.binary_opening(brain, structure=np.ones((1, 3, 3), bool)))
+    return _largest_components(brain, int(brain.sum() * 0.5))
+
+
+def thick_slice_scan(scan: SingleVisitCase, grid: Geometry,
+                     thickness_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1 mm scan as a 2D acquisition of `thickness_mm` slices on `grid`: (image, lesion occupancy 0..1 through
+    the same slice profile, brain mask)."""
+    image = thick_slice_resample(scan.geometry.to_image(scan.flair), grid, thickness_mm)
+    occupancy = thick_slice_resample(scan.geometry.to_image(scan.lesions.astype(np.float32)), grid, thickness_mm)
+    return image, occupancy, image_brain_mask(image)
+
+
 def _crop_to_brain(geometry: Geometry, arrays: dict[str, np.ndarray], brain: np.ndarray,
                    margin: int = 3) -> tuple[Geometry, dict[str, np.ndarray]]:
     nz = np.argwhere(brain)
@@ -280,14 +304,10 @@ def load_background(name: str, spacing_zyx: tuple[float, float, float],
         real_new = new if mode == "pair" else np.zeros_like(new)
     elif name.startswith("lesjak-cross-sectional/"):
         patient = name.split("/")[1]
-        cs = read_lesjak_cross_sectional_case(lesjak_cross_sectional_dir() / patient)
+        cs = cross_sectional_source(patient)
         grid = _pair_grid(cs.geometry, spacing_zyx)
-        image = thick_slice_resample(cs.geometry.to_image(cs.flair), grid, background_slice_thickness_mm)
-        lesions_on_current = thick_slice_resample(cs.geometry.to_image(cs.lesions.astype(np.float32)), grid,
-                                                  background_slice_thickness_mm) > 0.5
-        brain = image > 0.05 * np.percentile(image[image > 0], 99)
-        brain = ndimage.binary_fill_holes(ndimage.binary_opening(brain, structure=np.ones((1, 3, 3), bool)))
-        brain = _largest_components(brain, int(brain.sum() * 0.5))
+        image, occupancy, brain = thick_slice_scan(cs, grid, background_slice_thickness_mm)
+        lesions_on_current = occupancy > 0.5
         prior = current = image
         change = lesions_on_current
         real_new = np.zeros_like(lesions_on_current)
@@ -450,22 +470,25 @@ def _component_shapes(mask: np.ndarray, geometry: Geometry, source: str,
     return shapes
 
 
-def lesion_mask_files(max_files: int = 0) -> dict[str, list[Path]]:
-    """The lesion-mask files shapes come from; never patient03's change mask (kept for evaluation)."""
+def lesion_mask_files(max_files: int = 0, exclude_cross_sectional: tuple[str, ...] = ()) -> dict[str, list[Path]]:
+    """The lesion-mask files shapes come from; never patient03's change mask (kept for evaluation), nor the
+    cross-sectional patients in `exclude_cross_sectional` (a model's held-out test patients)."""
     root = shared_data_dir() / "lesion-masks"
     change = [p / "change_mask_common.nii.gz" for p in sorted((root / "longitudinal-change").glob("patient*"))
               if p.name not in EVALUATION_ONLY_PATIENTS]
-    cross = sorted((root / "cross-sectional-mni").glob("patient*_lesions_mni.nii.gz"))
+    cross = [p for p in sorted((root / "cross-sectional-mni").glob("patient*_lesions_mni.nii.gz"))
+             if p.name.split("_")[0] not in exclude_cross_sectional]
     files = {"change": [p for p in change if p.is_file()], "cross_sectional": cross}
     return {k: v[:max_files] if max_files else v for k, v in files.items()}
 
 
 @lru_cache(maxsize=4)
-def shape_library(max_volume_mm3: float, cache_dir: Path | None = None,
-                  max_files: int = 0) -> dict[str, list[Shape]]:
+def shape_library(max_volume_mm3: float, cache_dir: Path | None = None, max_files: int = 0,
+                  exclude_cross_sectional: tuple[str, ...] = ()) -> dict[str, list[Shape]]:
     """Real lesion shapes: `change` (longitudinal change components, every patient but patient03) and
-    `cross_sectional` (MNI consensus lesions); cached as one npz under `cache_dir` when given."""
-    files = lesion_mask_files(max_files)
+    `cross_sectional` (MNI consensus lesions, without `exclude_cross_sectional`); cached as one npz under
+    `cache_dir` when given (the file list is part of its name)."""
+    files = lesion_mask_files(max_files, exclude_cross_sectional)
     stamp = hashlib.sha256(json.dumps({k: [str(p) for p in v] for k, v in files.items()}).encode()
                            + f"{max_volume_mm3}/{SHAPES_VERSION}".encode()).hexdigest()[:12]
     cache = cache_dir / f"shapes_{stamp}.npz" if cache_dir is not None else None
@@ -724,20 +747,78 @@ def _choose_centre(zone: np.ndarray, rng: np.random.Generator) -> np.ndarray | N
     return np.array(index, dtype=np.float64) + rng.uniform(-0.5, 0.5, 3)
 
 
+@dataclass
+class LesionCandidate:
+    """A lesion placed, rendered and accepted on a background (not yet painted)."""
+
+    zone: str
+    shape: Shape
+    centre: np.ndarray
+    placement: Placement
+    blur: float
+    contrast: float
+    occupancy: np.ndarray  # rendered on the pair grid, in `placement.box`
+    visible: np.ndarray  # occupancy >= 0.5
+
+
+def insertion_masks(bg: Background) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed, white_near): where a lesion's visible part may lie (inside the brain by > 1 mm, off the
+    ventricles) and the white matter grown in-plane by a voxel (>= 60 % of a lesion must lie there)."""
+    inner = ndimage.distance_transform_edt(bg.brain, sampling=bg.geometry.spacing_zyx) > 1.0
+    white_near = ndimage.binary_dilation(bg.white_matter, structure=np.ones((1, 3, 3), bool), iterations=1)
+    return inner & ~bg.ventricles, white_near
+
+
+def draw_lesion_candidate(rng: np.random.Generator, bg: Background, shapes: Sequence[Shape], config: RealPairConfig,
+                          occupied: np.ndarray, allowed: np.ndarray, white_near: np.ndarray, blurs: np.ndarray,
+                          draw_contrast: Callable[[], float],
+                          render_current: Callable[[Placement, float], np.ndarray]) -> LesionCandidate | None:
+    """One try at a lesion: a zone (config.zone_weights), a free centre in it, a real shape with a random
+    orientation, a measured blur and a contrast, rendered through the current's slice profile; None when the try
+    fails (the visible part must be > 3 mm3, inside `allowed`, clear of `occupied`, >= 60 % in `white_near`)."""
+    spacing = bg.geometry.spacing_zyx
+    voxel = float(np.prod(spacing))
+    zone = ZONES[int(rng.choice(3, p=np.array(config.zone_weights) / sum(config.zone_weights)))]
+    centre = _choose_centre(bg.zones[zone] & ~occupied, rng)
+    if centre is None:
+        return None
+    shape = shapes[int(rng.integers(len(shapes)))]
+    placement = place_shape(shape, centre, bg.geometry.shape_zyx, spacing, config.fine_factor_zyx,
+                            _rotation_matrix(rng))
+    if placement is None:
+        return None
+    blur, contrast = float(rng.choice(blurs)), draw_contrast()
+    occupancy = render_current(placement, blur)
+    visible = occupancy >= 0.5
+    box = placement.box
+    if visible.sum() * voxel <= 3.0 or not np.all(allowed[box][visible]) or np.any(occupied[box][visible]):
+        return None
+    if np.mean(white_near[box][visible]) < 0.6:
+        return None
+    return LesionCandidate(zone, shape, centre, placement, blur, contrast, occupancy, visible)
+
+
+def insertion_statistics(name: str, config: RealPairConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(contrasts, blurs) an inserted lesion is drawn from: the background's measured real-lesion profiles
+    (visible contrasts only), with fallbacks when it has too few lesions."""
+    profiles = lesion_profiles(name, config.spacing_zyx, config.background_slice_thickness_mm)
+    visible_contrasts = [c for c in profiles["contrast"] if c >= MIN_VISIBLE_CONTRAST]
+    contrasts = np.array(visible_contrasts) if len(visible_contrasts) >= 3 else np.array([1.45])
+    blurs = np.array(profiles["blur_sigma_mm"]) if len(profiles["blur_sigma_mm"]) >= 3 else np.array([0.8])
+    return contrasts, blurs
+
+
 def generate_pair(seed: int, index: int, config: RealPairConfig,
                   shape_cache_dir: Path | None = None) -> tuple[LongitudinalCase, dict[str, Any]]:
     """Pair `index` of the series `seed`; the same (seed, index, config) gives the same arrays."""
     rng = case_rng(seed, index)
     name = config.backgrounds[int(rng.integers(len(config.backgrounds)))]
     bg = load_background(name, config.spacing_zyx, config.background_slice_thickness_mm)
-    profiles = lesion_profiles(name, config.spacing_zyx, config.background_slice_thickness_mm)
     shapes = shape_library(config.max_shape_volume_mm3, shape_cache_dir, config.max_shape_files)
     spacing = bg.geometry.spacing_zyx
     voxel = float(np.prod(spacing))
     grid_shape = bg.geometry.shape_zyx
-    visible_contrasts = [c for c in profiles["contrast"] if c >= MIN_VISIBLE_CONTRAST]
-    contrasts = np.array(visible_contrasts) if len(visible_contrasts) >= 3 else np.array([1.45])
-    blurs = np.array(profiles["blur_sigma_mm"]) if len(profiles["blur_sigma_mm"]) >= 3 else np.array([0.8])
+    contrasts, blurs = insertion_statistics(name, config)
 
     # Slice positions: the current's slices sit at `current` offset within the lesions' frame, the prior's are
     # shifted by `slice_shift` more (its image lives on that shifted grid until it is resampled to the current's).
@@ -749,9 +830,7 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     label = bg.real_new.copy()
     occupied = bg.avoid.copy()
     lesions_meta: list[dict[str, Any]] = []
-    inner = ndimage.distance_transform_edt(bg.brain, sampling=spacing) > 1.0
-    allowed = inner & ~bg.ventricles
-    white_near = ndimage.binary_dilation(bg.white_matter, structure=np.ones((1, 3, 3), bool), iterations=1)
+    allowed, white_near = insertion_masks(bg)
 
     no_new = rng.uniform() < config.no_new_lesion_probability
     n_new = 0 if no_new else int(rng.integers(config.new_lesions[0], config.new_lesions[1] + 1))
@@ -770,23 +849,14 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
 
     def try_insert(kind: str, library: str, tries: int = 25) -> None:
         for _ in range(tries):
-            zone = ZONES[int(rng.choice(3, p=np.array(config.zone_weights) / sum(config.zone_weights)))]
-            centre = _choose_centre(bg.zones[zone] & ~occupied, rng)
-            if centre is None:
+            candidate = draw_lesion_candidate(rng, bg, shapes[library], config, occupied, allowed, white_near,
+                                              blurs, lambda: draw_contrast(kind),
+                                              lambda placement, blur: render(placement, "current", blur))
+            if candidate is None:
                 continue
-            shape = shapes[library][int(rng.integers(len(shapes[library])))]
-            placement = place_shape(shape, centre, grid_shape, spacing, config.fine_factor_zyx,
-                                    _rotation_matrix(rng))
-            if placement is None:
-                continue
-            blur, contrast = float(rng.choice(blurs)), draw_contrast(kind)
-            occupancy_current = render(placement, "current", blur)
-            visible = occupancy_current >= 0.5
-            box = placement.box
-            if visible.sum() * voxel <= 3.0 or not np.all(allowed[box][visible]) or np.any(occupied[box][visible]):
-                continue
-            if np.mean(white_near[box][visible]) < 0.6:
-                continue
+            zone, shape, centre, placement = candidate.zone, candidate.shape, candidate.centre, candidate.placement
+            blur, contrast = candidate.blur, candidate.contrast
+            occupancy_current, visible, box = candidate.occupancy, candidate.visible, placement.box
             scale = float(rng.uniform(0.45, 0.75)) if kind == "enlarging" else 1.0
             occupancy_prior = None
             if kind == "unchanged":
