@@ -11,7 +11,7 @@ series_uid = $(PY) -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], st
 # Python version made the venv. Expanded when a recipe runs, so after `make setup` created it.
 export ORT_DYLIB_PATH ?= $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1))
 
-.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-workflow bench-load lint fuzz package test-package test-docker
+.PHONY: setup system-deps venv build test demo bench-ingest bench-infer bench-scaling bench-workflow bench-load lint fuzz package test-package test-docker
 
 ## Install everything the node, its tests and benchmarks need on Debian 12.
 setup: system-deps venv
@@ -70,7 +70,7 @@ lint:
 ## are started; a real MS patient's two FLAIR visits (tests/data, CC-BY) are sent to msnode over DICOM;
 ## msnode notices the series are complete, recognises the FLAIR, finds the prior in its index, runs the
 ## shipped model and sends the DICOM-SEG, the TID 1500 report and the overlay series to the PACS by
-## itself. The demo waits until the PACS holds them and prints the job (lesions, timings, deliveries).
+## itself (the first visit, without a prior, gets a lesion-load report from the single-visit model). The demo waits until the PACS holds them and prints the job (lesions, timings, deliveries).
 demo: venv build
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/pacs
 	target/release/msnode import-nifti $(DEMO_PAIR)/study1_FLAIR.nii.gz $(DEMO_DIR)/prior --as-acquired \
@@ -97,6 +97,8 @@ demo: venv build
 	  id=$$(target/release/msnode --config $(DEMO_DIR)/msnode.toml jobs --json | $(PY) -c \
 	    "import json,sys; print(next(j['id'] for j in json.load(sys.stdin) if j['current_series']==sys.argv[1]))" $$current); \
 	  target/release/msnode --config $(DEMO_DIR)/msnode.toml job $$id; \
+	  echo "every job (the first visit, which has no prior, gets its lesion load from the single-visit model):"; \
+	  target/release/msnode --config $(DEMO_DIR)/msnode.toml jobs; \
 	  target/release/msnode --config $(DEMO_DIR)/msnode.toml status | tail -2; \
 	  echo "admin server (http://127.0.0.1:11192/ while the node runs), /readyz:"; \
 	  $(PY) -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:11192/readyz').read().decode(), end='')"; \
@@ -110,6 +112,11 @@ bench-ingest: venv build
 
 bench-infer: venv build
 	$(PY) benches/infer.py
+
+## `msnode analyze` per stage and peak memory against the input size (the real pair resampled finer)
+## and threads (1, 2), the shipped model and realbg; nnU-Net's predictor as the inference peer.
+bench-scaling: venv build
+	$(PY) benches/scaling.py --models models/compact models/realbg
 
 ## From the last instance of a follow-up acknowledged to the last result acknowledged by a local PACS.
 bench-workflow: venv build

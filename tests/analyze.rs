@@ -231,7 +231,7 @@ fn a_first_visit_without_a_prior_gets_its_lesion_load() {
     let script = format!(
         "import pydicom\nseg = pydicom.dcmread({seg:?})\nsr = pydicom.dcmread({sr:?})\n\
          print([s.SegmentLabel for s in seg.SegmentSequence], seg.SeriesDescription)\n\
-         print(sr)",
+         sr.walk(lambda ds, e: print(e.value) if e.keyword == 'TextValue' else None)",
         seg = out.join("seg.dcm").display().to_string(),
         sr = out.join("sr.dcm").display().to_string()
     );
