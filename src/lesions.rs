@@ -171,12 +171,13 @@ pub fn connected_components(mask: ArrayView3<bool>) -> (Array3<u32>, Vec<Vec<[us
 }
 
 /// Find lesions in `probability` ([slice, row, column] on the grid of `affine`).
-/// `prior_z` is the aligned prior, z-scored inside the brain, on the same grid; without it no lesion
-/// has a change (the lesion load of a single visit).
+/// `prior_z` gives the aligned prior, z-scored inside the brain, at a voxel `[slice, row, column]`
+/// of the same grid (it is asked only for lesion voxels); without it no lesion has a change (the
+/// lesion load of a single visit).
 pub fn find_lesions(
     probability: ArrayView3<f32>,
     affine: &Affine,
-    prior_z: Option<ArrayView3<f32>>,
+    prior_z: Option<&dyn Fn([usize; 3]) -> f32>,
     threshold: f32,
     min_volume_mm3: f64,
 ) -> LesionMap {
@@ -207,7 +208,7 @@ pub fn find_lesions(
             let p = probability[[k, j, i]];
             max_p = max_p.max(p);
             sum_p += p as f64;
-            if prior_z.is_some_and(|z| z[[k, j, i]] >= PRIOR_HYPERINTENSE_Z) {
+            if prior_z.is_some_and(|z| z([k, j, i]) >= PRIOR_HYPERINTENSE_Z) {
                 hyperintense += 1;
             }
         }
@@ -330,7 +331,7 @@ mod tests {
         prior[[0, 1, 0]] = 2.5;
         prior[[0, 1, 1]] = 3.0;
         prior[[0, 4, 7]] = 2.5;
-        let map = find_lesions(p.view(), &affine(), Some(prior.view()), 0.5, 0.0);
+        let map = find_lesions(p.view(), &affine(), Some(&|v| prior[v]), 0.5, 0.0);
         let changes: Vec<Option<Change>> = map.lesions.iter().map(|l| l.change).collect();
         assert_eq!(changes, vec![Some(Change::Enlarging), Some(Change::New)]);
         assert_eq!(map.lesions[0].prior_hyperintense_fraction, Some(0.5));

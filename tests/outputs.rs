@@ -394,8 +394,10 @@ fn check_report(kind: AnalysisKind) -> String {
             }
         }
     }
-    let prior_z = (kind == AnalysisKind::FollowUp).then_some(prior_z.view());
-    let map = find_lesions(probability.view(), &volume.affine, prior_z, 0.5, 3.0);
+    let prior_z_at = |voxel: [usize; 3]| prior_z[voxel];
+    let prior_z_at: Option<&dyn Fn([usize; 3]) -> f32> =
+        (kind == AnalysisKind::FollowUp).then_some(&prior_z_at);
+    let map = find_lesions(probability.view(), &volume.affine, prior_z_at, 0.5, 3.0);
     assert_eq!(map.lesions.len(), 2);
     let masks: Vec<Array3<bool>> = lesion_classes(kind)
         .iter()

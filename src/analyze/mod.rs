@@ -28,7 +28,7 @@ use crate::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
 pub use crate::lesions::AnalysisKind;
 use crate::lesions::{Lesion, LesionSummary, find_lesions};
 use crate::prepare::{
-    AlignedPrior, Channel, PrepareError, model_input, prior_z_on_current, to_current_grid,
+    AlignedPrior, BrainStats, Channel, PrepareError, PriorZ, model_input, to_current_grid,
 };
 use crate::register::{Quality, RegisterError, RegisterOptions, Registration, register};
 use crate::volume::{Volume, VolumeError};
@@ -157,6 +157,8 @@ pub struct AnalysisSummary {
 /// the model run, and the lesion probability.
 pub struct Prediction {
     pub registration: Option<Registration>,
+    /// The aligned prior's intensity inside the brain (what its z-scores are taken against).
+    pub prior_brain: Option<BrainStats>,
     /// Lesion probability on the current scan's grid.
     pub probability: Volume,
     /// Lesion probability on the model grid, where the network ran.
@@ -332,6 +334,7 @@ impl Analyzer {
             to_current_grid(&model_probability, current).map_err(AnalyzeError::Prepare)?;
         Ok(Prediction {
             registration,
+            prior_brain: input.prior_brain,
             probability,
             model_probability,
             model_inputs: input.raw,
@@ -352,18 +355,22 @@ impl Analyzer {
         let (current, prior, prediction) = self.load_and_predict(current, prior, &mut timings)?;
 
         let mut watch = Stopwatch::start();
-        let prior_z = match (&prior, &prediction.registration) {
-            (Some(prior), Some(registration)) => Some(
-                prior_z_on_current(&current.volume, &prior.volume, &registration.transform)
-                    .map_err(AnalyzeError::Prepare)?,
-            ),
+        let prior_z = match (&prior, &prediction.registration, prediction.prior_brain) {
+            (Some(prior), Some(registration), Some(stats)) => {
+                let aligned = AlignedPrior {
+                    volume: &prior.volume,
+                    to_prior: &registration.transform,
+                };
+                Some(PriorZ::new(&current.volume, aligned, stats).map_err(AnalyzeError::Prepare)?)
+            }
             _ => None,
         };
+        let prior_z_at = prior_z.as_ref().map(|z| move |voxel| z.at(voxel));
         let (threshold, min_volume) = (self.threshold(), self.min_lesion_volume());
         let lesions = find_lesions(
             prediction.probability.data.view(),
             &current.volume.affine,
-            prior_z.as_ref().map(|z| z.view()),
+            prior_z_at.as_ref().map(|f| f as &dyn Fn([usize; 3]) -> f32),
             threshold,
             min_volume,
         );

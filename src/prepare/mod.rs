@@ -16,7 +16,7 @@ use ndarray::{Array3, Array4, ArrayView3, Axis, s};
 use serde::Deserialize;
 
 use crate::register::{
-    Grid, Interpolation, RegisterError, Transform, brain_mask, head_mask, resample,
+    Grid, Interpolation, PointSampler, RegisterError, Transform, brain_mask, head_mask, resample,
 };
 use crate::volume::Volume;
 
@@ -143,6 +143,8 @@ pub struct ModelInput {
     pub grid: Grid,
     /// nnU-Net's nonzero mask on the whole model grid: nothing outside it is a lesion.
     pub mask: Array3<bool>,
+    /// The aligned prior's intensity inside the current scan's brain (None without a prior).
+    pub prior_brain: Option<BrainStats>,
     /// The same channels on the whole model grid before normalisation, in the card's order: what
     /// nnU-Net's own preprocessing (crop, z-score) starts from.
     pub raw: Vec<(Channel, Volume)>,
@@ -217,11 +219,13 @@ pub fn model_input(
             .assign(&normalised.slice(window));
         raw.push((channel, grid.volume(data.clone())));
     }
+    let prior_brain = prior_data.as_ref().map(|p| BrainStats::of(p, &brain));
     Ok(ModelInput {
         channels,
         crop,
         grid,
         mask,
+        prior_brain,
         raw,
     })
 }
@@ -261,22 +265,63 @@ pub fn to_current_grid(on_model: &Volume, current: &Volume) -> Result<Volume, Pr
     })
 }
 
-/// The prior on the current grid, z-scored inside the current scan's brain: what decides
-/// whether a lesion is new or enlarging.
-pub fn prior_z_on_current(
-    current: &Volume,
-    prior: &Volume,
-    to_prior: &Transform,
-) -> Result<Array3<f32>, PrepareError> {
-    let aligned =
-        resample(prior, to_prior, &Grid::of(current), Interpolation::Linear).map_err(|source| {
-            PrepareError::Resample {
+/// Mean and (population) standard deviation of the aligned prior inside the current scan's brain,
+/// measured on the model grid where both are at hand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrainStats {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl BrainStats {
+    fn of(image: &Array3<f32>, brain: &Array3<bool>) -> BrainStats {
+        let (mut n, mut sum, mut squares) = (0usize, 0.0f64, 0.0f64);
+        ndarray::Zip::from(image)
+            .and(brain)
+            .for_each(|&v, &inside| {
+                if inside {
+                    let v = f64::from(v);
+                    n += 1;
+                    sum += v;
+                    squares += v * v;
+                }
+            });
+        let mean = sum / n.max(1) as f64;
+        let variance = (squares / n.max(1) as f64 - mean * mean).max(0.0);
+        BrainStats {
+            mean,
+            std: variance.sqrt().max(1e-8),
+        }
+    }
+}
+
+/// The aligned prior z-scored inside the current scan's brain, sampled (linearly) at voxels of
+/// the current grid on request: what decides whether a lesion is new or enlarging. Only lesion
+/// voxels are asked for, so the prior is never resampled whole onto the current grid.
+pub struct PriorZ<'a> {
+    sampler: PointSampler<'a>,
+    stats: BrainStats,
+}
+
+impl<'a> PriorZ<'a> {
+    pub fn new(
+        current: &Volume,
+        prior: AlignedPrior<'a>,
+        stats: BrainStats,
+    ) -> Result<PriorZ<'a>, PrepareError> {
+        let sampler = PointSampler::new(prior.volume, prior.to_prior, &Grid::of(current)).map_err(
+            |source| PrepareError::Resample {
                 what: "prior onto the current grid",
                 source,
-            }
-        })?;
-    let brain = brain_of(current, "current scan")?;
-    normalize(&aligned.data, &brain, &Normalization::ZSCORE_IN_MASK)
+            },
+        )?;
+        Ok(PriorZ { sampler, stats })
+    }
+
+    /// The z-score at current voxel `[slice, row, column]`.
+    pub fn at(&self, voxel: [usize; 3]) -> f32 {
+        ((f64::from(self.sampler.linear_at(voxel)) - self.stats.mean) / self.stats.std) as f32
+    }
 }
 
 fn brain_of(volume: &Volume, what: &'static str) -> Result<Array3<bool>, PrepareError> {
@@ -340,6 +385,7 @@ mod tests {
             crop,
             grid: identity_grid([6, 5, 4]),
             mask: mask.clone(),
+            prior_brain: None,
             raw: Vec::new(),
         };
         let output = Array3::from_elem((2, 2, 3), 0.75f32);

@@ -17,7 +17,7 @@ use crate::volume::{Affine, Volume, apply, invert};
 pub use mask::{brain_mask, head_mask};
 pub use metric::Quality;
 pub use optimize::{Model, RegisterOptions, Registration, register};
-pub use resample::{Grid, Interpolation, resample};
+pub use resample::{Grid, Interpolation, PointSampler, resample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {

@@ -136,6 +136,45 @@ pub fn resample(
     })
 }
 
+/// Trilinear samples of `source` at chosen points of a grid: only where they are needed (the
+/// lesion voxels), not over a whole resampled volume.
+pub struct PointSampler<'a> {
+    values: ndarray::CowArray<'a, f32, Ix3>,
+    /// Grid voxel index (column, row, slice) -> source voxel index.
+    index_map: Affine,
+}
+
+impl<'a> PointSampler<'a> {
+    /// Samples of `source` at voxels of `grid`, `transform` mapping grid points to source points.
+    pub fn new(
+        source: &'a Volume,
+        transform: &Transform,
+        grid: &Grid,
+    ) -> Result<PointSampler<'a>, RegisterError> {
+        if source.data.is_empty() {
+            return Err(RegisterError::Input("cannot sample an empty volume".into()));
+        }
+        let to_source = invert(&source.affine)
+            .ok_or_else(|| RegisterError::Input("the source volume's affine is singular".into()))?;
+        Ok(PointSampler {
+            values: source.data.as_standard_layout(),
+            index_map: matmul(&to_source, &matmul(&transform.affine, &grid.affine)),
+        })
+    }
+
+    /// The source's value at grid voxel `[slice, row, column]`, as [`resample`] with
+    /// [`Interpolation::Linear`] gives it there (0 outside the source).
+    pub fn linear_at(&self, [k, j, i]: [usize; 3]) -> f32 {
+        let image = Image::new(&self.values);
+        let p = crate::volume::apply(&self.index_map, [i as f64, j as f64, k as f64]);
+        if image.inside(p) {
+            image.linear(p)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// A volume's voxels with the index arithmetic the samplers need.
 pub(crate) struct Image<'a> {
     data: &'a [f32],
@@ -447,6 +486,20 @@ mod tests {
             ((i * 3 + j * 7 + k * 11) % 17) as f32 + 0.5 * i as f32
         });
         volume(data, [0.8, 0.9, 3.0])
+    }
+
+    #[test]
+    fn point_samples_equal_the_linear_resample_at_every_voxel() {
+        let v = ramp();
+        let grid = Grid::of(&v).with_spacing([0.7, 1.1, 2.0]).unwrap();
+        let moved = Transform::rigid([0.05, -0.03, 0.1], [1.5, -2.0, 0.7], [0.0, 0.0, 10.0]);
+        let whole = resample(&v, &moved, &grid, Interpolation::Linear).unwrap();
+        let sampler = PointSampler::new(&v, &moved, &grid).unwrap();
+        let outside = whole.data.iter().filter(|x| **x == 0.0).count();
+        assert!(outside > 0, "some voxels should map outside the source");
+        for ((k, j, i), expected) in whole.data.indexed_iter() {
+            assert_eq!(sampler.linear_at([k, j, i]), *expected, "voxel {k} {j} {i}");
+        }
     }
 
     #[test]
