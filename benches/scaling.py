@@ -20,12 +20,14 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
+
+# The peak-memory runner benches/infer.py uses (this folder is on sys.path when the script runs).
+from infer import peak_rss_mib as run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIR = ROOT / "tests" / "data" / "lesjak-longitudinal" / "patient01"
@@ -33,19 +35,6 @@ PEER = ROOT / "tests" / "tools" / "nnunet_predict.py"
 STAGES = ("load", "register", "preprocess", "infer", "lesions", "outputs", "total")
 # (name, in-plane factor, slice factor): finer grids by these factors.
 SIZES = (("as acquired", 1.0, 1.0), ("in-plane x1.5", 1.5, 1.0), ("x1.5, slices x2", 1.5, 2.0))
-
-
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[str, float]:
-    """Run `command`; its stdout and its own peak RSS (MiB) from wait4."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if code != 0:
-            raise RuntimeError(f"{' '.join(command[:3])} failed ({code}):\n{err.read()}")
-        return out.read(), usage.ru_maxrss / 1024
 
 
 def finer(source: Path, target: Path, in_plane: float, slices: float) -> int:

@@ -173,16 +173,13 @@ fn a_first_visit_without_a_prior_gets_its_lesion_load() {
     )
     .unwrap();
     let out = work.path().join("out");
-    let analyze = |current: &Path, out: &Path| {
-        run(msnode()
-            .arg("--config")
-            .arg(&config)
-            .args(["analyze", "--current"])
-            .arg(current)
-            .arg("--out")
-            .arg(out))
-    };
-    let output = analyze(&current, &out);
+    let output = run(msnode()
+        .arg("--config")
+        .arg(&config)
+        .args(["analyze", "--current"])
+        .arg(&current)
+        .arg("--out")
+        .arg(&out));
     let report = text(&output);
     assert!(output.status.success(), "{report}");
     println!("{SINGLE_VISIT_TEST_PATIENT}:\n{report}");
