@@ -410,19 +410,18 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> RealBgConfig:
+def add_run_arguments(parser: argparse.ArgumentParser, command: str, model_folder: str) -> None:
+    """The arguments every one-command training run takes (`msnode-realbg`, `msnode-single-visit`), with realbg's
+    defaults; `work` and `out` default to `work/<command>` and `models/<model_folder>`. A command changes its own
+    defaults with `parser.set_defaults`."""
     from msnode_training.paths import models_dir, work_dir
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=work_dir() / "realbg")
-    parser.add_argument("--out", type=Path, default=models_dir() / "realbg")
+    parser.add_argument("--work", type=Path, default=work_dir() / command)
+    parser.add_argument("--out", type=Path, default=models_dir() / model_folder)
     parser.add_argument("--name", default="msnode-realbg")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="realbg", choices=sorted(NETWORK_SIZES))
-    parser.add_argument("--train-pairs", type=int, default=24)
-    parser.add_argument("--validation-pairs", type=int, default=6)
-    parser.add_argument("--test-pairs", type=int, default=8)
     parser.add_argument("--pretraining", default="inpainting", choices=("inpainting", "none"))
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--finetune-epochs", type=int, default=16)
@@ -434,44 +433,59 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
     parser.add_argument("--validation-mode", default="whole", choices=("whole", "crops"),
                         help="validation F1 on whole volumes, or on fixed lesion and background boxes (cheap)")
     parser.add_argument("--crop-background-boxes", type=int, default=2)
-    parser.add_argument("--early-stopping-patience", type=int, default=5)
-    parser.add_argument("--lr-reduce-patience", type=int, default=2)
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(POSTPROCESSING_THRESHOLDS))
     parser.add_argument("--min-volumes", type=float, nargs="+", default=list(POSTPROCESSING_MIN_VOLUMES_MM3))
     parser.add_argument("--budget-minutes", type=float, default=90.0)
     parser.add_argument("--pretrain-share", type=float, default=0.2)
     parser.add_argument("--training-share", type=float, default=0.75)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="pair generation and preprocessing processes")
+    parser.add_argument("--workers", type=int, default=1, help="case generation and preprocessing processes")
     parser.add_argument("--training-scale", default="")
     parser.add_argument("--checkpoint-choice", default="whole", choices=("whole", "proxy"),
-                        help="whole: the proxy's best and the last checkpoint scored on the whole validation pairs, "
+                        help="whole: the proxy's best and the last checkpoint scored on the whole validation cases, "
                              "false-positive-aware; proxy: the proxy's best")
+
+
+def run_fields(args: argparse.Namespace, pretrain: TrainingSettings, finetune: TrainingSettings,
+               **finetune_changes: Any) -> dict[str, Any]:
+    """The config fields `add_run_arguments` sets, for a run config's constructor (`RealBgConfig`,
+    `single_visit.SingleVisitRunConfig`); `pretrain` and `finetune` are the config's default stage settings,
+    `finetune_changes` the command's own fine-tuning arguments. Sets torch's thread count."""
+    torch.set_num_threads(args.threads)
+    return dict(
+        work_dir=args.work, export_dir=args.out, seed=args.seed, network_size=args.size, pretraining=args.pretraining,
+        pretrain_settings=replace(pretrain, epochs=args.pretrain_epochs, iterations_per_epoch=args.iterations,
+                                  lr_schedule=args.lr_schedule),
+        finetune_settings=replace(finetune, epochs=args.finetune_epochs, iterations_per_epoch=args.iterations,
+                                  f1_every_epochs=args.f1_every, initial_lr=args.learning_rate,
+                                  lr_schedule=args.lr_schedule, validation_mode=args.validation_mode,
+                                  crop_background_boxes=args.crop_background_boxes, **finetune_changes),
+        thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes),
+        budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
+        data_workers=args.workers, model_name=args.name, model_version=args.version,
+        training_scale=args.training_scale, checkpoint_choice=args.checkpoint_choice)
+
+
+def parse_args(argv: list[str] | None = None) -> RealBgConfig:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, "realbg", "realbg")
+    parser.add_argument("--train-pairs", type=int, default=24)
+    parser.add_argument("--validation-pairs", type=int, default=6)
+    parser.add_argument("--test-pairs", type=int, default=8)
+    parser.add_argument("--early-stopping-patience", type=int, default=5)
+    parser.add_argument("--lr-reduce-patience", type=int, default=2)
     parser.add_argument("--train-new-lesions", type=int, nargs=2, default=[1, 6], metavar=("MIN", "MAX"))
     parser.add_argument("--train-affine-residual", type=float, default=0.0,
                         help="training pairs: scaling/shear residual of the prior, |E_ij| <= this (0.01 = 1 %%)")
     parser.add_argument("--train-faint-share", type=float, default=0.0,
                         help="training pairs: share of new lesions with a faint contrast (1.15-1.3)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     defaults = RealBgConfig(Path("."), Path("."))
     return RealBgConfig(
-        work_dir=args.work, export_dir=args.out, seed=args.seed, network_size=args.size,
+        **run_fields(args, defaults.pretrain_settings, defaults.finetune_settings,
+                     early_stopping_patience=args.early_stopping_patience,
+                     lr_reduce_patience=args.lr_reduce_patience),
         train_pairs=args.train_pairs, validation_pairs=args.validation_pairs, test_pairs=args.test_pairs,
-        pretraining=args.pretraining,
-        pretrain_settings=replace(defaults.pretrain_settings, epochs=args.pretrain_epochs,
-                                  iterations_per_epoch=args.iterations, lr_schedule=args.lr_schedule),
-        finetune_settings=replace(defaults.finetune_settings, epochs=args.finetune_epochs,
-                                  iterations_per_epoch=args.iterations, f1_every_epochs=args.f1_every,
-                                  initial_lr=args.learning_rate, lr_schedule=args.lr_schedule,
-                                  validation_mode=args.validation_mode,
-                                  crop_background_boxes=args.crop_background_boxes,
-                                  early_stopping_patience=args.early_stopping_patience,
-                                  lr_reduce_patience=args.lr_reduce_patience),
-        thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes),
-        budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
-        data_workers=args.workers, model_name=args.name, model_version=args.version,
-        training_scale=args.training_scale, checkpoint_choice=args.checkpoint_choice,
         train_new_lesions=(args.train_new_lesions[0], args.train_new_lesions[1]),
         train_affine_fraction=args.train_affine_residual, train_faint_share=args.train_faint_share)
 

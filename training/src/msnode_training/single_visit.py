@@ -658,61 +658,26 @@ def card_contract_problems(card: dict[str, Any]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> SingleVisitRunConfig:
-    import torch
-
-    from msnode_training.nnunet_data import NETWORK_SIZES
-    from msnode_training.paths import models_dir, work_dir
+    from msnode_training.realbg import add_run_arguments, run_fields
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=work_dir() / "single_visit")
-    parser.add_argument("--out", type=Path, default=models_dir() / "single-visit")
-    parser.add_argument("--name", default="msnode-single-visit")
-    parser.add_argument("--version", default="0.1.0")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", default="realbg", choices=sorted(NETWORK_SIZES))
+    add_run_arguments(parser, "single_visit", "single-visit")
+    parser.set_defaults(name="msnode-single-visit", pretraining="none", lr_schedule="time", validation_mode="crops",
+                        crop_background_boxes=8, thresholds=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                        min_volumes=[3.0, 5.0, 10.0, 15.0, 20.0, 30.0], budget_minutes=58.0, pretrain_share=0.15,
+                        threads=1)
     parser.add_argument("--train-cases", type=int, default=48)
     parser.add_argument("--validation-cases", type=int, default=6)
     parser.add_argument("--test-cases", type=int, default=8)
-    parser.add_argument("--pretraining", default="none", choices=("inpainting", "none"))
-    parser.add_argument("--pretrain-epochs", type=int, default=4)
-    parser.add_argument("--finetune-epochs", type=int, default=16)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--f1-every", type=int, default=2)
-    parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--foreground-oversampling", type=float, default=0.8)
-    parser.add_argument("--lr-schedule", default="time", choices=("epoch", "time"))
-    parser.add_argument("--validation-mode", default="crops", choices=("whole", "crops"))
-    parser.add_argument("--crop-background-boxes", type=int, default=8)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--min-volumes", type=float, nargs="+", default=[3.0, 5.0, 10.0, 15.0, 20.0, 30.0])
-    parser.add_argument("--budget-minutes", type=float, default=58.0)
-    parser.add_argument("--pretrain-share", type=float, default=0.15)
-    parser.add_argument("--training-share", type=float, default=0.75)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1, help="case generation and preprocessing processes")
-    parser.add_argument("--training-scale", default="")
-    parser.add_argument("--checkpoint-choice", default="whole", choices=("whole", "proxy"))
     parser.add_argument("--inserted-lesions", type=int, nargs=2, default=[0, 10], metavar=("MIN", "MAX"))
     parser.add_argument("--max-shape-files", type=int, default=0, help="0: every lesion-mask file (tests: a few)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     defaults = SingleVisitRunConfig(Path("."), Path("."))
     return SingleVisitRunConfig(
-        work_dir=args.work, export_dir=args.out, seed=args.seed, network_size=args.size,
+        **run_fields(args, defaults.pretrain_settings, defaults.finetune_settings,
+                     foreground_oversampling=args.foreground_oversampling),
         train_cases=args.train_cases, validation_cases=args.validation_cases, test_cases=args.test_cases,
-        pretraining=args.pretraining,
-        pretrain_settings=replace(defaults.pretrain_settings, epochs=args.pretrain_epochs,
-                                  iterations_per_epoch=args.iterations, lr_schedule=args.lr_schedule),
-        finetune_settings=replace(defaults.finetune_settings, epochs=args.finetune_epochs,
-                                  iterations_per_epoch=args.iterations, f1_every_epochs=args.f1_every,
-                                  initial_lr=args.learning_rate, lr_schedule=args.lr_schedule,
-                                  validation_mode=args.validation_mode,
-                                  crop_background_boxes=args.crop_background_boxes,
-                                  foreground_oversampling=args.foreground_oversampling),
-        thresholds=tuple(args.thresholds), min_volumes_mm3=tuple(args.min_volumes),
-        budget_minutes=args.budget_minutes, pretrain_share=args.pretrain_share, training_share=args.training_share,
-        data_workers=args.workers, model_name=args.name, model_version=args.version,
-        training_scale=args.training_scale, checkpoint_choice=args.checkpoint_choice,
         case_config=SingleVisitConfig(inserted_lesions=(args.inserted_lesions[0], args.inserted_lesions[1]),
                                       max_shape_files=args.max_shape_files))
 
