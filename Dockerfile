@@ -29,7 +29,7 @@ RUN apt-get update \
     && install -d -o msnode -g msnode -m 0750 /var/lib/msnode
 COPY --from=build /src/target/release/msnode /usr/bin/msnode
 COPY --from=build /src/target/msnode.toml /etc/msnode/msnode.toml
-COPY --from=build /src/models/compact /usr/share/msnode/models/compact
+COPY --from=build /src/models/realbg /usr/share/msnode/models/realbg
 COPY --from=build /src/models/single-visit /usr/share/msnode/models/single-visit
 COPY --from=build /src/packaging/docker/healthcheck /usr/bin/msnode-healthcheck
 COPY --from=onnxruntime /ort/onnxruntime/capi/libonnxruntime.so.1.31.1 /usr/lib/msnode/

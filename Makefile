@@ -35,7 +35,7 @@ build:
 	cargo build --release
 
 ## The .deb (cargo-deb, installed on first use): binary, ONNX Runtime from the wheel with its licence,
-## models/compact and models/single-visit, /etc/msnode/msnode.toml, the msnode user, /var/lib/msnode and the systemd unit.
+## models/realbg and models/single-visit, /etc/msnode/msnode.toml, the msnode user, /var/lib/msnode and the systemd unit.
 DEB_STAGING := target/deb-staging
 ORT_WHEEL_DIR = $(dir $(ORT_DYLIB_PATH))..
 package: venv build

@@ -5,7 +5,7 @@ use std::process::Command;
 
 /// The default model directories of `Config::default()` (follow-up and single-visit), relative
 /// to the source tree.
-const DEFAULT_MODEL_CARD: &str = "models/compact/model_card.json";
+const DEFAULT_MODEL_CARD: &str = "models/realbg/model_card.json";
 const SINGLE_VISIT_MODEL_CARD: &str = "models/single-visit/model_card.json";
 
 fn main() {

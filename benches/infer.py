@@ -9,7 +9,7 @@ For each mirroring setting it prints the median over --repeat runs of:
     both visits; the nnU-Net process also imports torch);
 and the ratio nnU-Net / msnode for the network stage.
 
-Usage: .venv/bin/python benches/infer.py [--msnode target/release/msnode] [--model models/compact] [--repeat 3]
+Usage: .venv/bin/python benches/infer.py [--msnode target/release/msnode] [--model models/realbg] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def peak_rss_mib(command: list[str], env: dict[str, str]) -> tuple[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msnode", type=Path, default=ROOT / "target" / "release" / "msnode")
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "compact")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "realbg")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not args.msnode.is_file():

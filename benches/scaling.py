@@ -9,7 +9,7 @@ different protocol sends: in-plane x1.5 and, on top of that, half the slice spac
 (the card's spacing) covers the same head each time, so the network's work stays about the same
 while loading, registration and the outputs grow with the input.
 
-Usage: .venv/bin/python benches/scaling.py [--msnode target/release/msnode] [--models models/compact models/realbg]
+Usage: .venv/bin/python benches/scaling.py [--msnode target/release/msnode] [--models models/realbg models/realbg]
        [--threads 1 2] [--repeat 2]
 """
 
@@ -66,7 +66,7 @@ def config_for(work: Path, model: Path, threads: int) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--msnode", type=Path, default=ROOT / "target" / "release" / "msnode")
-    parser.add_argument("--models", type=Path, nargs="+", default=[ROOT / "models" / "compact"])
+    parser.add_argument("--models", type=Path, nargs="+", default=[ROOT / "models" / "realbg"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()

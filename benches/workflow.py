@@ -77,7 +77,7 @@ stable_series_timeout_s = {stable}
 [results]
 destinations = ["PACS"]
 [model]
-dir = "{ROOT / 'models' / 'compact'}"
+dir = "{ROOT / 'models' / 'realbg'}"
 execution_provider = "cpu"
 intra_threads = 2
 [[peers]]

@@ -30,6 +30,6 @@ for _ in $(seq 100); do
 done
 kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true
 echo "$ready"
-grep -q "ok model: msnode-compact" <<<"$ready" || { cat "$log" >&2; fail "not ready"; }
+grep -q "ok model: msnode-realbg" <<<"$ready" || { cat "$log" >&2; fail "not ready"; }
 grep -q "ok single_visit_model: msnode-single-visit" <<<"$ready" || { cat "$log" >&2; fail "single-visit model not ready"; }
 grep -q "ok storage" <<<"$ready" || fail "storage not ready"

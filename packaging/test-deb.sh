@@ -12,12 +12,12 @@ fail() { echo "test-deb: $*" >&2; exit 1; }
 cleanup() { $sudo dpkg --purge msnode >/dev/null; $sudo rm -rf /var/lib/msnode; }
 trap cleanup EXIT
 $sudo dpkg -i "$deb"
-/usr/bin/msnode --version | tee /dev/stderr | grep -q "default model: msnode-compact" || fail "--version"
+/usr/bin/msnode --version | tee /dev/stderr | grep -q "default model: msnode-realbg" || fail "--version"
 /usr/bin/msnode config check /etc/msnode/msnode.toml
 getent passwd msnode >/dev/null || fail "no msnode user"
 [ "$(stat -c %U /var/lib/msnode)" = msnode ] || fail "/var/lib/msnode is not owned by msnode"
 [ "$(stat -c %G:%a /etc/msnode/msnode.toml)" = msnode:640 ] || fail "configuration permissions"
-test -f /usr/share/msnode/models/compact/model.onnx || fail "no model"
+test -f /usr/share/msnode/models/realbg/model.onnx || fail "no model"
 test -f /usr/share/msnode/models/single-visit/model.onnx || fail "no single-visit model"
 test -f /usr/lib/msnode/libonnxruntime.so.1.31.1 || fail "no ONNX Runtime"
 test -f /usr/share/doc/msnode/onnxruntime/LICENSE || fail "no ONNX Runtime licence"

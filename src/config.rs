@@ -241,7 +241,7 @@ impl Default for Config {
             },
             jobs: JobsConfig { workers: 1 },
             model: ModelConfig {
-                dir: PathBuf::from("models/compact"),
+                dir: PathBuf::from("models/realbg"),
                 single_visit_dir: Some(PathBuf::from("models/single-visit")),
                 execution_provider: ExecutionProvider::Auto,
                 onnxruntime_library: None,

@@ -18,7 +18,7 @@ const LONG_VERSION: &str = concat!(
     "\nONNX Runtime: built for the 1.31 API (the library is loaded at run time from [model] onnxruntime_library or ORT_DYLIB_PATH)",
     "\ndefault model: ",
     env!("MSNODE_DEFAULT_MODEL"),
-    " (models/compact)",
+    " (models/realbg)",
     "\nsingle-visit model: ",
     env!("MSNODE_SINGLE_VISIT_MODEL"),
     " (models/single-visit)",

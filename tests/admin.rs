@@ -20,7 +20,7 @@ fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
     for line in [
         "ok index: takes writes",
         "ok storage: takes writes",
-        "ok model: msnode-compact ",
+        "ok model: msnode-realbg ",
         "ok single_visit_model: msnode-single-visit ",
     ] {
         assert!(ready.contains(line), "{line:?} in {ready}");
@@ -61,7 +61,7 @@ fn health_readiness_metrics_and_the_status_page_show_what_the_node_did() {
         .into_iter()
         .filter(|(name, _)| name.starts_with("msnode_model_info{"))
         .collect();
-    for name in ["msnode-compact", "msnode-single-visit"] {
+    for name in ["msnode-realbg", "msnode-single-visit"] {
         let model = models
             .iter()
             .find(|(labels, _)| labels.contains(&format!("name=\"{name}\"")))

@@ -115,7 +115,7 @@ fn version_names_the_commit_the_runtime_and_the_default_model() {
         let path = repo_root().join(dir).join("model_card.json");
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
-    let (card, single_visit) = (card_of("models/compact"), card_of("models/single-visit"));
+    let (card, single_visit) = (card_of("models/realbg"), card_of("models/single-visit"));
     let commit = run(Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(repo_root()));

@@ -1,5 +1,6 @@
 //! The infer stage against real ONNX Runtime (the library from the onnxruntime==1.31.1 wheel in
-//! .venv) and the shipped model the training pipeline exported into models/compact.
+//! .venv) and the shipped model the training pipeline exported into models/realbg (nnunet/ beside it for the
+//! parity test).
 
 mod common;
 

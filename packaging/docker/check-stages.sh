@@ -54,12 +54,12 @@ done < <(grep -E '^COPY --from=' Dockerfile)
 grep -q '^ENTRYPOINT \["/usr/bin/msnode", "--config", "/etc/msnode/msnode.toml"\]' Dockerfile || fail "ENTRYPOINT"
 grep -q '^HEALTHCHECK .*"/usr/bin/msnode-healthcheck"' Dockerfile || fail "HEALTHCHECK"
 for file in /usr/bin/msnode /usr/bin/msnode-healthcheck /etc/msnode/msnode.toml \
-        /usr/share/msnode/models/compact/model.onnx /usr/share/msnode/models/compact/model_card.json \
+        /usr/share/msnode/models/realbg/model.onnx /usr/share/msnode/models/realbg/model_card.json \
         /usr/share/msnode/models/single-visit/model.onnx /usr/share/msnode/models/single-visit/model_card.json \
         /usr/lib/msnode/libonnxruntime.so.1.31.1 /usr/share/doc/msnode/onnxruntime/LICENSE; do
     [ -e "$root$file" ] || fail "the image would lack $file"
 done
-"$root/usr/bin/msnode" --version | grep -q "default model: msnode-compact" || fail "--version"
+"$root/usr/bin/msnode" --version | grep -q "default model: msnode-realbg" || fail "--version"
 # Serve from the layout: its configuration with every installed path moved under the scratch root.
 data=$scratch/data
 mkdir -p "$data"

@@ -1,4 +1,5 @@
-"""The model committed in models/compact: the one the node, its tests and the demo run."""
+"""The model committed in models/compact (the default before models/realbg, kept as the baseline the model issue scores
+against): its card, a real input, and the held-out figures its card reports."""
 
 import json
 

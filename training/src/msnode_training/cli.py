@@ -139,6 +139,37 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     print(json.dumps({"summary": summarize(scores), "cases": per_case}, indent=2))
 
 
+def rebuild_checkpoint_main(argv: list[str] | None = None) -> None:
+    """Rebuild a model folder's nnunet/ checkpoint (what nnUNetPredictor runs) from its model.onnx and card: the
+    card's network size applied to a template plans.json, the ONNX file's weights."""
+    from msnode_training.export import nnunet_checkpoint_from_onnx
+    from msnode_training.nnunet_data import NETWORK_SIZES, sized_plans
+    from msnode_training.paths import models_dir
+
+    parser = argparse.ArgumentParser(description=rebuild_checkpoint_main.__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.onnx and model_card.json")
+    parser.add_argument("--size", required=True, choices=sorted(NETWORK_SIZES), help="the network the card names")
+    parser.add_argument("--template", type=Path, default=models_dir() / "compact" / "nnunet",
+                        help="an nnunet/ folder whose plans.json and dataset.json give the fields the size leaves")
+    args = parser.parse_args(argv)
+    card = json.loads((args.model_dir / "model_card.json").read_text())
+    plans = sized_plans(json.loads((args.template / "plans.json").read_text()), NETWORK_SIZES[args.size])
+    configuration = plans["configurations"]["3d_fullres"]
+    if configuration["patch_size"] != card["patch_size"] or configuration["spacing"] != card["spacing_mm"]:
+        raise SystemExit(f"{args.size}: patch {configuration['patch_size']} at {configuration['spacing']} mm, "
+                         f"the card says {card['patch_size']} at {card['spacing_mm']} mm")
+    template = json.loads((args.template / "dataset.json").read_text())
+    dataset_json = {"channel_names": {str(i): c for i, c in enumerate(card["input_channels"])},
+                    "labels": {label: int(value) for value, label in card["output_labels"].items()},
+                    "file_ending": template["file_ending"],
+                    "overwrite_image_reader_writer": template["overwrite_image_reader_writer"],
+                    "description": f"{card['name']} {card['version']}, rebuilt from its ONNX file"}
+    out = args.model_dir / "nnunet"
+    nnunet_checkpoint_from_onnx(args.model_dir / card["onnx_file"], plans, dataset_json, out, card["name"],
+                                tuple(card["mirror_axes"]))
+    print(f"wrote {out}")
+
+
 def export_main(argv: list[str] | None = None) -> None:
     """Export a trained network to ONNX and write its model card (without evaluation figures)."""
     from msnode_training.export import (

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -69,13 +70,7 @@ def load_trained_model(results_folder: Path, checkpoint: Path) -> TrainedModel:
     """The network of an nnU-Net results folder (plans.json, dataset.json) with deep supervision off."""
     plans = json.loads((results_folder / "plans.json").read_text())
     dataset_json = json.loads((results_folder / "dataset.json").read_text())
-    manager = PlansManager(plans)
-    configuration = manager.get_configuration(CONFIGURATION)
-    network = get_network_from_plans(configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
-                                     configuration.network_arch_init_kwargs_req_import,
-                                     len(dataset_json["channel_names"]),
-                                     manager.get_label_manager(dataset_json).num_segmentation_heads,
-                                     allow_init=True, deep_supervision=False)
+    network = network_from_plans(plans, dataset_json)
     weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
     network.load_state_dict(weights)
     network.eval()
@@ -108,6 +103,13 @@ Same licence as the model (MIT OR Apache-2.0).
 """
 
 
+REBUILT_NOTE = """
+This copy was rebuilt from `{onnx}` (`msnode-rebuild-checkpoint`), because the training run's own checkpoint was
+not kept: the network the plans describe with the ONNX file's initializers, bit for bit. The parity test then
+checks the exported graph and msnode's pipeline against nnU-Net's network and predictor on those weights.
+"""
+
+
 def export_nnunet_checkpoint(results_folder: Path, checkpoint: Path, out: Path, name: str) -> None:
     """`out` = plans.json, dataset.json and fold_0/checkpoint_final.pth with what nnU-Net's predictor reads."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -117,6 +119,63 @@ def export_nnunet_checkpoint(results_folder: Path, checkpoint: Path, out: Path, 
     torch.save({key: saved[key] for key in ("network_weights", "trainer_name", "inference_allowed_mirroring_axes")},
                out / "fold_0" / "checkpoint_final.pth")
     (out / "README.md").write_text(NNUNET_README.format(name=name))
+
+
+def network_from_plans(plans: dict, dataset_json: dict) -> torch.nn.Module:
+    """The plans' network (deep supervision off), weights as initialised."""
+    manager = PlansManager(plans)
+    configuration = manager.get_configuration(CONFIGURATION)
+    return get_network_from_plans(configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+                                  configuration.network_arch_init_kwargs_req_import,
+                                  len(dataset_json["channel_names"]),
+                                  manager.get_label_manager(dataset_json).num_segmentation_heads,
+                                  allow_init=True, deep_supervision=False)
+
+
+def unused_head(name: str, network: torch.nn.Module) -> bool:
+    """A segmentation head other than the last: with deep supervision off only the last one runs."""
+    heads = len(network.decoder.seg_layers)
+    return any(name.startswith(f"decoder.seg_layers.{i}.") for i in range(heads - 1))
+
+
+def weights_from_onnx(onnx_path: Path, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The network's state dict with every tensor taken from the ONNX file's initializers, which
+    `torch.onnx.export` names after the parameters. PlainConvUNet reaches one tensor under several names (a conv
+    is also `all_modules.0`, the decoder holds the encoder): each tensor must be found under one of them, except
+    the unused heads (zeros)."""
+    initializers = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
+                    for i in onnx.load(str(onnx_path)).graph.initializer}
+    state = network.state_dict(keep_vars=True)
+    names_of: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        names_of.setdefault(id(tensor), []).append(name)
+    weights: dict[str, torch.Tensor] = {}
+    for names in names_of.values():
+        found = [initializers[n] for n in names if n in initializers]
+        if not found and unused_head(names[0], network):
+            # Deep supervision's coarser heads: not in the graph, they cannot change an output.
+            found = [torch.zeros_like(state[names[0]])]
+        if not found:
+            raise ValueError(f"{onnx_path}: no initializer for {names[0]} (nor its aliases {names[1:]})")
+        if found[0].shape != state[names[0]].shape:
+            raise ValueError(f"{onnx_path}: {names[0]} is {tuple(found[0].shape)} in the ONNX file, "
+                             f"{tuple(state[names[0]].shape)} in the network")
+        weights.update({n: found[0] for n in names})
+    return weights
+
+
+def nnunet_checkpoint_from_onnx(onnx_path: Path, plans: dict, dataset_json: dict, out: Path, name: str,
+                                mirror_axes: tuple[int, ...]) -> None:
+    """`export_nnunet_checkpoint`'s layout rebuilt from an exported ONNX file, for a model whose training
+    checkpoint was not kept: the network the plans describe, with the ONNX file's weights (bit for bit)."""
+    network = network_from_plans(plans, dataset_json)
+    network.load_state_dict(weights_from_onnx(onnx_path, network))
+    (out / "fold_0").mkdir(parents=True, exist_ok=True)
+    (out / "plans.json").write_text(json.dumps(plans, indent=2))
+    (out / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    torch.save({"network_weights": network.state_dict(), "trainer_name": "MsnodeTrainer",
+                "inference_allowed_mirroring_axes": tuple(mirror_axes)}, out / "fold_0" / "checkpoint_final.pth")
+    (out / "README.md").write_text(NNUNET_README.format(name=name) + REBUILT_NOTE.format(onnx=onnx_path.name))
 
 
 def sha256_of(path: Path) -> str:
