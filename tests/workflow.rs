@@ -525,14 +525,23 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
         assert!(store.status.success(), "{}", text(&store));
     }
     let results = files_in(&current).len() + 2;
+    // The slow associations are the 4th and later. Which of them carries most results depends on
+    // when the rows the abort and the stall left come due again (the two groups may go apart, as
+    // they did on a loaded machine), so the kill comes in the first slow one that keeps three.
+    let slow_with_three = |receipts: &[serde_json::Value]| -> Option<i64> {
+        let mut kept: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in receipts.iter().filter(|r| r["kept"] == true) {
+            *kept.entry(r["association"].as_i64().unwrap()).or_default() += 1;
+        }
+        kept.into_iter()
+            .find(|&(association, n)| association >= 4 && n >= 3)
+            .map(|(association, _)| association)
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
-    while pacs
-        .receipts()
-        .iter()
-        .filter(|r| r["association"] == 4 && r["kept"] == true)
-        .count()
-        < 3
-    {
+    let killed_in = loop {
+        if let Some(association) = slow_with_three(&pacs.receipts()) {
+            break association;
+        }
         assert!(
             Instant::now() < deadline,
             "delivery never reached the slow association; receipts: {:#?}\nlog:\n{}",
@@ -540,7 +549,7 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
             node.log()
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     node.kill();
     node.spawn();
     let current_uid = series_uid(&current);
@@ -574,7 +583,7 @@ fn results_reach_a_pacs_that_refuses_aborts_and_stalls_once_each_across_a_kill_m
     assert!(
         receipts
             .iter()
-            .any(|r| r["association"].as_i64().unwrap() >= 5),
+            .any(|r| r["association"].as_i64().unwrap() > killed_in),
         "the restarted node made a new association"
     );
 
