@@ -102,7 +102,7 @@ fn auto_falls_back_to_cpu_and_cuda_fails_clearly_without_a_gpu() {
     let input = Array4::<f32>::from_shape_fn((3, 20, 40, 44), |(c, z, y, x)| {
         ((c + z + y + x) % 7) as f32 - 3.0
     });
-    let probabilities = predictor.predict(input.view(), None, false, 2).unwrap();
+    let probabilities = predictor.predict(input.view(), false, 2).unwrap();
     assert_eq!(probabilities.dim(), (2, 20, 40, 44));
     // Softmax: the two channels sum to one everywhere.
     let sums = probabilities.sum_axis(ndarray::Axis(0));

@@ -325,12 +325,7 @@ impl Analyzer {
 
         let probabilities = self
             .predictor
-            .predict(
-                input.channels.view(),
-                Some(input.cropped_mask()),
-                self.settings.mirror,
-                2,
-            )
+            .predict(input.channels.view(), self.settings.mirror, 2)
             .map_err(AnalyzeError::Infer)?;
         timings.infer = watch.lap();
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use ndarray::{Array4, Array5, ArrayView3, ArrayView4, Ix5};
+use ndarray::{Array4, Array5, ArrayView4, Ix5};
 use ort::environment::Environment;
 use ort::ep;
 use ort::session::Session;
@@ -213,12 +213,10 @@ impl Predictor {
     }
 
     /// Probabilities (output channels, z, y, x) for a normalised input (input channels, z, y, x)
-    /// on the model grid. With the input's nonzero `mask` (z, y, x), tiles outside it are not run
-    /// and only values inside it are meaningful.
+    /// on the model grid.
     pub fn predict(
         &mut self,
         input: ArrayView4<f32>,
-        mask: Option<ArrayView3<bool>>,
         mirror: bool,
         batch: usize,
     ) -> Result<Array4<f32>, InferError> {
@@ -246,18 +244,8 @@ impl Predictor {
             },
         };
         let session = &mut self.session;
-        if let Some(mask) = mask
-            && mask.dim() != (input.dim().1, input.dim().2, input.dim().3)
-        {
-            return Err(InferError::Input(format!(
-                "the mask is {:?}, the input {:?}",
-                mask.dim(),
-                input.dim()
-            )));
-        }
         let logits = predict_logits(
             input,
-            mask,
             &settings,
             card.output_channels(),
             |tiles: Array5<f32>| {

@@ -2,14 +2,10 @@
 //! run batches of tiles (optionally mirrored), weight each tile's logits with the Gaussian
 //! importance map, and divide by the summed weights.
 //!
-//! A tile holding no voxel of the nonzero mask (when one is given) is not run: nnU-Net's output
-//! there is set to 0 outside the mask anyway, and no voxel inside the mask is covered by it, so
-//! every value inside the mask is the same as with every tile run.
-//!
 //! Memory: besides the input (and a padded copy only when the image is smaller than a tile),
 //! only the accumulated logits, the summed weights and one batch of tiles are held.
 
-use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView4, Axis, Slice, s};
+use ndarray::{Array3, Array4, Array5, ArrayView4, Axis, Slice, s};
 
 use super::card::Activation;
 use super::window::{gaussian_importance, padding, tile_origins};
@@ -73,49 +69,16 @@ fn run_mirrored<E>(
     Ok(sum)
 }
 
-/// The tile origins worth running: all of them without a mask, else those whose tile holds a
-/// voxel of the mask. `mask` is on the unpadded image, `pad` its padding below each axis.
-fn tiles_to_run(
-    origins: Vec<[usize; 3]>,
-    tile: [usize; 3],
-    mask: Option<ArrayView3<bool>>,
-    pad: [(usize, usize); 3],
-) -> Vec<[usize; 3]> {
-    let Some(mask) = mask else {
-        return origins;
-    };
-    let size = [mask.dim().0, mask.dim().1, mask.dim().2];
-    origins
-        .into_iter()
-        .filter(|o| {
-            // The tile's extent on the unpadded image (empty where it lies in the padding only).
-            let range = |a: usize| {
-                let start = o[a].saturating_sub(pad[a].0).min(size[a]);
-                let end = (o[a] + tile[a]).saturating_sub(pad[a].0).min(size[a]);
-                start..end
-            };
-            let (rz, ry, rx) = (range(0), range(1), range(2));
-            mask.slice(s![rz, ry, rx]).iter().any(|&inside| inside)
-        })
-        .collect()
-}
-
 /// Logits over the whole image, (out_channels, z, y, x), from `network` applied tile by tile.
-/// `network` maps (batch, channels, tz, ty, tx) to (batch, out_channels, tz, ty, tx). With a
-/// `mask` (z, y, x, the image's size), tiles outside it are skipped and logits no tile covered
-/// are 0: only values inside the mask are meaningful then.
+/// `network` maps (batch, channels, tz, ty, tx) to (batch, out_channels, tz, ty, tx).
 pub fn predict_logits<E>(
     input: ArrayView4<f32>,
-    mask: Option<ArrayView3<bool>>,
     settings: &WindowSettings,
     out_channels: usize,
     mut network: impl FnMut(Array5<f32>) -> Result<Array5<f32>, E>,
 ) -> Result<Array4<f32>, E> {
     let (channels, z, y, x) = input.dim();
     let size = [z, y, x];
-    if let Some(mask) = mask {
-        assert_eq!(mask.dim(), (z, y, x), "the mask must have the image's size");
-    }
     let tile = settings.tile;
     let pad = padding(size, tile);
     let padded_input;
@@ -140,12 +103,7 @@ pub fn predict_logits<E>(
     let mut logits = Array4::<f32>::zeros((out_channels, pz, py, px));
     let mut weights = Array3::<f32>::zeros((pz, py, px));
     let mirror = mirror_combinations(&settings.mirror_axes);
-    let origins = tiles_to_run(
-        tile_origins([pz, py, px], tile, settings.step_fraction),
-        tile,
-        mask,
-        pad,
-    );
+    let origins = tile_origins([pz, py, px], tile, settings.step_fraction);
     for chunk in origins.chunks(settings.batch.max(1)) {
         let mut batch = Array5::<f32>::zeros((chunk.len(), channels, tile[0], tile[1], tile[2]));
         for (b, o) in chunk.iter().enumerate() {
@@ -174,8 +132,6 @@ pub fn predict_logits<E>(
             w += &gaussian;
         }
     }
-    // A voxel no tile covered (outside the mask) keeps its 0 instead of 0 / 0.
-    weights.mapv_inplace(|w| if w > 0.0 { w } else { 1.0 });
     for mut channel in logits.axis_iter_mut(Axis(0)) {
         channel /= &weights;
     }
@@ -244,7 +200,7 @@ mod tests {
                 batch: 3,
                 mirror_axes,
             };
-            let logits = predict_logits(input.view(), None, &settings, 2, echo).unwrap();
+            let logits = predict_logits(input.view(), &settings, 2, echo).unwrap();
             assert_eq!(logits.dim(), (2, 21, 37, 30));
             for ((c, z, y, x), v) in logits.indexed_iter() {
                 let expected = input[[0, z, y, x]] * if c == 0 { 1.0 } else { -1.0 };
@@ -267,7 +223,7 @@ mod tests {
             mirror_axes: vec![2],
         };
         let mut calls = 0;
-        let logits = predict_logits(input.view(), None, &settings, 2, |b| {
+        let logits = predict_logits(input.view(), &settings, 2, |b| {
             calls += 1;
             assert_eq!(b.dim(), (1, 1, 8, 8, 8));
             echo(b)
@@ -276,48 +232,6 @@ mod tests {
         assert_eq!(calls, 2, "one tile, plus its mirror");
         assert_eq!(logits.dim(), (2, 5, 6, 7));
         assert!((logits[[0, 4, 5, 6]] - 16.0).abs() < 1e-4);
-    }
-
-    #[test]
-    fn tiles_outside_the_mask_are_skipped_and_change_nothing_inside_it() {
-        let input = Array::from_shape_fn((1, 12, 40, 40), |(_, z, y, x)| {
-            ((z * 7 + y * 3 + x) % 11) as f32
-        });
-        // A blob in one corner: most tiles hold none of it.
-        let mask = Array::from_shape_fn((12, 40, 40), |(z, y, x)| {
-            z < 5 && (3..12).contains(&y) && (2..9).contains(&x)
-        });
-        let settings = WindowSettings {
-            tile: [8, 16, 16],
-            step_fraction: 0.5,
-            batch: 2,
-            mirror_axes: vec![],
-        };
-        // Not translation-equivariant: a tile's output depends on its position, so skipping a tile
-        // that covered a masked voxel would show.
-        let calls = std::cell::Cell::new(0);
-        let network = |mut b: Array5<f32>| -> Result<Array5<f32>, ()> {
-            calls.set(calls.get() + b.dim().0);
-            for mut one in b.axis_iter_mut(Axis(0)) {
-                let mean = one.mean().unwrap();
-                one.mapv_inplace(|v| v * v - mean);
-            }
-            Ok(b)
-        };
-        let all = predict_logits(input.view(), None, &settings, 1, network).unwrap();
-        let every_tile = calls.replace(0);
-        let masked =
-            predict_logits(input.view(), Some(mask.view()), &settings, 1, network).unwrap();
-        assert_eq!(every_tile, 2 * 4 * 4);
-        let run = calls.get();
-        assert!(run < every_tile / 3, "{run} of {every_tile} tiles run");
-        for ((_, z, y, x), v) in masked.indexed_iter() {
-            if mask[[z, y, x]] {
-                assert_eq!(*v, all[[0, z, y, x]], "at {:?}", (z, y, x));
-            } else {
-                assert!(v.is_finite());
-            }
-        }
     }
 
     #[test]

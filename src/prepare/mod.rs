@@ -233,12 +233,6 @@ pub fn model_input(
 impl ModelInput {
     /// One output channel of the network (cropped, [z, y, x]) on the whole model grid, 0 outside
     /// the nonzero mask (as the model card's post-processing says: the network saw nothing there).
-    /// The nonzero mask over the cropped channels' extent.
-    pub fn cropped_mask(&self) -> ArrayView3<'_, bool> {
-        let (a, b) = (self.crop.start, self.crop.end);
-        self.mask.slice(s![a[0]..b[0], a[1]..b[1], a[2]..b[2]])
-    }
-
     pub fn uncrop(&self, output: ArrayView3<f32>) -> Volume {
         let [nx, ny, nz] = self.grid.dims;
         let mut whole = Array3::<f32>::zeros((nz, ny, nx));
