@@ -142,8 +142,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
 def rebuild_checkpoint_main(argv: list[str] | None = None) -> None:
     """Rebuild a model folder's nnunet/ checkpoint (what nnUNetPredictor runs) from its model.onnx and card: the
     card's network size applied to a template plans.json, the ONNX file's weights."""
-    from msnode_training.export import nnunet_checkpoint_from_onnx
-    from msnode_training.nnunet_data import NETWORK_SIZES, sized_plans
+    from msnode_training.export import rebuild_nnunet_folder
+    from msnode_training.nnunet_data import NETWORK_SIZES
     from msnode_training.paths import models_dir
 
     parser = argparse.ArgumentParser(description=rebuild_checkpoint_main.__doc__)
@@ -152,21 +152,10 @@ def rebuild_checkpoint_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--template", type=Path, default=models_dir() / "compact" / "nnunet",
                         help="an nnunet/ folder whose plans.json and dataset.json give the fields the size leaves")
     args = parser.parse_args(argv)
-    card = json.loads((args.model_dir / "model_card.json").read_text())
-    plans = sized_plans(json.loads((args.template / "plans.json").read_text()), NETWORK_SIZES[args.size])
-    configuration = plans["configurations"]["3d_fullres"]
-    if configuration["patch_size"] != card["patch_size"] or configuration["spacing"] != card["spacing_mm"]:
-        raise SystemExit(f"{args.size}: patch {configuration['patch_size']} at {configuration['spacing']} mm, "
-                         f"the card says {card['patch_size']} at {card['spacing_mm']} mm")
-    template = json.loads((args.template / "dataset.json").read_text())
-    dataset_json = {"channel_names": {str(i): c for i, c in enumerate(card["input_channels"])},
-                    "labels": {label: int(value) for value, label in card["output_labels"].items()},
-                    "file_ending": template["file_ending"],
-                    "overwrite_image_reader_writer": template["overwrite_image_reader_writer"],
-                    "description": f"{card['name']} {card['version']}, rebuilt from its ONNX file"}
-    out = args.model_dir / "nnunet"
-    nnunet_checkpoint_from_onnx(args.model_dir / card["onnx_file"], plans, dataset_json, out, card["name"],
-                                tuple(card["mirror_axes"]))
+    try:
+        out = rebuild_nnunet_folder(args.model_dir, args.size, args.template)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
     print(f"wrote {out}")
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import onnxruntime
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from onnx import numpy_helper
 
 from msnode_training.channels import CHANNEL_DESCRIPTIONS
 from msnode_training.inference import (
@@ -27,7 +27,7 @@ from msnode_training.inference import (
     torch_runner,
 )
 from msnode_training.metrics import voxel_dice
-from msnode_training.nnunet_data import CONFIGURATION, LABELS, total_stride
+from msnode_training.nnunet_data import CONFIGURATION, LABELS, NETWORK_SIZES, sized_plans, total_stride
 from msnode_training.readers import LongitudinalCase
 
 INPUT_NAME = "input"
@@ -176,6 +176,27 @@ def nnunet_checkpoint_from_onnx(onnx_path: Path, plans: dict, dataset_json: dict
     torch.save({"network_weights": network.state_dict(), "trainer_name": "MsnodeTrainer",
                 "inference_allowed_mirroring_axes": tuple(mirror_axes)}, out / "fold_0" / "checkpoint_final.pth")
     (out / "README.md").write_text(NNUNET_README.format(name=name) + REBUILT_NOTE.format(onnx=onnx_path.name))
+
+
+def rebuild_nnunet_folder(model_dir: Path, size: str, template: Path) -> Path:
+    """`model_dir/nnunet` rebuilt from the folder's ONNX file and card (`msnode-rebuild-checkpoint`): the plans are
+    `template`'s with network `size`, which must give the card's patch and spacing; dataset.json from the card."""
+    card = json.loads((model_dir / "model_card.json").read_text())
+    plans = sized_plans(json.loads((template / "plans.json").read_text()), NETWORK_SIZES[size])
+    configuration = plans["configurations"][CONFIGURATION]
+    if configuration["patch_size"] != card["patch_size"] or configuration["spacing"] != card["spacing_mm"]:
+        raise ValueError(f"{size}: patch {configuration['patch_size']} at {configuration['spacing']} mm, "
+                         f"the card says {card['patch_size']} at {card['spacing_mm']} mm")
+    template_dataset = json.loads((template / "dataset.json").read_text())
+    dataset_json = {"channel_names": {str(i): c for i, c in enumerate(card["input_channels"])},
+                    "labels": {label: int(value) for value, label in card["output_labels"].items()},
+                    "file_ending": template_dataset["file_ending"],
+                    "overwrite_image_reader_writer": template_dataset["overwrite_image_reader_writer"],
+                    "description": f"{card['name']} {card['version']}, rebuilt from its ONNX file"}
+    out = model_dir / "nnunet"
+    nnunet_checkpoint_from_onnx(model_dir / card["onnx_file"], plans, dataset_json, out, card["name"],
+                                tuple(card["mirror_axes"]))
+    return out
 
 
 def sha256_of(path: Path) -> str:
