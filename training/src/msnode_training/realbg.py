@@ -165,15 +165,18 @@ def stage_deadline(start_unix: float, config: RealBgConfig, share: float) -> flo
 
 
 def run_training_stage(stages: Stages, name: str, objective: str, identifier: str, settings: TrainingSettings,
-                       pretrained: Path | None, kept: Path, dataset_id: int = DATASET_ID) -> dict[str, Any]:
-    """One resumable training stage of nnU-Net dataset `dataset_id`; its chosen checkpoint is copied to `kept`."""
+                       pretrained: Path | None, kept: Path, dataset_id: int = DATASET_ID,
+                       fold: int = 0) -> dict[str, Any]:
+    """One resumable training stage of fold `fold` of nnU-Net dataset `dataset_id`; its chosen checkpoint is copied
+    to `kept`."""
     if stages.finished(name):
         log(f"{name}: done before, reusing {kept}")
         return stages.done[name]
     log(f"{name}: {settings.epochs} epochs x {settings.iterations_per_epoch} iterations, deadline "
         f"{datetime.fromtimestamp(settings.deadline_unix, timezone.utc).strftime('%H:%M:%S') if settings.deadline_unix else 'none'}")
     started = time.monotonic()
-    trainer: MsnodeTrainer = train(dataset_id, identifier, objective, settings, pretrained, resume=True)
+    trainer: MsnodeTrainer = train(dataset_id, identifier, objective, settings, pretrained, fold=fold,
+                                   resume=True)
     folder = Path(trainer.output_folder)
     best = folder / "checkpoint_best_f1.pth"
     chosen = best if objective == "segmentation" and best.is_file() else folder / "checkpoint_final.pth"

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -55,7 +55,7 @@ from msnode_training.readers import (
     read_msseg2_case,
     write_msseg2_case,
 )
-from msnode_training.synth import case_rng, smooth_noise
+from msnode_training.synth import case_rng, paint, pick_centre, smooth_noise, soft_ellipsoid
 from msnode_training.volumes import Geometry, read_volume, resample_to, write_volume
 
 FORMAT_VERSION = 2  # of the pairs; bump when the generator changes what it makes
@@ -951,7 +951,7 @@ def generate_pair(seed: int, index: int, config: RealPairConfig,
     prior, prior_look = visit_appearance(prior, bg.brain, config, rng)
     current, current_look = visit_appearance(current, bg.brain, config, rng)
     label &= bg.brain
-    case_id = f"realpair_{seed}_{index:04d}"
+    case_id = f"{CASE_PREFIX['ms']}_{seed}_{index:04d}"
     meta = {"case_id": case_id, "seed": seed, "index": index, "background": name, "no_new_lesion": bool(no_new),
             "lesions": lesions_meta, "label_mm3": round(float(label.sum()) * voxel, 1),
             "misalignment_max_mm": round(displacement, 3), "affine_residual": affine_part,
@@ -974,13 +974,69 @@ def _scaled_fine(fine: np.ndarray, scale: float) -> np.ndarray:
 # Cached generation on disk
 
 
-def pairs_dir(root: Path, seed: int, config: RealPairConfig) -> Path:
-    return root / f"{config.key()}_seed{seed}"
+# ---------------------------------------------------------------------------------------------------------------
+# Another pathology on real backgrounds (supervised pretraining of the transfer experiment)
+
+OTHER_PATHOLOGY_RADIUS_MM = (5.0, 14.0)
 
 
-def _generate_and_write(seed: int, index: int, config: RealPairConfig, folder: Path, shape_cache: Path) -> float:
+def other_pathology_config(config: RealPairConfig) -> RealPairConfig:
+    """The pair generator with no MS change at all: no new, enlarging or removed lesions, and no real pair (whose
+    own new lesions would be labelled), so that the painted pathology is the only labelled change."""
+    single_scans = tuple(b for b in config.backgrounds if not b.endswith("/pair"))
+    if not single_scans:
+        raise ValueError("other-pathology pairs need a single-scan background; only real pairs were given")
+    return replace(config, backgrounds=single_scans, no_new_lesion_probability=1.0,
+                   remove_real_lesions_probability=0.0)
+
+
+def other_pathology_pair(seed: int, index: int, config: RealPairConfig,
+                         shape_cache_dir: Path | None = None) -> tuple[LongitudinalCase, dict[str, Any]]:
+    """A real-background pair (visit differences, unchanged lesions) whose current visit carries another
+    pathology, as `synth.other_pathology` paints it on templates: a tumour-like mass in white matter (bright
+    oedema, darker core) or a stroke-like wedge through grey and white matter (label 1)."""
+    case, meta = generate_pair(seed, index, other_pathology_config(config), shape_cache_dir)
+    bg = load_background(meta["background"], config.spacing_zyx, config.background_slice_thickness_mm)
+    rng = case_rng(seed, 1_000_000 + index)  # its own stream: the pair's draws stay those of generate_pair
+    brain = bg.brain & (case.current > 0)
+    level = float(np.median(case.current[brain]))
+    radii = rng.uniform(*OTHER_PATHOLOGY_RADIUS_MM, size=3) / np.array(config.spacing_zyx)
+    current = case.current.copy()
+    if rng.uniform() < 0.5:
+        kind = "mass"
+        centre = pick_centre(np.argwhere(bg.white_matter & ~bg.avoid), rng)
+        oedema = soft_ellipsoid(current.shape, centre, radii, rng)
+        core = soft_ellipsoid(current.shape, centre, radii * rng.uniform(0.3, 0.6), rng)
+        current = paint(current, oedema, level * rng.uniform(1.5, 2.2))
+        current = paint(current, core, level * rng.uniform(0.4, 1.2))
+        region = oedema
+    else:
+        kind = "wedge"
+        centre = pick_centre(np.argwhere(bg.grey_matter & ~bg.avoid), rng)
+        region = soft_ellipsoid(current.shape, centre, radii, rng) * (bg.grey_matter | bg.white_matter)
+        current = paint(current, region, level * rng.uniform(1.3, 1.9))
+    current *= brain
+    label = (region > 0.5) & brain
+    voxel = float(np.prod(config.spacing_zyx))
+    meta = {**meta, "case_id": f"{CASE_PREFIX['other_pathology']}_{seed}_{index:04d}", "other_pathology": kind,
+            "centre_zyx": [round(float(c), 1) for c in centre], "label_mm3": round(float(label.sum()) * voxel, 1)}
+    return LongitudinalCase(meta["case_id"], case.prior, current.astype(np.float32), label.astype(np.uint8),
+                            case.geometry, case.brain_mask), meta
+
+
+PairMaker = Callable[[int, int, RealPairConfig, "Path | None"], tuple[LongitudinalCase, dict[str, Any]]]
+PAIR_MAKERS: dict[str, PairMaker] = {"ms": generate_pair, "other_pathology": other_pathology_pair}
+CASE_PREFIX = {"ms": "realpair", "other_pathology": "otherpath"}
+
+
+def pairs_dir(root: Path, seed: int, config: RealPairConfig, kind: str = "ms") -> Path:
+    return root / (f"{config.key()}_seed{seed}" if kind == "ms" else f"{kind}_{config.key()}_seed{seed}")
+
+
+def _generate_and_write(seed: int, index: int, config: RealPairConfig, folder: Path, shape_cache: Path,
+                        kind: str = "ms") -> float:
     start = time.monotonic()
-    case, meta = generate_pair(seed, index, config, shape_cache)
+    case, meta = PAIR_MAKERS[kind](seed, index, config, shape_cache)
     case_dir = folder / case.case_id
     write_msseg2_case(case, case_dir)
     write_volume(case_dir / BRAIN_MASK_FILE, case.brain_mask.astype(np.uint8), case.geometry)
@@ -990,20 +1046,23 @@ def _generate_and_write(seed: int, index: int, config: RealPairConfig, folder: P
 
 
 def generate_pairs(root: Path, seed: int, indices: Sequence[int], config: RealPairConfig,
-                   workers: int = 1) -> tuple[list[Path], dict[str, Any]]:
+                   workers: int = 1, kind: str = "ms") -> tuple[list[Path], dict[str, Any]]:
     """Pairs `indices` of series `seed` under `root/<config key>_seed<seed>/`; complete cases already there are
-    reused (a cache hit). Returns the case folders and {generated, reused, seconds_per_pair}."""
-    folder = pairs_dir(root, seed, config)
+    reused (a cache hit). `kind`: "ms" (new and enlarging MS lesions) or "other_pathology" (`other_pathology_pair`,
+    its own folder). Returns the case folders and {generated, reused, seconds_per_pair}."""
+    if kind not in PAIR_MAKERS:
+        raise ValueError(f"unknown pair kind {kind!r}; expected one of {sorted(PAIR_MAKERS)}")
+    folder = pairs_dir(root, seed, config, kind)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "seed": seed, **asdict(config)},
                                                    indent=1))
-    dirs = [folder / f"realpair_{seed}_{i:04d}" for i in indices]
+    dirs = [folder / f"{CASE_PREFIX[kind]}_{seed}_{i:04d}" for i in indices]
     todo = [i for i, d in zip(indices, dirs) if not (d / PAIR_META_FILE).is_file()]
     shape_cache = root / "shapes"
     shape_library(config.max_shape_volume_mm3, shape_cache, config.max_shape_files)  # once, before the workers
     with WorkerPool(workers) as pool:
         seconds = pool.map(_generate_and_write, [seed] * len(todo), todo, [config] * len(todo),
-                           [folder] * len(todo), [shape_cache] * len(todo))
+                           [folder] * len(todo), [shape_cache] * len(todo), [kind] * len(todo))
     return dirs, {"generated": len(todo), "reused": len(indices) - len(todo),
                   "seconds_per_pair": round(float(np.mean(seconds)), 2) if seconds else None}
 

@@ -301,7 +301,8 @@ def simulate_acquisition(image: np.ndarray, brain: np.ndarray, config: SynthConf
 # A run draws each synthetic set from its own stream of one run seed, so no two sets share a case (the case id
 # carries the stream seed).
 SEED_STREAMS = {"finetune_ms": 1, "validation": 2, "semi_synthetic": 3, "pretraining": 4, "synthetic_test": 5,
-                "real_pairs_train": 6, "real_pairs_validation": 7, "real_pairs_test": 8}
+                "real_pairs_train": 6, "real_pairs_validation": 7, "real_pairs_test": 8,
+                "real_pairs_other_pathology": 9}
 
 
 def stream_seed(run_seed: int, stream: str) -> int:
