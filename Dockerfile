@@ -30,6 +30,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/msnode /usr/bin/msnode
 COPY --from=build /src/target/msnode.toml /etc/msnode/msnode.toml
 COPY --from=build /src/models/realbg /usr/share/msnode/models/realbg
+COPY --from=build /src/models/realbg-int8 /usr/share/msnode/models/realbg-int8
 COPY --from=build /src/models/single-visit /usr/share/msnode/models/single-visit
 COPY --from=build /src/packaging/docker/healthcheck /usr/bin/msnode-healthcheck
 COPY --from=onnxruntime /ort/onnxruntime/capi/libonnxruntime.so.1.31.1 /usr/lib/msnode/

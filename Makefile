@@ -112,6 +112,7 @@ bench-ingest: venv build
 
 bench-infer: venv build
 	$(PY) benches/infer.py
+	$(PY) benches/infer.py --model models/realbg-int8 --mirroring off
 
 ## `msnode analyze` per stage and peak memory against the input size (the real pair resampled finer)
 ## and threads (1, 2), the shipped model and realbg; nnU-Net's predictor as the inference peer.

@@ -1,6 +1,7 @@
 """Inference benchmark: `msnode infer` (ONNX Runtime, CPU) against nnU-Net v2's own `nnUNetPredictor`
 (PyTorch, CPU) on the same real Lesjak pair, the same weights (models/<name> and its nnunet/
-checkpoint), the same input channels, the same mirroring and 2 threads each, in one run.
+checkpoint; for a quantised model, the nnunet/ checkpoint of the fp32 model its card names), the same input
+channels, the same mirroring and 2 threads each, in one run.
 
 For each mirroring setting it prints the median over --repeat runs of:
   - the network stage: msnode's sliding-window inference (`timings.infer` of its summary) against
@@ -10,6 +11,7 @@ For each mirroring setting it prints the median over --repeat runs of:
 and the ratio nnU-Net / msnode for the network stage.
 
 Usage: .venv/bin/python benches/infer.py [--msnode target/release/msnode] [--model models/realbg] [--repeat 3]
+       [--mirroring off|on|both]
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ def main() -> int:
     parser.add_argument("--msnode", type=Path, default=ROOT / "target" / "release" / "msnode")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "realbg")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mirroring", choices=("off", "on", "both"), default="both",
+                        help="test-time mirroring settings to run (on: 8 passes per tile, as nnU-Net's default)")
     args = parser.parse_args()
+    # A quantised model (msnode-quantize) is compared with nnU-Net on the fp32 checkpoint it came from.
+    card = json.loads((args.model / "model_card.json").read_text())
+    source = card.get("quantization", {}).get("source_model")
+    peer_model = args.model.parent / source if source else args.model
     if not args.msnode.is_file():
         print(f"{args.msnode} is missing: cargo build --release", file=sys.stderr)
         return 1
@@ -62,10 +70,11 @@ def main() -> int:
         config = work / "msnode.toml"
         config.write_text(f'[node]\ndata_dir = "{work / "data"}"\n[model]\ndir = "{args.model.resolve()}"\n'
                           f'execution_provider = "cpu"\nintra_threads = {THREADS}\n')
-        print(f"model {args.model.name}; pair {PAIR.name}; {THREADS} threads each; median of {args.repeat}")
+        print(f"model {args.model.name} (nnU-Net: {peer_model.name}'s checkpoint); pair {PAIR.name}; {THREADS} threads "
+              f"each; median of {args.repeat}")
         print(f"{'mirroring':<10} {'msnode s':>9} {'nnU-Net s':>10} {'nnU-Net/msnode':>15}"
               f" {'msnode MiB':>11} {'nnU-Net MiB':>12}")
-        for mirror in (False, True):
+        for mirror in {"off": (False,), "on": (True,), "both": (False, True)}[args.mirroring]:
             flag = ["--mirror"] if mirror else []
             ours, theirs, ours_rss, theirs_rss = [], [], [], []
             for n in range(args.repeat):
@@ -77,7 +86,7 @@ def main() -> int:
                 ours.append(json.loads(stdout)["timings"]["infer"])
                 ours_rss.append(rss)
                 stdout, rss = peak_rss_mib(
-                    [sys.executable, str(PEER), "--model-dir", str(args.model), "--inputs", str(inputs),
+                    [sys.executable, str(PEER), "--model-dir", str(peer_model), "--inputs", str(inputs),
                      "--out", str(work / "nnunet.nii.gz"), "--threads", str(THREADS), *flag], env)
                 theirs.append(json.loads(stdout.strip().splitlines()[-1])["predict_seconds"])
                 theirs_rss.append(rss)

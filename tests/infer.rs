@@ -1,6 +1,6 @@
 //! The infer stage against real ONNX Runtime (the library from the onnxruntime==1.31.1 wheel in
 //! .venv) and the shipped model the training pipeline exported into models/realbg (nnunet/ beside it for the
-//! parity test).
+//! parity tests), and its int8 quantisation models/realbg-int8.
 
 mod common;
 
@@ -122,11 +122,11 @@ fn probability(path: &Path) -> ndarray::Array3<f32> {
         .data
 }
 
-/// Parity with nnU-Net itself: `msnode infer` on a real Lesjak pair, and nnU-Net v2's own
-/// `nnUNetPredictor` (its cropping, z-scoring, sliding window and Gaussian weighting) on the
-/// channels msnode fed the network, with the checkpoint the ONNX file was exported from.
-#[test]
-fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
+/// `msnode infer` with `model_dir` on a real Lesjak pair against nnU-Net v2's own `nnUNetPredictor`
+/// (its cropping, z-scoring, sliding window and Gaussian weighting) on the channels msnode fed the
+/// network, with the fp32 checkpoint in `reference_dir`/nnunet. Returns (Dice at the card's
+/// threshold, lesion volume ratio msnode / nnU-Net, max |p - p_nnunet|).
+fn parity_with_nnunet(model_dir: &Path, reference_dir: &Path) -> (f64, f64, f32) {
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("msnode.toml");
     std::fs::write(
@@ -134,7 +134,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
         format!(
             "[node]\ndata_dir = {:?}\n[model]\ndir = {:?}\nexecution_provider = \"cpu\"\nintra_threads = 2\n",
             work.path().join("data"),
-            shipped_model_dir()
+            model_dir
         ),
     )
     .unwrap();
@@ -162,7 +162,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
         .env("OMP_NUM_THREADS", "2")
         .arg(repo_root().join("tests/tools/nnunet_predict.py"))
         .arg("--model-dir")
-        .arg(shipped_model_dir())
+        .arg(reference_dir)
         .arg("--inputs")
         .arg(&inputs)
         .arg("--out")
@@ -172,10 +172,7 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     let ours = probability(&inputs.join("probability_model_grid.nii.gz"));
     let theirs = probability(&peer);
     assert_eq!(ours.dim(), theirs.dim());
-    let threshold = Model::open(&shipped_model_dir())
-        .unwrap()
-        .card
-        .default_threshold;
+    let threshold = Model::open(model_dir).unwrap().card.default_threshold;
     let (mut both, mut ours_on, mut theirs_on) = (0usize, 0usize, 0usize);
     let mut max_difference = 0f32;
     for (&a, &b) in ours.iter().zip(theirs.iter()) {
@@ -188,10 +185,20 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     let dice = 2.0 * both as f64 / (ours_on + theirs_on) as f64;
     let volume_ratio = ours_on as f64 / theirs_on as f64;
     eprintln!(
-        "parity: Dice {dice:.4}, lesion volume {ours_on} vs {theirs_on} voxels, max |p - p_nnunet| {max_difference:.4}"
+        "parity of {}: Dice {dice:.4}, lesion volume {ours_on} vs {theirs_on} voxels, max |p - p_nnunet| {max_difference:.4}",
+        model_dir.display()
     );
     // A model that marks nothing would make the comparison empty.
     assert!(theirs_on > 100, "nnU-Net marks only {theirs_on} voxels");
+    (dice, volume_ratio, max_difference)
+}
+
+/// Parity with nnU-Net itself for the shipped model: the same fp32 weights, so the probabilities
+/// agree everywhere, not only the masks.
+#[test]
+fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
+    let (dice, volume_ratio, max_difference) =
+        parity_with_nnunet(&shipped_model_dir(), &shipped_model_dir());
     assert!(dice >= 0.99, "Dice {dice}");
     assert!(
         (volume_ratio - 1.0).abs() <= 0.01,
@@ -200,6 +207,26 @@ fn msnode_infer_matches_nnunets_own_predictor_on_a_real_pair() {
     assert!(
         max_difference < 0.05,
         "probabilities differ by {max_difference}"
+    );
+}
+
+/// The int8 model (`models/realbg-int8`, `msnode-quantize`) against nnU-Net on the fp32 checkpoint
+/// it was quantised from: the masks must agree as the fp32 model's do (Dice >= 0.99, volume within
+/// 1 %); single voxels near the threshold may move (int8 steps), so no bound on the largest
+/// probability difference.
+#[test]
+fn the_int8_model_keeps_parity_with_nnunet_on_its_fp32_source() {
+    let int8 = repo_root().join("models/realbg-int8");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(int8.join("model_card.json")).unwrap())
+            .unwrap();
+    let source = card["quantization"]["source_model"].as_str().unwrap();
+    let (dice, volume_ratio, _) =
+        parity_with_nnunet(&int8, &repo_root().join("models").join(source));
+    assert!(dice >= 0.99, "Dice {dice}");
+    assert!(
+        (volume_ratio - 1.0).abs() <= 0.01,
+        "volume ratio {volume_ratio}"
     );
 }
 

@@ -55,6 +55,7 @@ grep -q '^ENTRYPOINT \["/usr/bin/msnode", "--config", "/etc/msnode/msnode.toml"\
 grep -q '^HEALTHCHECK .*"/usr/bin/msnode-healthcheck"' Dockerfile || fail "HEALTHCHECK"
 for file in /usr/bin/msnode /usr/bin/msnode-healthcheck /etc/msnode/msnode.toml \
         /usr/share/msnode/models/realbg/model.onnx /usr/share/msnode/models/realbg/model_card.json \
+        /usr/share/msnode/models/realbg-int8/model.onnx /usr/share/msnode/models/realbg-int8/model_card.json \
         /usr/share/msnode/models/single-visit/model.onnx /usr/share/msnode/models/single-visit/model_card.json \
         /usr/lib/msnode/libonnxruntime.so.1.31.1 /usr/share/doc/msnode/onnxruntime/LICENSE; do
     [ -e "$root$file" ] || fail "the image would lack $file"

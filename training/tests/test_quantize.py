@@ -54,9 +54,14 @@ def test_the_quantised_model_is_a_valid_folder_close_to_fp32(tmp_path: Path) -> 
     assert validate_model_card(quantised, tmp_path) == []
     assert quantised["name"] == card["name"] + "-int8" and quantised["onnx_sha256"] != card["onnx_sha256"]
     assert record["calibration_tiles"] == len(tiles) and record["source_onnx_sha256"] == card["onnx_sha256"]
-    assert (tmp_path / "nnunet").is_dir() and not (tmp_path / "model.prepared.onnx").exists()
-    ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "model.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert len(record["kept_in_fp32"]) == 1  # the convolution that reads the input
+    assert record["source_model"] == "compact" and not (tmp_path / "model.prepared.onnx").exists()
+    assert quantised["evaluation"] == {"fp32_source": card["evaluation"]}
+    assert "**Quantised model**" in (tmp_path / "MODEL_CARD.md").read_text()
+    graph = __import__("onnx").load(str(tmp_path / "model.onnx")).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    first = next(n for n in graph.node if n.name == record["kept_in_fp32"][0])
+    assert first.input[0] == card["input_name"]  # fed the fp32 input, not a DequantizeLinear
     x = calibration_tiles([blob_case(3)], model_geometry(card))[0]
     fp32 = onnxruntime.InferenceSession(str(COMPACT / card["onnx_file"])).run(None, {card["input_name"]: x})[0]
     int8 = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {card["input_name"]: x})[0]

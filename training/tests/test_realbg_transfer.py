@@ -78,7 +78,9 @@ def test_the_results_table_has_one_row_per_model() -> None:
              "min_lesion_volume_mm3": 5.0, "finetune_seconds": 12.0, "patient03_node": {"summary": summary}}
             for s in ("none", "inpainting")]
     text = results_markdown({"date": "d", "machine": {}, "config": config, "rows": rows,
-                             "pairs": {"seeds": {}, "pair_config_key": "k"}, "pretraining_seconds": {}})
+                             "pairs": {"seeds": {}, "pair_config_key": "k"}, "pretraining_seconds": {},
+                             "complete": False})
     table = [line for line in text.splitlines() if line.startswith("| none") or line.startswith("| inpainting")]
     assert table == [f"| {s} | 2 | 0.500 / 0.250 / 0.750 | 0.500 / 0.250 / 0.750 | 2.0 | 0.3 | 5.0 | 12.0 |"
                      for s in ("none", "inpainting")]
+    assert "**Incomplete**" in text

@@ -374,6 +374,18 @@ def method_summary(provenance: dict[str, Any]) -> str:
     )
 
 
+def quantization_note(card: dict[str, Any]) -> str:
+    """For a quantised model: what was quantised and from which model; its figures are not the source's."""
+    record = card.get("quantization")
+    if record is None:
+        return ""
+    return (f"\n**Quantised model**: {record['scheme']}, calibrated ({record['calibration']}) on "
+            f"{record['calibration_tiles']} inference tiles, from `{record['source_model']}` (ONNX sha256 "
+            f"{record['source_onnx_sha256'][:12]}...); kept in fp32: {len(record['kept_in_fp32'])} convolution(s). "
+            f"The table above is empty on purpose: the source's figures are under `evaluation.fp32_source` in "
+            f"model_card.json, and this model's own are in the repository's notes.\n")
+
+
 def write_model_card_markdown(card: dict[str, Any], path: Path) -> None:
     """The human-readable companion of model_card.json."""
     provenance, evaluation = card["provenance"], card["evaluation"]
@@ -438,6 +450,7 @@ The full training log (case lists, learning-rate search, validation F1 per epoch
 {rows}
 {held_out_note}
 Parity ONNX Runtime vs PyTorch: {json.dumps(evaluation.get('onnx_parity', {}))}
+{quantization_note(card)}
 
 ## Limits
 {data_limits}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -199,6 +200,8 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
     set_nnunet_environment(config.work_dir / "nnunet")
     torch.set_num_threads(config.threads)
     stages = Stages(config.work_dir)
+    if not stages.finished("run"):
+        stages.mark("run", run_record(started, config.threads))
     data = prepare_datasets(config, stages)
     identifier = stages.done["preprocess"]["identifier"]
 
@@ -214,7 +217,6 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
 
     validation = [read_pair(d)[0] for d in data["dirs"]["validation"]]
     test = [read_pair(d)[0] for d in data["dirs"]["test"]]
-    rows = []
     for fold, size in enumerate(config.sizes):
         for strategy in config.strategies:
             name = f"{strategy}_n{size}"
@@ -224,15 +226,33 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                                         dataset_id=FINETUNE_DATASET_ID, fold=fold)
             if not stages.finished(f"evaluate_{name}"):
                 stages.mark(f"evaluate_{name}", evaluate_model(config, name, record, validation, test))
-            rows.append({"pretraining": strategy, "n_finetune_pairs": size,
-                         "finetune_seconds": record["seconds"], "epochs_run": record["epochs_run"],
-                         **stages.done[f"evaluate_{name}"]})
-    pretraining_seconds = {s: stages.done[f"pretrain_{s}"]["seconds"] for s in config.strategies if s != "none"}
-    result = {"date": started.isoformat(timespec="seconds"), "config": config.as_dict(),
-              "machine": {"platform": platform.platform(), "cpu_count": __import__("os").cpu_count(),
-                          "torch_threads": torch.get_num_threads()},
+    return write_results(config, stages, data)
+
+
+def run_record(started: datetime, threads: int) -> dict[str, Any]:
+    return {"started": started.isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads}}
+
+
+def write_results(config: TransferConfig, stages: Stages, data: dict[str, Any]) -> dict[str, Any]:
+    """The table of every evaluated model (all of them after a whole run; those finished so far with
+    `--report-only`)."""
+    rows = []
+    for size in config.sizes:
+        for strategy in config.strategies:
+            name = f"{strategy}_n{size}"
+            if stages.finished(f"evaluate_{name}"):
+                record = stages.done[f"finetune_{name}"]
+                rows.append({"pretraining": strategy, "n_finetune_pairs": size,
+                             "finetune_seconds": record["seconds"], "epochs_run": record["epochs_run"],
+                             **stages.done[f"evaluate_{name}"]})
+    pretraining_seconds = {s: stages.done[f"pretrain_{s}"]["seconds"] for s in config.strategies
+                           if stages.finished(f"pretrain_{s}")}
+    run = stages.done["run"]
+    result = {"date": run["started"], "config": config.as_dict(), "machine": run["machine"],
               "pairs": {"seeds": data["seeds"], "pair_config_key": data["pair_config_key"]},
-              "pretraining_seconds": pretraining_seconds, "rows": rows}
+              "pretraining_seconds": pretraining_seconds, "rows": rows,
+              "complete": len(rows) == len(config.sizes) * len(config.strategies)}
     config.results_dir.mkdir(parents=True, exist_ok=True)
     (config.results_dir / "transfer_realbg.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (config.results_dir / "transfer_realbg.md").write_text(results_markdown(result))
@@ -256,7 +276,8 @@ def results_markdown(result: dict[str, Any]) -> str:
         f"fine-tuning {ft['epochs']} x {ft['iterations_per_epoch']} iterations for every model, seed "
         f"{config['seed']}; post-processing on {config['validation_pairs']} validation pairs; "
         f"{config['test_pairs']} held-out pairs (pair seeds {result['pairs']['seeds']}, key "
-        f"{result['pairs']['pair_config_key']}); patient03 through `msnode analyze` (affine, the node's default).",
+        f"{result['pairs']['pair_config_key']}); patient03 through `msnode analyze` with the node's default registration "
+        f"(rigid).",
         "",
         "F1 / PPV / sensitivity (MSSEG-2 lesion-wise).", "",
         "| pretraining | N | held-out pairs | patient03 (node) | patient03 FP | thr | min mm3 | fine-tune s |",
@@ -267,11 +288,13 @@ def results_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['pretraining']} | {row['n_finetune_pairs']} | {_triple(row['held_out'])} | "
                      f"{_triple(node)} | {node['false_positive_lesions_per_case']} | {row['threshold']} | "
                      f"{row['min_lesion_volume_mm3']} | {row['finetune_seconds']} |")
+    if not result["complete"]:
+        lines += ["", "**Incomplete**: only the models evaluated so far (the run was stopped or is still going)."]
     lines += ["", f"Pretraining seconds: {result['pretraining_seconds']}.", ""]
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> TransferConfig:
+def parse_args(argv: list[str] | None = None) -> tuple[TransferConfig, bool]:
     from msnode_training.paths import work_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -289,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> TransferConfig:
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table of the models evaluated so far (from stages.json); train nothing")
     args = parser.parse_args(argv)
     defaults = TransferConfig(Path("."), Path("."), Path("."))
     return TransferConfig(
@@ -299,11 +324,21 @@ def parse_args(argv: list[str] | None = None) -> TransferConfig:
                                   iterations_per_epoch=args.iterations),
         finetune_settings=replace(defaults.finetune_settings, epochs=args.finetune_epochs,
                                   iterations_per_epoch=args.iterations),
-        threads=args.threads, data_workers=args.workers)
+        threads=args.threads, data_workers=args.workers), args.report_only
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_transfer(parse_args(argv))
+    config, report_only = parse_args(argv)
+    if report_only:
+        set_nnunet_environment(config.work_dir / "nnunet")
+        stages = Stages(config.work_dir)
+        if not stages.finished("run"):  # a run started before runs were recorded: its pair cache's age
+            # (in memory only: the running command owns stages.json)
+            created = (config.work_dir / "pairs").stat().st_ctime
+            stages.done["run"] = run_record(datetime.fromtimestamp(created, timezone.utc), config.threads)
+        write_results(config, stages, prepare_datasets(config, stages))
+    else:
+        run_transfer(config)
 
 
 if __name__ == "__main__":
