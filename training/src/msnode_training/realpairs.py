@@ -55,7 +55,7 @@ from msnode_training.readers import (
     read_msseg2_case,
     write_msseg2_case,
 )
-from msnode_training.synth import case_rng, paint, pick_centre, smooth_noise, soft_ellipsoid
+from msnode_training.synth import case_rng, paint_mass, paint_wedge, pick_centre, smooth_noise
 from msnode_training.volumes import Geometry, read_volume, resample_to, write_volume
 
 FORMAT_VERSION = 2  # of the pairs; bump when the generator changes what it makes
@@ -1001,20 +1001,14 @@ def other_pathology_pair(seed: int, index: int, config: RealPairConfig,
     brain = bg.brain & (case.current > 0)
     level = float(np.median(case.current[brain]))
     radii = rng.uniform(*OTHER_PATHOLOGY_RADIUS_MM, size=3) / np.array(config.spacing_zyx)
-    current = case.current.copy()
     if rng.uniform() < 0.5:
         kind = "mass"
         centre = pick_centre(np.argwhere(bg.white_matter & ~bg.avoid), rng)
-        oedema = soft_ellipsoid(current.shape, centre, radii, rng)
-        core = soft_ellipsoid(current.shape, centre, radii * rng.uniform(0.3, 0.6), rng)
-        current = paint(current, oedema, level * rng.uniform(1.5, 2.2))
-        current = paint(current, core, level * rng.uniform(0.4, 1.2))
-        region = oedema
+        current, region = paint_mass(case.current.copy(), centre, radii, level, rng)
     else:
         kind = "wedge"
         centre = pick_centre(np.argwhere(bg.grey_matter & ~bg.avoid), rng)
-        region = soft_ellipsoid(current.shape, centre, radii, rng) * (bg.grey_matter | bg.white_matter)
-        current = paint(current, region, level * rng.uniform(1.3, 1.9))
+        current, region = paint_wedge(case.current.copy(), centre, radii, bg.grey_matter | bg.white_matter, level, rng)
     current *= brain
     label = (region > 0.5) & brain
     voxel = float(np.prod(config.spacing_zyx))

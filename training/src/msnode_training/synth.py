@@ -207,26 +207,36 @@ def ms_lesions(base: np.ndarray, anatomy: Anatomy, config: SynthConfig, rng: np.
     return prior, current, label
 
 
+def paint_mass(image: np.ndarray, centre: np.ndarray, radii_vox: np.ndarray, brain_level: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A tumour-like mass: bright oedema around a darker core. Returns the image and the oedema (soft, 0..1)."""
+    oedema = soft_ellipsoid(image.shape, centre, radii_vox, rng)
+    core = soft_ellipsoid(image.shape, centre, radii_vox * rng.uniform(0.3, 0.6), rng)
+    image = paint(image, oedema, brain_level * rng.uniform(1.5, 2.2))
+    return paint(image, core, brain_level * rng.uniform(0.4, 1.2)), oedema
+
+
+def paint_wedge(image: np.ndarray, centre: np.ndarray, radii_vox: np.ndarray, tissue: np.ndarray,
+                brain_level: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A stroke-like wedge through the tissue around a cortical centre. Returns the image and the wedge (soft)."""
+    region = soft_ellipsoid(image.shape, centre, radii_vox, rng) * tissue
+    return paint(image, region, brain_level * rng.uniform(1.3, 1.9)), region
+
+
 def other_pathology(base: np.ndarray, anatomy: Anatomy, config: SynthConfig,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A tumour-like mass (bright oedema, darker core) or a stroke-like cortical wedge on the current visit."""
     spacing = config.spacing_mm
     brain_level = float(np.median(base[anatomy.brain > 0]))
-    current = base.copy()
     if rng.uniform() < 0.5:
         centre = pick_centre(np.argwhere(anatomy.white_matter > 0.5), rng)
         radii = rng.uniform(*config.mass_radius_mm, size=3) / spacing
-        oedema = soft_ellipsoid(base.shape, centre, radii, rng)
-        core = soft_ellipsoid(base.shape, centre, radii * rng.uniform(0.3, 0.6), rng)
-        current = paint(current, oedema, brain_level * rng.uniform(1.5, 2.2))
-        current = paint(current, core, brain_level * rng.uniform(0.4, 1.2))
-        region = oedema
+        current, region = paint_mass(base.copy(), centre, radii, brain_level, rng)
     else:
         centre = pick_centre(np.argwhere(anatomy.grey_matter > 0.6), rng)
         radii = rng.uniform(*config.mass_radius_mm, size=3) / spacing
         tissue = np.clip(anatomy.grey_matter + anatomy.white_matter, 0, 1)
-        region = soft_ellipsoid(base.shape, centre, radii, rng) * tissue
-        current = paint(current, region, brain_level * rng.uniform(1.3, 1.9))
+        current, region = paint_wedge(base.copy(), centre, radii, tissue, brain_level, rng)
     label = (region > 0.5) & anatomy.brain.astype(bool)
     return base.copy(), current, label
 
