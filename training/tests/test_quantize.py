@@ -13,7 +13,8 @@ import pytest
 from msnode_training.export import validate_model_card
 from msnode_training.inference import sliding_window_starts
 from msnode_training.paths import models_dir
-from msnode_training.quantize import calibration_tiles, model_geometry, quantize_model
+from msnode_training.held_out import card_geometry
+from msnode_training.quantize import calibration_tiles, quantize_model
 from msnode_training.readers import LongitudinalCase
 from msnode_training.volumes import Geometry
 
@@ -34,7 +35,7 @@ def blob_case(seed: int) -> LongitudinalCase:
 
 def test_calibration_tiles_are_the_sliding_windows_tiles() -> None:
     card = json.loads((COMPACT / "model_card.json").read_text())
-    geometry = model_geometry(card)
+    geometry = card_geometry(card)
     case = blob_case(0)
     tiles = calibration_tiles([case], geometry)
     brain = np.argwhere(case.current > 0)
@@ -48,7 +49,7 @@ def test_calibration_tiles_are_the_sliding_windows_tiles() -> None:
 
 def test_the_quantised_model_is_a_valid_folder_close_to_fp32(tmp_path: Path) -> None:
     card = json.loads((COMPACT / "model_card.json").read_text())
-    tiles = calibration_tiles([blob_case(1), blob_case(2)], model_geometry(card))
+    tiles = calibration_tiles([blob_case(1), blob_case(2)], card_geometry(card))
     record = quantize_model(COMPACT, tmp_path, tiles)
     quantised = json.loads((tmp_path / "model_card.json").read_text())
     assert validate_model_card(quantised, tmp_path) == []
@@ -62,7 +63,7 @@ def test_the_quantised_model_is_a_valid_folder_close_to_fp32(tmp_path: Path) -> 
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     first = next(n for n in graph.node if n.name == record["kept_in_fp32"][0])
     assert first.input[0] == card["input_name"]  # fed the fp32 input, not a DequantizeLinear
-    x = calibration_tiles([blob_case(3)], model_geometry(card))[0]
+    x = calibration_tiles([blob_case(3)], card_geometry(card))[0]
     fp32 = onnxruntime.InferenceSession(str(COMPACT / card["onnx_file"])).run(None, {card["input_name"]: x})[0]
     int8 = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {card["input_name"]: x})[0]
     # int8 activations: the logits follow fp32 within a few percent of their spread, and the argmax mostly agrees

@@ -58,7 +58,7 @@ def test_other_pathology_pairs_refuse_a_real_pair_as_the_only_background() -> No
 
 
 def test_each_fine_tuning_size_is_a_fold_on_the_first_pairs_of_one_pool(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("msnode_training.realbg_transfer.preprocessed_dir", lambda _id: tmp_path)
+    monkeypatch.setattr("msnode_training.nnunet_data.preprocessed_dir", lambda _id: tmp_path)
     pool = [f"p{i}" for i in range(10)]
     write_size_splits(530, pool, ["v1", "v0"], (2, 5, 10))
     folds = json.loads((tmp_path / "splits_final.json").read_text())

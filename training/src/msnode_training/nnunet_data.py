@@ -220,10 +220,15 @@ def transfer_plans_and_preprocess(source_dataset_id: int, target_dataset_id: int
                        show_progress_bar=False)
 
 
-def write_split(dataset_id: int, train: list[str], validation: list[str]) -> None:
-    """Fold 0 of splits_final.json: our own train/validation split instead of nnU-Net's random 5 folds."""
+def write_splits(dataset_id: int, folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> None:
+    """splits_final.json with our own (train, validation) folds instead of nnU-Net's random 5."""
     (preprocessed_dir(dataset_id) / "splits_final.json").write_text(
-        json.dumps([{"train": sorted(train), "val": sorted(validation)}], indent=2))
+        json.dumps([{"train": sorted(train), "val": sorted(validation)} for train, validation in folds], indent=2))
+
+
+def write_split(dataset_id: int, train: list[str], validation: list[str]) -> None:
+    """Fold 0 only: one train/validation split."""
+    write_splits(dataset_id, [(train, validation)])
 
 
 def load_plans(dataset_id: int, identifier: str) -> dict:

@@ -21,15 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from msnode_training.export import sha256_of, write_model_card_markdown
+from msnode_training.held_out import card_geometry
 from msnode_training.inference import ModelGeometry, foreground_probability
 from msnode_training.readers import LongitudinalCase
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-
-
-def model_geometry(card: dict[str, Any]) -> ModelGeometry:
-    return ModelGeometry(tuple(float(v) for v in card["spacing_mm"]), tuple(int(v) for v in card["patch_size"]),
-                         len(card["output_labels"]), ())
 
 
 def calibration_tiles(cases: Sequence[LongitudinalCase], geometry: ModelGeometry, every: int = 1) -> list[np.ndarray]:
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     from msnode_training.paths import work_dir
 
     card = json.loads((args.model_dir / "model_card.json").read_text())
-    geometry = model_geometry(card)
+    geometry = card_geometry(card)
     root = args.pairs_root or work_dir() / "quantize" / "pairs"
     dirs, _ = generate_pairs(root, pair_seeds(0)["validation"], range(args.pairs),
                              RealPairConfig(spacing_zyx=geometry.spacing_zyx))

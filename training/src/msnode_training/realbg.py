@@ -101,9 +101,14 @@ class RealBgConfig:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
-def pair_spacing(config: RealBgConfig) -> tuple[float, float, float]:
-    spacing = NETWORK_SIZES[config.network_size].spacing_zyx
+def network_pair_spacing(network_size: str) -> tuple[float, float, float]:
+    """The pair grid of a network size: its own spacing, else the pair generator's default."""
+    spacing = NETWORK_SIZES[network_size].spacing_zyx
     return spacing if spacing is not None else RealPairConfig().spacing_zyx
+
+
+def pair_spacing(config: RealBgConfig) -> tuple[float, float, float]:
+    return network_pair_spacing(config.network_size)
 
 
 def train_pair_config(config: RealBgConfig) -> RealPairConfig:

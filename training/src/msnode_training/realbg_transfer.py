@@ -35,13 +35,14 @@ import torch
 from msnode_training.baseline import DATA_CITATION
 from msnode_training.checkpoint_choice import ScoredProbability, fp_aware_postprocessing
 from msnode_training.export import build_model_card, export_onnx, load_trained_model, onnx_session, validate_model_card
-from msnode_training.inference import foreground_probability, onnx_runner
+from msnode_training.inference import onnx_runner
 from msnode_training.nnunet_data import (
     NETWORK_SIZES,
     plan_and_preprocess,
-    preprocessed_dir,
     transfer_plans_and_preprocess,
     write_raw_dataset,
+    write_split,
+    write_splits,
 )
 from msnode_training.node_eval import evaluate_through_node
 from msnode_training.paths import set_nnunet_environment
@@ -51,7 +52,9 @@ from msnode_training.realbg import (
     POSTPROCESSING_THRESHOLDS,
     Stages,
     log,
+    network_pair_spacing,
     pair_seeds,
+    probability_of,
     run_training_stage,
     score_cases,
 )
@@ -101,23 +104,17 @@ class TransferConfig:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
-def spacing_of(config: TransferConfig) -> tuple[float, float, float]:
-    spacing = NETWORK_SIZES[config.network_size].spacing_zyx
-    return spacing if spacing is not None else RealPairConfig().spacing_zyx
-
-
 def write_size_splits(dataset_id: int, pool: Sequence[str], validation: Sequence[str],
                       sizes: Sequence[int]) -> None:
     """Fold k of splits_final.json trains on the first sizes[k] pool pairs (one fold per fine-tuning size, so that
     each size has its own results folder); every fold validates on the same pairs."""
-    folds = [{"train": sorted(pool[:n]), "val": sorted(validation)} for n in sizes]
-    (preprocessed_dir(dataset_id) / "splits_final.json").write_text(json.dumps(folds, indent=2))
+    write_splits(dataset_id, [(pool[:n], validation) for n in sizes])
 
 
 def prepare_datasets(config: TransferConfig, stages: Stages) -> dict[str, Any]:
     """The pairs (cached) and both nnU-Net datasets: fine-tuning (pool + validation, planned here) and pretraining
     (preprocessed with the fine-tuning plans, so every model has the same network). Returns the pair folders."""
-    spacing = spacing_of(config)
+    spacing = network_pair_spacing(config.network_size)
     pair_config = RealPairConfig(spacing_zyx=spacing)
     seeds = pair_seeds(config.seed)
     pretrain_seed = stream_seed(config.seed, "real_pairs_other_pathology")
@@ -144,14 +141,9 @@ def prepare_datasets(config: TransferConfig, stages: Stages) -> dict[str, Any]:
                           "another pathology on real backgrounds (transfer experiment pretraining)")
         transfer_plans_and_preprocess(FINETUNE_DATASET_ID, PRETRAIN_DATASET_ID, identifier)
         names = [d.name for d in dirs["pretrain"]]
-        write_size_splits(PRETRAIN_DATASET_ID, names[:-1], names[-1:], [len(names) - 1])
+        write_split(PRETRAIN_DATASET_ID, names[:-1], names[-1:])
         stages.mark("preprocess", {"identifier": identifier, "seconds": round(time.monotonic() - t, 1)})
     return {"dirs": dirs, "seeds": {**seeds, "pretrain": pretrain_seed}, "pair_config_key": pair_config.key()}
-
-
-def model_probabilities(onnx_path: Path, cases: Sequence[LongitudinalCase], model, threads: int) -> list:
-    runner = onnx_runner(onnx_session(onnx_path, threads))
-    return [foreground_probability(c.prior, c.current, c.geometry, model.geometry(), runner) for c in cases]
 
 
 def evaluate_model(config: TransferConfig, name: str, record: dict[str, Any], validation: Sequence[LongitudinalCase],
@@ -166,13 +158,14 @@ def evaluate_model(config: TransferConfig, name: str, record: dict[str, Any], va
     onnx_path = model_dir / "model.onnx"
     export_onnx(model, onnx_path)
     t = time.monotonic()
-    validation_p = model_probabilities(onnx_path, validation, model, config.threads)
+    runner = onnx_runner(onnx_session(onnx_path, config.threads))
+    validation_p = [probability_of(c, model, runner) for c in validation]
     choice = fp_aware_postprocessing(
         [ScoredProbability(c.case_id, p, c.label, c.geometry.spacing_zyx) for c, p in zip(validation, validation_p)],
         config.thresholds, config.min_volumes_mm3)
     validation_scores = score_cases(validation, validation_p, choice.threshold, choice.min_lesion_volume_mm3)
     del validation_p
-    test_scores = score_cases(test, model_probabilities(onnx_path, test, model, config.threads), choice.threshold,
+    test_scores = score_cases(test, [probability_of(c, model, runner) for c in test], choice.threshold,
                               choice.min_lesion_volume_mm3)
     python_seconds = time.monotonic() - t
     card = build_model_card(f"msnode-transfer-{name}", "0.0.0", onnx_path, model, choice.threshold,
