@@ -3,6 +3,7 @@ seeds, and the node evaluation's mask mapping. No training here."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,9 +12,29 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from msnode_training.nnunet_data import NETWORK_SIZES, NetworkSize, sized_plans, total_stride
+from msnode_training.nnunet_data import (
+    NETWORK_SIZES,
+    NetworkSize,
+    plan_and_preprocess,
+    preprocessed_dir,
+    sized_plans,
+    total_stride,
+    write_raw_dataset,
+)
 from msnode_training.node_eval import mask_to_common, node_config
-from msnode_training.realbg import RealBgConfig, Stages, pair_seeds, pair_spacing, parse_args
+from msnode_training.paths import set_nnunet_environment
+from msnode_training.realbg import (
+    DATASET_ID,
+    PRETRAIN_DATASET_ID,
+    RealBgConfig,
+    Stages,
+    other_pathology_seed,
+    pair_seeds,
+    pair_spacing,
+    parse_args,
+    prepare_other_pathology_pretraining,
+)
+from msnode_training.realpairs import RealPairConfig, generate_pairs, read_pair
 from msnode_training.trainers import MsnodeTrainer, PlateauTracker, TrainingSettings
 from msnode_training.volumes import Geometry
 
@@ -50,6 +71,36 @@ def test_command_line_builds_the_schedule() -> None:
     assert config.pretraining == "none" and config.budget_minutes == 30
     with pytest.raises(ValueError):
         RealBgConfig(Path("."), Path("."), pretraining="other")
+    config = parse_args(["--pretraining", "other_pathology", "--pretrain-pairs", "5"])
+    assert (config.pretraining, config.pretrain_pairs) == ("other_pathology", 5)
+    with pytest.raises(ValueError):  # one pair would leave none to validate on
+        RealBgConfig(Path("."), Path("."), pretraining="other_pathology", pretrain_pairs=1)
+    assert other_pathology_seed(0) not in pair_seeds(0).values()
+
+
+def test_other_pathology_pretraining_data_uses_the_fine_tuning_plans(tmp_path: Path) -> None:
+    """Pretraining and fine-tuning must train one network: the other-pathology pairs are preprocessed with the
+    fine-tuning dataset's plans, carry their painted label, and a rerun reuses the stage."""
+    set_nnunet_environment(tmp_path / "nnunet")
+    pair_config = RealPairConfig(backgrounds=("lesjak-cross-sectional/patient07",), max_shape_files=3)
+    ms_dirs, _ = generate_pairs(tmp_path / "pairs", 4, range(2), pair_config)
+    write_raw_dataset([read_pair(d)[0] for d in ms_dirs], DATASET_ID, "msnodeRealBg", pair_config.spacing_zyx,
+                      "test")
+    identifier = plan_and_preprocess(DATASET_ID, NETWORK_SIZES["realbg"])
+    config = RealBgConfig(tmp_path, tmp_path / "export", pretraining="other_pathology", pretrain_pairs=2)
+    stages = Stages(tmp_path)
+    record = prepare_other_pathology_pretraining(config, stages, tmp_path / "pairs", pair_config, identifier)
+    assert record["seed"] == other_pathology_seed(0) and record["generation"]["generated"] == 2
+    source, target = preprocessed_dir(DATASET_ID), preprocessed_dir(PRETRAIN_DATASET_ID)
+    source_plans = json.loads((source / f"{identifier}.json").read_text())
+    target_plans = json.loads((target / f"{identifier}.json").read_text())
+    assert target_plans["configurations"] == source_plans["configurations"]
+    folds = json.loads((target / "splits_final.json").read_text())
+    assert len(folds[0]["train"]) == 1 and len(folds[0]["val"]) == 1
+    labels = sorted((target / "gt_segmentations").glob("*.nii.gz"))
+    assert len(labels) == 2 and all(sitk.GetArrayFromImage(sitk.ReadImage(str(f))).max() == 1 for f in labels)
+    again = prepare_other_pathology_pretraining(config, Stages(tmp_path), tmp_path / "pairs", pair_config, identifier)
+    assert again == record
 
 
 def test_stages_are_remembered_across_runs(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """One-command training of the real-background model (issue 19): real-background two-visit pairs on the anisotropic
-3 x 1 x 1 mm (z, y, x) pair grid, pretraining (self-supervised context inpainting on the training pairs' images, or
-none) then fine-tuning for new and enlarging lesions, post-processing chosen on validation pairs only, evaluation
+3 x 1 x 1 mm (z, y, x) pair grid, pretraining (self-supervised context inpainting on the training pairs' images,
+supervised on real-background other-pathology pairs, or none) then fine-tuning for new and enlarging lesions, post-processing chosen on validation pairs only, evaluation
 on held-out pairs and on the real Lesjak patient03 pair (never used for training or tuning), ONNX export with its
 parity check and the model card.
 
@@ -37,7 +37,13 @@ from msnode_training.export import (
     write_model_card_markdown,
 )
 from msnode_training.inference import foreground_probability, lesion_mask, onnx_runner, torch_runner
-from msnode_training.nnunet_data import NETWORK_SIZES, plan_and_preprocess, write_raw_dataset, write_split
+from msnode_training.nnunet_data import (
+    NETWORK_SIZES,
+    plan_and_preprocess,
+    transfer_plans_and_preprocess,
+    write_raw_dataset,
+    write_split,
+)
 from msnode_training.paths import lesjak_longitudinal_dir, set_nnunet_environment
 from msnode_training.readers import LongitudinalCase, read_lesjak_longitudinal_case
 from msnode_training.realpairs import RealPairConfig, generate_pairs, read_pair
@@ -48,6 +54,13 @@ from msnode_training.trainers import MsnodeTrainer, TrainingSettings
 
 DATASET_ID = 512
 DATASET_NAME = "msnodeRealBg"
+PRETRAIN_DATASET_ID = 513  # other-pathology pretraining pairs, preprocessed with the fine-tuning plans
+PRETRAINING_STRATEGIES = ("inpainting", "other_pathology", "none")
+PRETRAINING_OBJECTIVE = {"inpainting": "inpainting", "other_pathology": "segmentation"}
+PRETRAINING_DESCRIPTION = {"inpainting": "inpainting on the training pairs (self-supervised)",
+                           "other_pathology": "segmentation of another pathology (mass or wedge) on real-background "
+                                              "pairs (supervised)",
+                           "none": "none"}
 POSTPROCESSING_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
 POSTPROCESSING_MIN_VOLUMES_MM3: tuple[float, ...] = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
 
@@ -61,7 +74,11 @@ class RealBgConfig:
     train_pairs: int = 24
     validation_pairs: int = 6
     test_pairs: int = 8
-    pretraining: str = "inpainting"  # "inpainting" (self-supervised, on the training pairs) or "none"
+    # "inpainting" (self-supervised, on the training pairs), "other_pathology" (supervised, on `pretrain_pairs`
+    # real-background pairs whose only labelled change is a mass or a wedge: the transfer experiment's best start)
+    # or "none"
+    pretraining: str = "inpainting"
+    pretrain_pairs: int = 16
     pretrain_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
         epochs=4, iterations_per_epoch=30, val_iterations_per_epoch=1, save_every_epochs=1))
     finetune_settings: TrainingSettings = field(default_factory=lambda: TrainingSettings(
@@ -90,8 +107,10 @@ class RealBgConfig:
     checkpoint_choice: str = "whole"
 
     def __post_init__(self) -> None:
-        if self.pretraining not in ("inpainting", "none"):
-            raise ValueError("pretraining must be 'inpainting' or 'none'")
+        if self.pretraining not in PRETRAINING_STRATEGIES:
+            raise ValueError(f"pretraining must be one of {PRETRAINING_STRATEGIES}")
+        if self.pretraining == "other_pathology" and self.pretrain_pairs < 2:
+            raise ValueError("other-pathology pretraining needs at least 2 pairs (one validates)")
         if self.checkpoint_choice not in ("whole", "proxy"):
             raise ValueError("checkpoint_choice must be 'whole' or 'proxy'")
         if self.network_size not in NETWORK_SIZES:
@@ -121,6 +140,31 @@ def train_pair_config(config: RealBgConfig) -> RealPairConfig:
 def pair_seeds(run_seed: int) -> dict[str, int]:
     """The three disjoint pair streams of a run seed (the baseline uses the same validation and test streams)."""
     return {split: stream_seed(run_seed, f"real_pairs_{split}") for split in ("train", "validation", "test")}
+
+
+def other_pathology_seed(run_seed: int) -> int:
+    """The other-pathology pretraining pairs' stream (the transfer experiment's too, so its pairs are reused)."""
+    return stream_seed(run_seed, "real_pairs_other_pathology")
+
+
+def prepare_other_pathology_pretraining(config: RealBgConfig, stages: Stages, pairs_root: Path,
+                                        pair_config: RealPairConfig, identifier: str) -> dict[str, Any]:
+    """The other-pathology pairs (cached) as nnU-Net dataset `PRETRAIN_DATASET_ID`, preprocessed with the
+    fine-tuning plans so that pretraining and fine-tuning train one network; the last pair validates."""
+    seed = other_pathology_seed(config.seed)
+    dirs, record = generate_pairs(pairs_root, seed, range(config.pretrain_pairs), pair_config, config.data_workers,
+                                  "other_pathology")
+    log(f"pairs pretrain: {config.pretrain_pairs} other_pathology ({record})")
+    if not stages.finished("preprocess_pretrain"):
+        t = time.monotonic()
+        write_raw_dataset([read_pair(d)[0] for d in dirs], PRETRAIN_DATASET_ID, "msnodeRealBgOtherPathology",
+                          pair_config.spacing_zyx, "another pathology (mass or wedge) on real backgrounds")
+        transfer_plans_and_preprocess(DATASET_ID, PRETRAIN_DATASET_ID, identifier)
+        names = [d.name for d in dirs]
+        write_split(PRETRAIN_DATASET_ID, names[:-1], names[-1:])
+        stages.mark("preprocess_pretrain", {"seed": seed, "pairs": config.pretrain_pairs, "generation": record,
+                                            "seconds": round(time.monotonic() - t, 1)})
+    return stages.done["preprocess_pretrain"]
 
 
 class Stages:
@@ -296,14 +340,25 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
     log(f"preprocessed ({stages.done['preprocess']['seconds']} s); training budget "
         f"{config.budget_minutes * config.training_share:.0f} min from the start")
 
-    # 3. Pretraining (context inpainting on the same images, labels unused), then fine-tuning.
+    # 3. Pretraining (context inpainting on the same images, labels unused; or segmentation of another pathology
+    # on its own real-background pairs), then fine-tuning.
     pretrained = None
     records: dict[str, Any] = {}
-    if config.pretraining == "inpainting":
-        settings = replace(config.pretrain_settings, seed=config.seed, progress_label="pretrain inpainting",
+    if config.pretraining != "none":
+        pretrain_dataset = DATASET_ID
+        if config.pretraining == "other_pathology":
+            records["pretrain_data"] = prepare_other_pathology_pretraining(config, stages, pairs_root, pair_config,
+                                                                           identifier)
+            pretrain_dataset = PRETRAIN_DATASET_ID
+        settings = replace(config.pretrain_settings, seed=config.seed,
+                           progress_label=f"pretrain {config.pretraining.replace('_', '-')}",
                            deadline_unix=stage_deadline(start_unix, config, config.pretrain_share))
-        records["pretrain"] = run_training_stage(stages, "pretrain", "inpainting", identifier, settings, None,
-                                                 config.work_dir / "pretrained" / "checkpoint.pth")
+        if config.pretraining == "other_pathology":  # a segmentation objective samples foreground as fine-tuning
+            settings = replace(settings, foreground_oversampling=config.finetune_settings.foreground_oversampling)
+        records["pretrain"] = run_training_stage(stages, "pretrain", PRETRAINING_OBJECTIVE[config.pretraining],
+                                                 identifier, settings, None,
+                                                 config.work_dir / "pretrained" / "checkpoint.pth",
+                                                 dataset_id=pretrain_dataset)
         pretrained = Path(records["pretrain"]["checkpoint"])
     settings = replace(config.finetune_settings, seed=config.seed, progress_label="fine-tune",
                        deadline_unix=stage_deadline(start_unix, config, 1.0))
@@ -389,7 +444,7 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
         "engine": "nnU-Net v2 (planner, augmentation, Dice+CE loss, deep supervision) with msnode trainer classes",
         "network": {"size": config.network_size, "features_per_stage": list(size.features_per_stage),
                     "strides": [list(s) for s in size.strides], "plans_identifier": identifier},
-        "pretraining_strategy": "inpainting on the training pairs (self-supervised)" if pretrained else "none",
+        "pretraining_strategy": PRETRAINING_DESCRIPTION[config.pretraining],
         "finetuning_strategy": config.finetune_settings.strategy,
         "stages": records,
         "seed": config.seed,
@@ -418,10 +473,11 @@ def run_realbg(config: RealBgConfig) -> dict[str, Any]:
     return result
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, command: str, model_folder: str) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, command: str, model_folder: str,
+                      pretraining: Sequence[str] = ("inpainting", "none")) -> None:
     """The arguments every one-command training run takes (`msnode-realbg`, `msnode-single-visit`), with realbg's
-    defaults; `work` and `out` default to `work/<command>` and `models/<model_folder>`. A command changes its own
-    defaults with `parser.set_defaults`."""
+    defaults; `work` and `out` default to `work/<command>` and `models/<model_folder>`, `pretraining` lists the
+    command's pretraining strategies. A command changes its own defaults with `parser.set_defaults`."""
     from msnode_training.paths import models_dir, work_dir
 
     parser.add_argument("--work", type=Path, default=work_dir() / command)
@@ -430,7 +486,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, command: str, model_folde
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="realbg", choices=sorted(NETWORK_SIZES))
-    parser.add_argument("--pretraining", default="inpainting", choices=("inpainting", "none"))
+    parser.add_argument("--pretraining", default="inpainting", choices=tuple(pretraining))
     parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--finetune-epochs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=30)
@@ -476,7 +532,9 @@ def run_fields(args: argparse.Namespace, pretrain: TrainingSettings, finetune: T
 
 def parse_args(argv: list[str] | None = None) -> RealBgConfig:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, "realbg", "realbg")
+    add_run_arguments(parser, "realbg", "realbg", PRETRAINING_STRATEGIES)
+    parser.add_argument("--pretrain-pairs", type=int, default=16,
+                        help="other-pathology pretraining: real-background pairs with a mass or a wedge")
     parser.add_argument("--train-pairs", type=int, default=24)
     parser.add_argument("--validation-pairs", type=int, default=6)
     parser.add_argument("--test-pairs", type=int, default=8)
@@ -493,6 +551,7 @@ def parse_args(argv: list[str] | None = None) -> RealBgConfig:
         **run_fields(args, defaults.pretrain_settings, defaults.finetune_settings,
                      early_stopping_patience=args.early_stopping_patience,
                      lr_reduce_patience=args.lr_reduce_patience),
+        pretrain_pairs=args.pretrain_pairs,
         train_pairs=args.train_pairs, validation_pairs=args.validation_pairs, test_pairs=args.test_pairs,
         train_new_lesions=(args.train_new_lesions[0], args.train_new_lesions[1]),
         train_affine_fraction=args.train_affine_residual, train_faint_share=args.train_faint_share)

@@ -50,22 +50,22 @@ from msnode_training.readers import LongitudinalCase
 from msnode_training.realbg import (
     POSTPROCESSING_MIN_VOLUMES_MM3,
     POSTPROCESSING_THRESHOLDS,
+    PRETRAINING_OBJECTIVE,
     Stages,
     log,
     network_pair_spacing,
+    other_pathology_seed,
     pair_seeds,
     probability_of,
     run_training_stage,
     score_cases,
 )
 from msnode_training.realpairs import RealPairConfig, generate_pairs, read_pair
-from msnode_training.synth import stream_seed
 from msnode_training.trainers import TrainingSettings
 
 FINETUNE_DATASET_ID = 530
 PRETRAIN_DATASET_ID = 531
 STRATEGIES = ("none", "other_pathology", "inpainting")
-PRETRAINING_OBJECTIVE = {"other_pathology": "segmentation", "inpainting": "inpainting"}
 
 
 @dataclass
@@ -117,7 +117,7 @@ def prepare_datasets(config: TransferConfig, stages: Stages) -> dict[str, Any]:
     spacing = network_pair_spacing(config.network_size)
     pair_config = RealPairConfig(spacing_zyx=spacing)
     seeds = pair_seeds(config.seed)
-    pretrain_seed = stream_seed(config.seed, "real_pairs_other_pathology")
+    pretrain_seed = other_pathology_seed(config.seed)
     root = config.work_dir / "pairs"
     wanted = {"pool": (seeds["train"], max(config.sizes), "ms"),
               "validation": (seeds["validation"], config.validation_pairs, "ms"),
