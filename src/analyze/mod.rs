@@ -28,7 +28,8 @@ use crate::infer::{InferError, Model, Predictor, Provider, RuntimeSettings};
 pub use crate::lesions::AnalysisKind;
 use crate::lesions::{Lesion, LesionSummary, find_lesions};
 use crate::prepare::{
-    AlignedPrior, BrainStats, Channel, PrepareError, PriorZ, model_input, to_current_grid,
+    AlignedPrior, BrainStats, Channel, CurrentOnModelGrid, PrepareError, PriorZ, model_input,
+    to_current_grid,
 };
 use crate::register::{Quality, RegisterError, RegisterOptions, Registration, register};
 use crate::volume::{Volume, VolumeError};
@@ -78,7 +79,11 @@ pub struct AnalysisSettings {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
     pub load: f64,
+    /// The prior's alignment, with the current scan's resampling onto the model grid and its
+    /// brain mask made beside it; 0 without a prior.
     pub register: f64,
+    /// The prior onto the model grid (without a prior: the current scan onto it and its brain),
+    /// the channels and their normalisation.
     pub preprocess: f64,
     pub infer: f64,
     pub lesions: f64,
@@ -298,29 +303,46 @@ impl Analyzer {
         self.refresh()?;
         self.check_visits(prior.is_some())?;
         let mut watch = Stopwatch::start();
-        let registration = match prior {
+        let preprocessing = self.model().card.preprocessing();
+        // The current scan's part of the model input needs no prior: it is made on the other
+        // core while the prior is aligned (both stages use rayon inside; they overlap in their
+        // serial parts).
+        let aligned_with_current = match prior {
             Some(prior) => {
-                let registration = register(current, prior, &self.settings.registration)
-                    .map_err(AnalyzeError::Register)?;
+                let (registration, current_on_model) = rayon::join(
+                    || register(current, prior, &self.settings.registration),
+                    || CurrentOnModelGrid::new(current, &preprocessing),
+                );
+                let registration = registration.map_err(AnalyzeError::Register)?;
                 info!(
                     correlation = registration.quality.brain_correlation,
                     metric = registration.quality.metric,
                     "prior aligned to the current scan"
                 );
-                Some(registration)
+                Some((
+                    registration,
+                    current_on_model.map_err(AnalyzeError::Prepare)?,
+                ))
             }
             None => None,
         };
         timings.register = watch.lap();
+        let (registration, current_on_model) = match aligned_with_current {
+            Some((registration, current_on_model)) => (Some(registration), current_on_model),
+            None => (
+                None,
+                CurrentOnModelGrid::new(current, &preprocessing).map_err(AnalyzeError::Prepare)?,
+            ),
+        };
 
-        let preprocessing = self.model().card.preprocessing();
         let aligned = prior
             .zip(registration.as_ref())
             .map(|(volume, r)| AlignedPrior {
                 volume,
                 to_prior: &r.transform,
             });
-        let input = model_input(current, aligned, &preprocessing).map_err(AnalyzeError::Prepare)?;
+        let input = model_input(current_on_model, aligned, &preprocessing)
+            .map_err(AnalyzeError::Prepare)?;
         timings.preprocess = watch.lap();
 
         let probabilities = self

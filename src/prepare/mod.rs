@@ -157,9 +157,42 @@ pub struct AlignedPrior<'a> {
     pub to_prior: &'a Transform,
 }
 
-/// Build the network's input from the current scan and, for a two-visit model, the aligned prior.
+/// The current scan on the model grid with its brain: the part of the network's input that needs
+/// no prior, so it can be made while the prior is being aligned.
+pub struct CurrentOnModelGrid {
+    grid: Grid,
+    brain: Array3<bool>,
+    /// Skull-stripped intensities.
+    data: Array3<f32>,
+}
+
+impl CurrentOnModelGrid {
+    pub fn new(current: &Volume, spec: &Preprocessing) -> Result<Self, PrepareError> {
+        let grid = Grid::of(current)
+            .for_model(spec.spacing_mm)
+            .map_err(PrepareError::ModelGrid)?;
+        let resampled = on_model_grid(current, &Transform::identity(), &grid, "current scan")?;
+        // The model was trained on skull-stripped visits: keep the current scan's brain only.
+        let brain = brain_of(&resampled, "current scan on the model grid")?;
+        let data = skull_strip(resampled.data, &brain);
+        Ok(CurrentOnModelGrid { grid, brain, data })
+    }
+}
+
+fn on_model_grid(
+    volume: &Volume,
+    transform: &Transform,
+    grid: &Grid,
+    what: &'static str,
+) -> Result<Volume, PrepareError> {
+    resample(volume, transform, grid, Interpolation::BSpline)
+        .map_err(|source| PrepareError::Resample { what, source })
+}
+
+/// Build the network's input from the current scan on the model grid and, for a two-visit
+/// model, the aligned prior.
 pub fn model_input(
-    current: &Volume,
+    current: CurrentOnModelGrid,
     prior: Option<AlignedPrior<'_>>,
     spec: &Preprocessing,
 ) -> Result<ModelInput, PrepareError> {
@@ -168,20 +201,14 @@ pub fn model_input(
     {
         return Err(PrepareError::NeedsPrior(channel));
     }
-    let grid = Grid::of(current)
-        .for_model(spec.spacing_mm)
-        .map_err(PrepareError::ModelGrid)?;
-    let on_model_grid = |volume: &Volume, transform: &Transform, what| {
-        resample(volume, transform, &grid, Interpolation::BSpline)
-            .map_err(|source| PrepareError::Resample { what, source })
-    };
-    let current_model = on_model_grid(current, &Transform::identity(), "current scan")?;
-    // The model was trained on skull-stripped visits: keep the current scan's brain only.
-    let brain = brain_of(&current_model, "current scan on the model grid")?;
-    let current_data = skull_strip(current_model.data, &brain);
+    let CurrentOnModelGrid {
+        grid,
+        brain,
+        data: current_data,
+    } = current;
     let prior_data = match prior {
         Some(p) => Some(skull_strip(
-            on_model_grid(p.volume, p.to_prior, "prior scan")?.data,
+            on_model_grid(p.volume, p.to_prior, &grid, "prior scan")?.data,
             &brain,
         )),
         None => None,
