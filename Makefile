@@ -115,9 +115,10 @@ bench-infer: venv build
 	$(PY) benches/infer.py --model models/realbg-int8 --mirroring off
 
 ## `msnode analyze` per stage and peak memory against the input size (the real pair resampled finer)
-## and threads (1, 2), the shipped model and realbg; nnU-Net's predictor as the inference peer.
+## and threads (1, 2), the default model (realbg) and its int8 copy; nnU-Net's predictor as the
+## inference peer (fp32 only: it has the checkpoint).
 bench-scaling: venv build
-	$(PY) benches/scaling.py --models models/compact models/realbg
+	$(PY) benches/scaling.py --models models/realbg models/realbg-int8
 
 ## From the last instance of a follow-up acknowledged to the last result acknowledged by a local PACS.
 bench-workflow: venv build
