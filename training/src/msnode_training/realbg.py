@@ -1,8 +1,8 @@
 """One-command training of the real-background model (issue 19): real-background two-visit pairs on the anisotropic
 3 x 1 x 1 mm (z, y, x) pair grid, pretraining (self-supervised context inpainting on the training pairs' images,
-supervised on real-background other-pathology pairs, or none) then fine-tuning for new and enlarging lesions, post-processing chosen on validation pairs only, evaluation
-on held-out pairs and on the real Lesjak patient03 pair (never used for training or tuning), ONNX export with its
-parity check and the model card.
+supervised on real-background other-pathology pairs, or none) then fine-tuning for new and enlarging lesions,
+post-processing chosen on validation pairs only, evaluation on held-out pairs and on the real Lesjak patient03 pair
+(never used for training or tuning), ONNX export with its parity check and the model card.
 
 Every stage writes a marker under the work folder, so a rerun of the same command resumes: finished stages are
 skipped and a training stage continues from its `checkpoint_latest.pth`. Progress (epoch, seconds, ETA) goes to
