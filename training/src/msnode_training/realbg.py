@@ -147,21 +147,30 @@ def other_pathology_seed(run_seed: int) -> int:
     return stream_seed(run_seed, "real_pairs_other_pathology")
 
 
+def write_other_pathology_dataset(dirs: Sequence[Path], source_dataset_id: int, target_dataset_id: int, name: str,
+                                  spacing_zyx: tuple[float, float, float], identifier: str) -> None:
+    """Other-pathology pairs as nnU-Net dataset `target_dataset_id`, preprocessed with the plans `identifier` of
+    `source_dataset_id` (the fine-tuning dataset), so that pretraining and fine-tuning train one network; the last
+    pair validates."""
+    write_raw_dataset([read_pair(d)[0] for d in dirs], target_dataset_id, name, spacing_zyx,
+                      "another pathology (mass or wedge) on real backgrounds")
+    transfer_plans_and_preprocess(source_dataset_id, target_dataset_id, identifier)
+    names = [d.name for d in dirs]
+    write_split(target_dataset_id, names[:-1], names[-1:])
+
+
 def prepare_other_pathology_pretraining(config: RealBgConfig, stages: Stages, pairs_root: Path,
                                         pair_config: RealPairConfig, identifier: str) -> dict[str, Any]:
-    """The other-pathology pairs (cached) as nnU-Net dataset `PRETRAIN_DATASET_ID`, preprocessed with the
-    fine-tuning plans so that pretraining and fine-tuning train one network; the last pair validates."""
+    """The other-pathology pairs (cached) as nnU-Net dataset `PRETRAIN_DATASET_ID` (`write_other_pathology_dataset`),
+    once: a rerun reuses the stage's record."""
     seed = other_pathology_seed(config.seed)
     dirs, record = generate_pairs(pairs_root, seed, range(config.pretrain_pairs), pair_config, config.data_workers,
                                   "other_pathology")
     log(f"pairs pretrain: {config.pretrain_pairs} other_pathology ({record})")
     if not stages.finished("preprocess_pretrain"):
         t = time.monotonic()
-        write_raw_dataset([read_pair(d)[0] for d in dirs], PRETRAIN_DATASET_ID, "msnodeRealBgOtherPathology",
-                          pair_config.spacing_zyx, "another pathology (mass or wedge) on real backgrounds")
-        transfer_plans_and_preprocess(DATASET_ID, PRETRAIN_DATASET_ID, identifier)
-        names = [d.name for d in dirs]
-        write_split(PRETRAIN_DATASET_ID, names[:-1], names[-1:])
+        write_other_pathology_dataset(dirs, DATASET_ID, PRETRAIN_DATASET_ID, "msnodeRealBgOtherPathology",
+                                      pair_config.spacing_zyx, identifier)
         stages.mark("preprocess_pretrain", {"seed": seed, "pairs": config.pretrain_pairs, "generation": record,
                                             "seconds": round(time.monotonic() - t, 1)})
     return stages.done["preprocess_pretrain"]

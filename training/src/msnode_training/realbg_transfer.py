@@ -39,9 +39,7 @@ from msnode_training.inference import onnx_runner
 from msnode_training.nnunet_data import (
     NETWORK_SIZES,
     plan_and_preprocess,
-    transfer_plans_and_preprocess,
     write_raw_dataset,
-    write_split,
     write_splits,
 )
 from msnode_training.node_eval import evaluate_through_node
@@ -59,6 +57,7 @@ from msnode_training.realbg import (
     probability_of,
     run_training_stage,
     score_cases,
+    write_other_pathology_dataset,
 )
 from msnode_training.realpairs import RealPairConfig, generate_pairs, read_pair
 from msnode_training.trainers import TrainingSettings
@@ -136,12 +135,8 @@ def prepare_datasets(config: TransferConfig, stages: Stages) -> dict[str, Any]:
         identifier = plan_and_preprocess(FINETUNE_DATASET_ID, NETWORK_SIZES[config.network_size])
         write_size_splits(FINETUNE_DATASET_ID, [d.name for d in dirs["pool"]],
                           [d.name for d in dirs["validation"]], config.sizes)
-        pretrain_cases = [read_pair(d)[0] for d in dirs["pretrain"]]
-        write_raw_dataset(pretrain_cases, PRETRAIN_DATASET_ID, "msnodeTransferOtherPathology", spacing,
-                          "another pathology on real backgrounds (transfer experiment pretraining)")
-        transfer_plans_and_preprocess(FINETUNE_DATASET_ID, PRETRAIN_DATASET_ID, identifier)
-        names = [d.name for d in dirs["pretrain"]]
-        write_split(PRETRAIN_DATASET_ID, names[:-1], names[-1:])
+        write_other_pathology_dataset(dirs["pretrain"], FINETUNE_DATASET_ID, PRETRAIN_DATASET_ID,
+                                      "msnodeTransferOtherPathology", spacing, identifier)
         stages.mark("preprocess", {"identifier": identifier, "seconds": round(time.monotonic() - t, 1)})
     return {"dirs": dirs, "seeds": {**seeds, "pretrain": pretrain_seed}, "pair_config_key": pair_config.key()}
 
