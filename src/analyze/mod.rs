@@ -307,7 +307,7 @@ impl Analyzer {
         // The current scan's part of the model input needs no prior: it is made on the other
         // core while the prior is aligned (both stages use rayon inside; they overlap in their
         // serial parts).
-        let aligned_with_current = match prior {
+        let (registration, current_on_model) = match prior {
             Some(prior) => {
                 let (registration, current_on_model) = rayon::join(
                     || register(current, prior, &self.settings.registration),
@@ -319,21 +319,15 @@ impl Analyzer {
                     metric = registration.quality.metric,
                     "prior aligned to the current scan"
                 );
-                Some((
-                    registration,
-                    current_on_model.map_err(AnalyzeError::Prepare)?,
-                ))
+                (Some(registration), Some(current_on_model))
             }
-            None => None,
+            None => (None, None),
         };
         timings.register = watch.lap();
-        let (registration, current_on_model) = match aligned_with_current {
-            Some((registration, current_on_model)) => (Some(registration), current_on_model),
-            None => (
-                None,
-                CurrentOnModelGrid::new(current, &preprocessing).map_err(AnalyzeError::Prepare)?,
-            ),
-        };
+        // Without a prior the current scan's preparation counts as preprocessing.
+        let current_on_model = current_on_model
+            .unwrap_or_else(|| CurrentOnModelGrid::new(current, &preprocessing))
+            .map_err(AnalyzeError::Prepare)?;
 
         let aligned = prior
             .zip(registration.as_ref())
